@@ -1,0 +1,90 @@
+//! The `provisioner` command line: one module per verb, each with its `Args` and `run`.
+
+mod deployment;
+mod graph;
+mod output;
+mod plan;
+mod policy;
+mod progress;
+mod render;
+mod schema;
+mod state;
+mod up;
+mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use output::Output;
+
+/// Stands up a Stacksmith platform (AWS network, IAM, EKS, RDS, ElastiCache and the in-cluster
+/// control plane) from a declarative stack file in `stacks/<name>.yaml`.
+///
+/// Exit codes: 0 success, 1 error; verbs that report changes or drift document a 2.
+#[derive(Debug, Parser)]
+#[command(name = "provisioner", version, about, long_about = None, max_term_width = 100)]
+pub struct Cli {
+    /// Directory holding the stack files.
+    #[arg(
+        long,
+        global = true,
+        default_value = "stacks",
+        env = "STACKSMITH_STACKS_DIR",
+        value_name = "DIR"
+    )]
+    pub stacks_dir: PathBuf,
+
+    /// The verb.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check stack files: unknown keys, types, CIDRs, scaling bounds, names after instance suffixes.
+    /// Every error is reported with file, line and column. Exit 0 when valid, 1 otherwise.
+    Validate(validate::Args),
+    /// Print the JSON Schema of stack files (committed as stacks/stack.schema.json).
+    Schema(schema::Args),
+    /// Write the in-cluster objects (baseline and control plane) as YAML files for GitOps.
+    /// Secrets are never written to files.
+    Render(render::Args),
+    /// Show what `up` would change. Exit codes with --detailed-exitcode: 0 no changes, 1 error,
+    /// 2 changes present.
+    Plan(plan::Args),
+    /// Settle interrupted operations, plan, confirm and apply. Exit 0 applied, 1 failed.
+    Up(up::Args),
+    /// Print the resource graph as Graphviz DOT with the critical path marked.
+    Graph(graph::Args),
+    /// Inspect state (`list`, `show ADDR`) or remove a stale lock (`unlock`).
+    State(state::Args),
+    /// Policy as code: check a stack's plan against the Rego guardrails in `policies/`
+    /// (`policy check`) or run the policies' own tests (`policy test`).
+    Policy(policy::Args),
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let output = Output::from_environment();
+    let result = match cli.command {
+        Command::Validate(args) => validate::run(&args, &cli.stacks_dir, &output),
+        Command::Schema(args) => schema::run(&args),
+        Command::Render(args) => render::run(&args, &cli.stacks_dir),
+        Command::Plan(args) => plan::run(&args, &cli.stacks_dir, &output),
+        Command::Up(args) => up::run(&args, &cli.stacks_dir, &output),
+        Command::Graph(args) => graph::run(&args, &cli.stacks_dir, &output),
+        Command::State(args) => state::run(&args, &cli.stacks_dir, &output),
+        Command::Policy(args) => policy::run(&args, &cli.stacks_dir, &output),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            output.report(&error);
+            ExitCode::FAILURE
+        }
+    }
+}

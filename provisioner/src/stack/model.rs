@@ -1,0 +1,676 @@
+//! The stack file's typed model: what `stacks/<name>.yaml` may say, with the defaults it gets.
+//!
+//! The JSON Schema that editors and the loader use (`stacks/stack.schema.json`) is generated from
+//! these types, so a field documented here is a field the loader accepts, and nothing else is.
+//! String fields with a `format` are checked by [`super::formats`] before the typed model is built.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A Stacksmith stack: the AWS network, IAM, EKS cluster, database, cache and in-cluster platform
+/// of one environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "Stacksmith stack file")]
+pub struct Stack {
+    /// A stack file this one builds on, relative to this file: mappings merge deeply, lists are
+    /// replaced, and this file wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extends: Option<String>,
+    /// Marks a file that only holds shared defaults for other stacks (such as `base.yaml`): it is
+    /// checked for unknown keys and types but cannot be deployed. Not inherited through `extends`.
+    #[serde(
+        default,
+        rename = "abstract",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
+    pub is_abstract: bool,
+    /// The stack's name: lowercase letters, digits and hyphens. With an instance, resources are
+    /// named `<name>-<instance>`.
+    #[schemars(extend("format" = "stack-name"))]
+    pub name: String,
+    /// The AWS region, e.g. `us-west-2`.
+    #[schemars(extend("format" = "aws-region"))]
+    pub region: String,
+    /// Tags added to every taggable resource, next to Stacksmith's own `stacksmith:*` tags.
+    #[serde(default)]
+    pub tags: IndexMap<String, String>,
+    /// How to reach AWS.
+    #[serde(default)]
+    pub aws: AwsSettings,
+    /// Where the stack's state is kept.
+    #[serde(default)]
+    pub state: StateSettings,
+    /// Makes this stack a template for ephemeral copies (`--instance pr-123`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<InstanceSettings>,
+    /// The VPC.
+    pub network: Network,
+    /// The EKS cluster.
+    pub cluster: Cluster,
+    /// RDS PostgreSQL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<Database>,
+    /// ElastiCache Redis replication group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<Cache>,
+    /// In-cluster objects installed before the control plane.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Baseline>,
+    /// The Stacksmith control plane installed into the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub controlplane: Option<ControlPlane>,
+}
+
+/// How to reach AWS.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AwsSettings {
+    /// Endpoint for every AWS service (emulators such as moto); otherwise AWS's own endpoints or
+    /// the standard `AWS_ENDPOINT_URL*` environment variables.
+    #[serde(default)]
+    #[schemars(extend("format" = "http-url"))]
+    pub endpoint_url: Option<String>,
+    /// A named profile; otherwise the standard AWS credential chain.
+    #[serde(default)]
+    pub profile: Option<String>,
+}
+
+/// Where the stack's state is kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StateSettings {
+    /// `local` keeps state in `.stacksmith/state/<stack>[-<instance>].json`; `postgres` in the
+    /// database at `url`.
+    #[serde(default)]
+    pub backend: StateBackend,
+    /// Connection URL of the `postgres` backend.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// How long a run waits for another run's lock before giving up, e.g. `5m`.
+    #[serde(default = "default_lock_timeout")]
+    pub lock_timeout: HumanDuration,
+}
+
+impl Default for StateSettings {
+    fn default() -> Self {
+        Self {
+            backend: StateBackend::default(),
+            url: None,
+            lock_timeout: default_lock_timeout(),
+        }
+    }
+}
+
+fn default_lock_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(300))
+}
+
+/// A state backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum StateBackend {
+    /// A JSON file next to the stacks, locked with a lock file.
+    #[default]
+    Local,
+    /// A Postgres table, locked with an advisory lock.
+    Postgres,
+}
+
+/// Ephemeral copies of a template stack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceSettings {
+    /// Whether `--instance NAME` may be used with this stack.
+    pub allowed: bool,
+    /// Age after which `provisioner gc` tears an instance down, e.g. `48h`.
+    #[serde(default)]
+    pub ttl: Option<HumanDuration>,
+    /// Longest instance name accepted. Resource names are checked against AWS limits with an
+    /// instance name this long, so a template that validates fits every instance it allows.
+    #[serde(default = "default_max_instance_name")]
+    #[schemars(range(min = 1, max = 32))]
+    pub max_name_length: u8,
+}
+
+fn default_max_instance_name() -> u8 {
+    12
+}
+
+/// The VPC.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// The VPC's IPv4 CIDR block, e.g. `10.0.0.0/16`.
+    pub cidr: Cidr,
+    /// Availability zones: a count (the region's first N zones) or an explicit list.
+    pub azs: AvailabilityZones,
+    /// One public subnet per AZ (needed for NAT gateways and internet-facing load balancers).
+    #[serde(default)]
+    pub public_subnets: Vec<Cidr>,
+    /// One private subnet per AZ, for nodes, the database and the cache.
+    pub private_subnets: Vec<Cidr>,
+    /// NAT gateways for the private subnets: `none`, `single` or `per-az`.
+    #[serde(default)]
+    pub nat: NatMode,
+    /// VPC flow logs to CloudWatch Logs.
+    #[serde(default = "yes")]
+    pub flow_logs: bool,
+}
+
+/// Availability zones, by count or by name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum AvailabilityZones {
+    /// The region's first N zones (`a`, `b`, `c`, ...).
+    Count(#[schemars(range(min = 1, max = 6))] u8),
+    /// Explicit zone names, e.g. `[us-west-2a, us-west-2b]`.
+    Names(Vec<String>),
+}
+
+impl AvailabilityZones {
+    /// The zone names in `region`.
+    pub fn names(&self, region: &str) -> Vec<String> {
+        match self {
+            Self::Count(n) => (b'a'..)
+                .take(usize::from(*n))
+                .map(|c| format!("{region}{}", c as char))
+                .collect(),
+            Self::Names(names) => names.clone(),
+        }
+    }
+}
+
+/// NAT gateways.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum NatMode {
+    /// No NAT: private subnets have no route to the internet.
+    None,
+    /// One NAT gateway in the first public subnet.
+    #[default]
+    Single,
+    /// One NAT gateway per AZ.
+    PerAz,
+}
+
+/// The EKS cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// The cluster's name; with an instance it becomes `<name>-<instance>`.
+    pub name: String,
+    /// Kubernetes version, e.g. `"1.31"` (quote it: YAML reads 1.30 as the number 1.3).
+    #[schemars(extend("format" = "kubernetes-version"))]
+    pub version: String,
+    /// Who may reach the API endpoint.
+    #[serde(default)]
+    pub endpoint: ClusterEndpoint,
+    /// Control plane log types sent to CloudWatch.
+    #[serde(default)]
+    pub logging: Vec<ClusterLogType>,
+    /// Managed node groups by name.
+    pub node_groups: IndexMap<String, NodeGroup>,
+    /// Managed add-ons: name to version, or `latest` (resolved and pinned in state on first apply).
+    #[serde(default)]
+    pub addons: IndexMap<String, String>,
+    /// Bring-your-own cluster: apply in-cluster objects through this kubeconfig instead of the
+    /// EKS endpoint (also how the `local` stack reaches the Kubernetes emulator).
+    #[serde(default)]
+    pub kubeconfig: Option<String>,
+}
+
+/// Who may reach the cluster's API endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterEndpoint {
+    /// A public endpoint.
+    #[serde(default = "yes")]
+    pub public: bool,
+    /// A private endpoint inside the VPC.
+    #[serde(default = "yes")]
+    pub private: bool,
+    /// CIDRs allowed to reach the public endpoint.
+    #[serde(default)]
+    pub public_cidrs: Vec<Cidr>,
+}
+
+impl Default for ClusterEndpoint {
+    fn default() -> Self {
+        Self {
+            public: true,
+            private: true,
+            public_cidrs: Vec::new(),
+        }
+    }
+}
+
+/// EKS control plane log types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(missing_docs)]
+pub enum ClusterLogType {
+    Api,
+    Audit,
+    Authenticator,
+    ControllerManager,
+    Scheduler,
+}
+
+/// A managed node group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeGroup {
+    /// EC2 instance types, most preferred first.
+    #[schemars(length(min = 1))]
+    pub instance_types: Vec<String>,
+    /// `on-demand` or `spot`.
+    #[serde(default)]
+    pub capacity: CapacityType,
+    /// Node counts.
+    pub scaling: Scaling,
+    /// Root volume size in GiB.
+    #[serde(default = "default_disk_gib")]
+    #[schemars(range(min = 20, max = 16384))]
+    pub disk_gib: u32,
+    /// Kubernetes labels on the nodes.
+    #[serde(default)]
+    pub labels: IndexMap<String, String>,
+    /// Kubernetes taints on the nodes.
+    #[serde(default)]
+    pub taints: Vec<Taint>,
+}
+
+fn default_disk_gib() -> u32 {
+    20
+}
+
+/// On-demand or spot capacity.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+#[allow(missing_docs)]
+pub enum CapacityType {
+    #[default]
+    OnDemand,
+    Spot,
+}
+
+/// Node counts of a node group: `min <= desired <= max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct Scaling {
+    pub min: u32,
+    pub desired: u32,
+    #[schemars(range(min = 1))]
+    pub max: u32,
+}
+
+/// A Kubernetes taint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct Taint {
+    pub key: String,
+    #[serde(default)]
+    pub value: Option<String>,
+    pub effect: TaintEffect,
+}
+
+/// What a taint does to pods that do not tolerate it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[allow(missing_docs)]
+pub enum TaintEffect {
+    NoSchedule,
+    PreferNoSchedule,
+    NoExecute,
+}
+
+/// RDS PostgreSQL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    /// PostgreSQL version, e.g. `"16.4"`; the parameter group family follows from it.
+    #[schemars(extend("format" = "engine-version"))]
+    pub engine_version: String,
+    /// RDS instance class, e.g. `db.r6g.large`.
+    #[schemars(extend("format" = "rds-instance-class"))]
+    pub instance_class: String,
+    /// Allocated storage in GiB.
+    #[schemars(range(min = 20, max = 65536))]
+    pub storage_gib: u32,
+    /// A standby in a second AZ.
+    #[serde(default)]
+    pub multi_az: bool,
+    /// Refuse deletion until turned off.
+    #[serde(default)]
+    pub deletion_protection: bool,
+    /// Days of automated backups (0 turns them off).
+    #[serde(default = "default_backup_days")]
+    #[schemars(range(max = 35))]
+    pub backup_retention_days: u8,
+    /// Entries of the DB parameter group.
+    #[serde(default)]
+    pub parameters: IndexMap<String, String>,
+}
+
+fn default_backup_days() -> u8 {
+    7
+}
+
+/// ElastiCache Redis replication group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cache {
+    /// Redis version, e.g. `"7.1"`.
+    #[schemars(extend("format" = "engine-version"))]
+    pub engine_version: String,
+    /// Node type, e.g. `cache.r6g.large`.
+    #[schemars(extend("format" = "cache-node-type"))]
+    pub node_type: String,
+    /// Read replicas next to the primary.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(max = 5))]
+    pub replicas: u8,
+    /// TLS between clients and Redis (required for an auth token).
+    #[serde(default = "yes")]
+    pub transit_encryption: bool,
+    /// Encryption of data at rest.
+    #[serde(default = "yes")]
+    pub at_rest_encryption: bool,
+}
+
+fn default_replicas() -> u8 {
+    1
+}
+
+/// In-cluster objects installed before the control plane.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Baseline {
+    /// Namespaces to create.
+    pub namespaces: Vec<String>,
+    /// Pod Security Standard enforced per namespace.
+    #[serde(default)]
+    pub pod_security: IndexMap<String, PodSecurityLevel>,
+    /// `default-deny` installs default-deny policies plus the allow rules the platform needs.
+    #[serde(default)]
+    pub network_policies: NetworkPolicyMode,
+    /// PriorityClasses by tier name, with their values.
+    #[serde(default)]
+    pub priority_classes: IndexMap<String, i32>,
+    /// ResourceQuota entries per namespace, e.g. `{ workload: { pods: "500" } }`.
+    #[serde(default)]
+    pub quotas: IndexMap<String, IndexMap<String, Quantity>>,
+}
+
+/// A Pod Security Standard level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+#[allow(missing_docs)]
+pub enum PodSecurityLevel {
+    Privileged,
+    Baseline,
+    Restricted,
+}
+
+/// Network policies installed by the baseline.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum NetworkPolicyMode {
+    /// Deny all traffic by default, allow what the platform needs.
+    #[default]
+    DefaultDeny,
+    /// Install no network policies.
+    None,
+}
+
+/// The Stacksmith control plane.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ControlPlane {
+    /// Container image, pinned to a tag or digest.
+    #[schemars(extend("format" = "container-image"))]
+    pub image: String,
+    /// Replicas of the API.
+    #[schemars(range(min = 1))]
+    pub replicas: u32,
+    /// Requests and limits of each API pod.
+    #[serde(default)]
+    pub resources: Option<Resources>,
+    /// Horizontal autoscaling of the API on CPU.
+    #[serde(default)]
+    pub autoscaling: Option<Autoscaling>,
+    /// Request rate limits of the API.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimit>,
+    /// Worker pools by name.
+    #[serde(default)]
+    pub worker_pools: IndexMap<String, WorkerPool>,
+    /// Namespace of the API (one of `baseline.namespaces`).
+    #[serde(default = "default_controlplane_namespace")]
+    pub namespace: String,
+    /// Namespace of the worker Deployments, which the API may scale (one of
+    /// `baseline.namespaces`).
+    #[serde(default = "default_worker_namespace")]
+    pub worker_namespace: String,
+    /// Namespaces whose pods may call the API besides the workers (the ingress controller's and
+    /// monitoring's), when `baseline.network_policies` is `default-deny`.
+    #[serde(default = "default_api_clients")]
+    pub api_client_namespaces: Vec<String>,
+}
+
+fn default_api_clients() -> Vec<String> {
+    vec!["ingress-nginx".to_owned(), "monitoring".to_owned()]
+}
+
+fn default_controlplane_namespace() -> String {
+    "system".to_owned()
+}
+
+fn default_worker_namespace() -> String {
+    "workload".to_owned()
+}
+
+/// Requests and limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct Resources {
+    #[serde(default)]
+    pub requests: Option<ResourceList>,
+    #[serde(default)]
+    pub limits: Option<ResourceList>,
+}
+
+/// CPU and memory quantities.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct ResourceList {
+    #[serde(default)]
+    pub cpu: Option<Quantity>,
+    #[serde(default)]
+    pub memory: Option<Quantity>,
+}
+
+/// Horizontal autoscaling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct Autoscaling {
+    #[schemars(range(min = 1))]
+    pub min: u32,
+    #[schemars(range(min = 1))]
+    pub max: u32,
+    #[schemars(range(min = 1, max = 100))]
+    pub cpu_percent: u8,
+}
+
+/// Request rate limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    /// Sustained requests per second per API key.
+    #[schemars(range(min = 1))]
+    pub per_key_rps: u32,
+    /// Requests a key may send at once above the sustained rate.
+    #[schemars(range(min = 1))]
+    pub burst: u32,
+    /// Sustained requests per second over all keys.
+    #[schemars(range(min = 1))]
+    pub global_rps: u32,
+}
+
+/// A worker pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerPool {
+    /// Priority tier: a key of `baseline.priority_classes`.
+    pub tier: String,
+    /// Tasks one worker runs at once.
+    #[schemars(range(min = 1))]
+    pub concurrency: u32,
+    /// Bounds of the pool's Deployment, scaled by queue depth.
+    pub replicas: ReplicaRange,
+    /// Queued tasks per replica the autoscaler aims for.
+    #[serde(default = "default_tasks_per_replica")]
+    #[schemars(range(min = 1))]
+    pub tasks_per_replica: u32,
+    /// Requests and limits of each worker pod.
+    #[serde(default)]
+    pub resources: Option<Resources>,
+}
+
+fn default_tasks_per_replica() -> u32 {
+    10
+}
+
+/// Replica bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct ReplicaRange {
+    pub min: u32,
+    #[schemars(range(min = 1))]
+    pub max: u32,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// An IPv4 CIDR block. Checked by the `ipv4-cidr` format before the model is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Cidr(pub ipnet::Ipv4Net);
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = Cow::<str>::deserialize(deserializer)?;
+        text.parse().map(Cidr).map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for Cidr {
+    fn schema_name() -> Cow<'static, str> {
+        "Cidr".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "format": "ipv4-cidr",
+            "description": "An IPv4 CIDR block, e.g. 10.0.1.0/24.",
+        })
+    }
+}
+
+/// A duration written like `90s`, `5m` or `48h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_duration(self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = Cow::<str>::deserialize(deserializer)?;
+        humantime::parse_duration(&text)
+            .map(HumanDuration)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for HumanDuration {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "format": "duration",
+            "description": "A duration such as 90s, 5m, 48h or 1h 30m.",
+        })
+    }
+}
+
+/// A Kubernetes quantity such as `500m`, `512Mi` or `100`; numbers are accepted too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quantity(pub String);
+
+impl Serialize for Quantity {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Quantity {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Text(String),
+            Whole(u64),
+            Fraction(f64),
+        }
+        Ok(Quantity(match Raw::deserialize(deserializer)? {
+            Raw::Text(text) => text,
+            Raw::Whole(n) => n.to_string(),
+            Raw::Fraction(f) => f.to_string(),
+        }))
+    }
+}
+
+impl JsonSchema for Quantity {
+    fn schema_name() -> Cow<'static, str> {
+        "Quantity".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "anyOf": [
+                { "type": "string", "format": "kubernetes-quantity" },
+                { "type": "number", "minimum": 0 }
+            ],
+            "description": "A Kubernetes quantity, e.g. 500m, 512Mi, 2 or \"100\".",
+        })
+    }
+}

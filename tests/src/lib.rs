@@ -1,0 +1,94 @@
+//! Test harness shared by Stacksmith's crates.
+//!
+//! `cargo xtask test` starts the servers the suite talks to (moto, Postgres, Redis, the
+//! Kubernetes API emulator) on 127.0.0.1 and passes their addresses through environment variables.
+//! The functions here read them. Postgres and Redis fall back to the usual local ports, so a
+//! single test can also be run with plain `cargo test` on a machine that has them; the emulators
+//! have no fallback, and a test that needs one fails with an instruction instead of skipping.
+
+use std::path::PathBuf;
+
+/// `STACKSMITH_TEST_DATABASE_URL`: a Postgres URL whose user may create databases.
+pub const DATABASE_URL_VAR: &str = "STACKSMITH_TEST_DATABASE_URL";
+/// `STACKSMITH_TEST_REDIS_URL`: a Redis URL; tests give their keys a unique prefix.
+pub const REDIS_URL_VAR: &str = "STACKSMITH_TEST_REDIS_URL";
+/// `STACKSMITH_TEST_AWS_ENDPOINT`: the moto server's base URL.
+pub const AWS_ENDPOINT_VAR: &str = "STACKSMITH_TEST_AWS_ENDPOINT";
+/// `STACKSMITH_TEST_KUBE_URL`: the Kubernetes API emulator's base URL (plain HTTP).
+pub const KUBE_URL_VAR: &str = "STACKSMITH_TEST_KUBE_URL";
+/// `STACKSMITH_TEST_KUBECONFIG`: a kubeconfig file pointing at the Kubernetes API emulator.
+pub const KUBECONFIG_VAR: &str = "STACKSMITH_TEST_KUBECONFIG";
+/// `STACKSMITH_TEST_VENV_BIN`: the `bin` folder of the Python venv holding the emulators and checkers.
+pub const VENV_BIN_VAR: &str = "STACKSMITH_TEST_VENV_BIN";
+
+const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
+
+/// The Postgres server for tests (an admin-capable URL: create a database per test from it).
+pub fn database_url() -> String {
+    std::env::var(DATABASE_URL_VAR).unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned())
+}
+
+/// The Redis server for tests.
+pub fn redis_url() -> String {
+    std::env::var(REDIS_URL_VAR).unwrap_or_else(|_| DEFAULT_REDIS_URL.to_owned())
+}
+
+/// The moto server's base URL. Panics with an instruction when the suite was not started by
+/// `cargo xtask test`.
+pub fn aws_endpoint() -> String {
+    required(AWS_ENDPOINT_VAR, "the moto server")
+}
+
+/// The Kubernetes API emulator's base URL (`http://127.0.0.1:PORT`). Panics with an instruction
+/// when the suite was not started by `cargo xtask test`.
+pub fn kube_url() -> String {
+    required(KUBE_URL_VAR, "the Kubernetes API emulator")
+}
+
+/// A kubeconfig (context `stacksmith-test`) for the Kubernetes API emulator. Panics with an
+/// instruction when the suite was not started by `cargo xtask test`.
+pub fn kubeconfig() -> PathBuf {
+    PathBuf::from(required(
+        KUBECONFIG_VAR,
+        "a kubeconfig for the Kubernetes API emulator",
+    ))
+}
+
+/// Path of a tool installed in the test venv (`moto_server`, `schemathesis`, `hadolint`, ...).
+pub fn venv_tool(name: &str) -> PathBuf {
+    PathBuf::from(required(VENV_BIN_VAR, "the Python test venv")).join(name)
+}
+
+/// The workspace root (the folder holding `Cargo.toml`, `stacks/`, `tests/`).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace root")
+        .to_path_buf()
+}
+
+/// A name unique to this process and call: for per-test databases, Redis key prefixes, stack names.
+pub fn unique_name(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}_{}_{}_{nanos:x}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn required(var: &str, what: &str) -> String {
+    match std::env::var(var) {
+        Ok(value) if !value.is_empty() => value,
+        _ => panic!(
+            "{var} is not set: this test needs {what}. Run the suite with `cargo xtask test` \
+             (it starts the servers and sets {var}), or set it yourself."
+        ),
+    }
+}

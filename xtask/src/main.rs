@@ -1,0 +1,173 @@
+//! Project automation. Two commands matter to a newcomer (see README.md):
+//!
+//! - `cargo xtask local`: the main job against local emulators;
+//! - `cargo xtask test`: every test, with the servers they need.
+//!
+//! Both start what they need and stop it at the end: a Python venv with moto (and the other
+//! PyPI tools in `tests/requirements/*.txt`), Postgres and Redis (reused when already reachable on
+//! their usual ports, otherwise private servers on free ports, installed when missing and possible).
+//! Everything binds to 127.0.0.1.
+
+mod environment;
+mod process;
+mod python;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use environment::TestEnvironment;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  test [ARGS...]   start the test servers, run every test (cargo nextest, or cargo test when
+                   nextest is absent) with ARGS passed to the runner, stop the servers
+  local            the main job: start the emulators; validate, plan and render the `local` stack
+  env              start the test servers, print their environment variables, wait for Ctrl-C
+  help             this text
+
+environment:
+  STACKSMITH_CACHE_DIR   where the Python venvs live (default: $HOME/.cache/stacksmith)
+  STACKSMITH_TEST_DATABASE_URL, STACKSMITH_TEST_REDIS_URL
+                         use these servers instead of finding or starting them
+  STACKSMITH_TEST_PRIVATE_SERVERS=1
+                         start private Postgres and Redis on free ports even when the
+                         machine's own answer on 5432 and 6379
+  STACKSMITH_BLESS=1     rewrite golden files instead of comparing (then review the diff)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (command, rest) = args
+        .split_first()
+        .map_or(("help", &[][..]), |(c, r)| (c.as_str(), r));
+    let result = match command {
+        "test" => test(rest),
+        "local" => local(),
+        "env" => hold_environment(),
+        "help" | "--help" | "-h" => {
+            println!("{USAGE}");
+            Ok(ExitCode::SUCCESS)
+        }
+        other => Err(format!("unknown command `{other}`\n\n{USAGE}")),
+    };
+    match result {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("xtask: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask/ sits in the workspace")
+        .to_path_buf()
+}
+
+/// The cargo that runs us, so toolchain overrides carry over.
+fn cargo() -> Command {
+    let mut command = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    command.current_dir(root());
+    command
+}
+
+/// Cargo's target directory as cargo will use it.
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+fn test(runner_args: &[String]) -> Result<ExitCode, String> {
+    // Build first, so compile time is not spent while the servers idle.
+    let nextest = process::succeeds(cargo().args(["nextest", "--version"]));
+    let mut build = cargo();
+    if nextest {
+        build.args(["nextest", "run", "--workspace", "--no-run"]);
+    } else {
+        build.args(["test", "--workspace", "--no-run"]);
+    }
+    process::run("building the workspace and its tests", &mut build)?;
+
+    let environment = TestEnvironment::start()?;
+    let mut run = cargo();
+    if nextest {
+        run.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+    } else {
+        run.args(["test", "--workspace", "--no-fail-fast"]);
+    }
+    run.args(runner_args);
+    environment.apply(&mut run);
+    println!("xtask: running the tests");
+    let status = run.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+    drop(environment);
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn local() -> Result<ExitCode, String> {
+    process::run(
+        "building the workspace",
+        cargo().args(["build", "--workspace"]),
+    )?;
+    let environment = TestEnvironment::start()?;
+    let provisioner = target_dir().join("debug").join("provisioner");
+    let manifests = root().join(".stacksmith").join("manifests").join("local");
+    let steps: [(&str, Vec<String>); 3] = [
+        (
+            "validate the stack",
+            vec!["validate".into(), "--stack".into(), "local".into()],
+        ),
+        (
+            "plan it (checked against policies/)",
+            vec!["plan".into(), "--stack".into(), "local".into()],
+        ),
+        (
+            "render its in-cluster objects",
+            vec![
+                "render".into(),
+                "--stack".into(),
+                "local".into(),
+                "--out".into(),
+                manifests.display().to_string(),
+            ],
+        ),
+    ];
+    for (what, args) in steps {
+        println!("xtask: {what}: provisioner {}", args.join(" "));
+        let mut command = Command::new(&provisioner);
+        command.current_dir(root()).args(&args);
+        environment.apply(&mut command);
+        let status = command
+            .status()
+            .map_err(|e| format!("cannot run {}: {e}", provisioner.display()))?;
+        if !status.success() {
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    println!(
+        "xtask: the local stack is valid and planned against moto at {}; `provisioner up` provisions it once the AWS providers land",
+        environment.aws_endpoint
+    );
+    drop(environment);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn hold_environment() -> Result<ExitCode, String> {
+    let environment = TestEnvironment::start()?;
+    println!("# The test servers are up. In another shell:");
+    for (name, value) in environment.variables() {
+        println!("export {name}={value}");
+    }
+    println!("# Press Ctrl-C to stop them.");
+    loop {
+        std::thread::park();
+    }
+}
