@@ -1,0 +1,108 @@
+//! `provisioner plan`: what `up` would change, as a coloured diff or versioned JSON.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use miette::{IntoDiagnostic, miette};
+
+use super::Output;
+use super::deployment::{self, Target};
+use crate::engine::executor::DEFAULT_PARALLELISM;
+use crate::engine::planner::{self, PlanInput};
+use crate::engine::refresh::read_live;
+use crate::engine::render::render_plan;
+use crate::policy;
+
+/// Arguments of `plan`.
+///
+/// Exit codes: 0 success (with `--detailed-exitcode`: no changes), 1 error or a policy `deny`,
+/// 2 changes present (only with `--detailed-exitcode`).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub target: Target,
+    /// Print the plan as JSON (`format_version` 1, see provisioner/docs/plan-json.md).
+    #[arg(long)]
+    pub json: bool,
+    /// Also save the plan as JSON to FILE, for `up --plan FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Exit 0 when there are no changes, 1 on error, 2 when there are changes.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Read every recorded resource from its provider first, so drift shows as changes.
+    #[arg(long)]
+    pub refresh: bool,
+}
+
+pub fn run(args: &Args, stacks_dir: &Path, output: &Output) -> miette::Result<ExitCode> {
+    let runtime = deployment::runtime()?;
+    let (plan, report) = runtime.block_on(async {
+        let deployment = deployment::open(&args.target, stacks_dir, output).await?;
+        let state = deployment.backend.load().await.into_diagnostic()?;
+        if let Some(state) = &state
+            && !state.pending.is_empty()
+        {
+            eprintln!(
+                "note: state holds {} pending operation(s) from an interrupted run; `up` settles them before applying",
+                state.pending.len()
+            );
+        }
+        let live = match (&state, args.refresh) {
+            (Some(state), true) => {
+                let registry = deployment::providers(&deployment)?;
+                Some(read_live(state, &registry, DEFAULT_PARALLELISM).await.into_diagnostic()?)
+            }
+            _ => None,
+        };
+        let catalog = deployment::providers(&deployment)?.catalog();
+        let plan = planner::plan(&PlanInput {
+            desired: &deployment.desired,
+            state: state.as_ref(),
+            live: live.as_ref(),
+            catalog: &catalog,
+        })
+        .map_err(|e| miette!("{e}"))?;
+        let report = policy::check_plan(&policy::policies_dir(), &deployment.loaded, &plan)
+            .map_err(super::policy::diagnostic)?;
+        Ok::<_, miette::Report>((plan, report))
+    })?;
+    if let Some(path) = &args.out {
+        std::fs::write(path, plan.to_json())
+            .into_diagnostic()
+            .map_err(|e| e.wrap_err(format!("writing the plan to {}", path.display())))?;
+    }
+    let mut stdout = std::io::stdout().lock();
+    let text = if args.json {
+        plan.to_json()
+    } else {
+        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        render_plan(&plan, color)
+    };
+    stdout.write_all(text.as_bytes()).into_diagnostic()?;
+    if let Some(path) = &args.out
+        && !args.json
+    {
+        writeln!(
+            stdout,
+            "Saved the plan to {}; apply it with `provisioner up --plan {}`.",
+            path.display(),
+            path.display()
+        )
+        .into_diagnostic()?;
+    }
+    // Policy findings go to stderr so that `--json` stays one plan document on stdout.
+    if !report.findings.is_empty() {
+        eprint!("{}", policy::render::human(&report));
+    }
+    if !report.passed() {
+        eprintln!("`up` would refuse this plan: a policy denies it.");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(if args.detailed_exitcode && plan.has_changes() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,264 @@
+//! `provisioner up`: settles what an interrupted run left pending, plans, asks, and applies.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use miette::{IntoDiagnostic, miette};
+
+use super::Output;
+use super::deployment::{self, Target};
+use super::progress::{self, ProgressMode};
+use crate::engine::executor::{self, DEFAULT_PARALLELISM, ExecutorOptions, Interrupt};
+use crate::engine::plan::Plan;
+use crate::engine::planner::{self, PlanInput};
+use crate::engine::recovery::resolve_pending;
+use crate::engine::render::render_plan;
+use crate::policy;
+use crate::state::LockInfo;
+use crate::state::journal::Journal;
+
+/// Arguments of `up`. Exit codes: 0 applied (or nothing to do), 1 error, failure or interrupt.
+///
+/// Providers: the AWS providers (region, endpoint and credentials from the stack and the standard
+/// AWS chain); `STACKSMITH_PROVIDER=fake` selects the test-only fake provider (see
+/// provisioner/docs/testing.md).
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub target: Target,
+    /// Apply without asking. Required when not attached to a terminal.
+    #[arg(long)]
+    pub yes: bool,
+    /// Apply exactly this saved plan (`plan --out FILE`); refused when state moved since.
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
+    /// At most N provider calls at once (lowered automatically while providers throttle).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_PARALLELISM, value_parser = parse_parallelism)]
+    pub parallelism: usize,
+    /// Progress as one JSON object per line on stdout, for CI.
+    #[arg(long)]
+    pub json: bool,
+    /// Wait this long for another run's lock (default: the stack's `state.lock_timeout`).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub lock_timeout: Option<std::time::Duration>,
+}
+
+fn parse_parallelism(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("a whole number of at least 1".to_owned()),
+    }
+}
+
+fn confirm(args: &Args) -> miette::Result<bool> {
+    if args.yes {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(miette!(
+            help = "review with `provisioner plan`, then pass --yes",
+            "refusing to apply unattended: stdin is not a terminal and --yes was not given"
+        ));
+    }
+    eprint!("Apply these changes? Only `yes` is accepted: ");
+    std::io::stderr().flush().into_diagnostic()?;
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .into_diagnostic()?;
+    Ok(answer.trim() == "yes")
+}
+
+pub fn run(args: &Args, stacks_dir: &Path, output: &Output) -> miette::Result<ExitCode> {
+    let runtime = deployment::runtime()?;
+    runtime.block_on(apply(args, stacks_dir, output))
+}
+
+async fn apply(args: &Args, stacks_dir: &Path, output: &Output) -> miette::Result<ExitCode> {
+    let loaded = deployment::load_stack(&args.target, stacks_dir, output)?;
+    // The guardrails judge what the stack asks for before state is opened or any provider is
+    // called; the concrete plan is checked again below, before anything is applied.
+    policy::enforce(&policy::policies_dir(), &loaded, None).map_err(super::policy::diagnostic)?;
+    let deployment = deployment::connect(loaded).await?;
+    let registry = deployment::providers(&deployment)?;
+    let saved_plan = match &args.plan {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .into_diagnostic()
+                .map_err(|e| e.wrap_err(format!("reading {}", path.display())))?;
+            Some(Plan::from_json(&text).map_err(|e| miette!("{}: {e}", path.display()))?)
+        }
+        None => None,
+    };
+    let timeout = args.lock_timeout.unwrap_or(deployment.lock_timeout);
+    eprintln!("Locking the state ({}) ...", deployment.backend.describe());
+    let lock = deployment
+        .backend
+        .lock(LockInfo::for_this_process("up"), timeout)
+        .await
+        .map_err(|e| miette!("{e}"))?;
+    let result = locked_apply(args, &deployment, &registry, saved_plan).await;
+    let released = lock.release().await;
+    let code = result?;
+    released.map_err(|e| miette!("releasing the state lock: {e}"))?;
+    Ok(code)
+}
+
+async fn locked_apply(
+    args: &Args,
+    deployment: &deployment::Deployment,
+    registry: &crate::engine::provider::ProviderRegistry,
+    saved_plan: Option<Plan>,
+) -> miette::Result<ExitCode> {
+    let journal = Arc::new(
+        Journal::open(
+            deployment.backend.clone(),
+            deployment.stack_name(),
+            deployment.instance(),
+        )
+        .await
+        .into_diagnostic()?,
+    );
+    let mode = if args.json {
+        ProgressMode::Json
+    } else if std::io::stderr().is_terminal() {
+        ProgressMode::Live
+    } else {
+        ProgressMode::Lines
+    };
+    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+    let renderer = tokio::spawn(progress::render(mode, receiver));
+
+    let plan = match saved_plan {
+        Some(plan) => {
+            let state = journal.snapshot().await;
+            let current_lineage = (state.serial > 0).then(|| state.lineage.clone());
+            if plan.stack != deployment.stack_name()
+                || plan.instance.as_deref() != deployment.instance()
+            {
+                return Err(miette!(
+                    "the plan is for stack {} (instance {:?}), not this one",
+                    plan.stack,
+                    plan.instance
+                ));
+            }
+            if plan.state.lineage != current_lineage || plan.state.serial != state.serial {
+                return Err(miette!(
+                    help = "make a new plan with `provisioner plan --out FILE`",
+                    "state moved since the plan was made (plan: lineage {:?} serial {}; now: lineage {:?} serial {})",
+                    plan.state.lineage,
+                    plan.state.serial,
+                    current_lineage,
+                    state.serial
+                ));
+            }
+            if !state.pending.is_empty() {
+                return Err(miette!(
+                    "state holds pending operations; run `up` without --plan to settle them"
+                ));
+            }
+            plan
+        }
+        None => {
+            let recovered = resolve_pending(&journal, registry, Some(&sender))
+                .await
+                .map_err(|e| miette!("{e}"))?;
+            if !recovered.is_empty() {
+                eprintln!(
+                    "Settled {} pending operation(s) from an interrupted run.",
+                    recovered.len()
+                );
+            }
+            let state = journal.snapshot().await;
+            let state = (state.serial > 0).then_some(state);
+            planner::plan(&PlanInput {
+                desired: &deployment.desired,
+                state: state.as_ref(),
+                live: None,
+                catalog: &registry.catalog(),
+            })
+            .map_err(|e| miette!("{e}"))?
+        }
+    };
+    if args.json {
+        let event = serde_json::json!({
+            "event": "plan",
+            "at": chrono::Utc::now(),
+            "state": plan.state,
+            "summary": plan.summary,
+        });
+        println!("{event}");
+    } else {
+        let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        eprint!("{}", render_plan(&plan, color));
+    }
+    let report = policy::enforce(&policy::policies_dir(), &deployment.loaded, Some(&plan))
+        .map_err(super::policy::diagnostic)?;
+    if !report.findings.is_empty() {
+        eprint!("{}", policy::render::human(&report));
+    }
+    if !plan.has_changes() {
+        drop(sender);
+        let _ = renderer.await;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !confirm(args)? {
+        eprintln!("Not applied.");
+        return Ok(ExitCode::FAILURE);
+    }
+    let needs_cipher = plan.actions.iter().any(|a| {
+        a.desired.as_ref().is_some_and(|d| {
+            d.values()
+                .any(|v| crate::engine::value::as_secret_request(v).is_some())
+        })
+    });
+    let cipher = if needs_cipher {
+        Some(deployment.cipher()?)
+    } else {
+        None
+    };
+    let interrupt = Interrupt::new();
+    let on_signal = interrupt.clone();
+    let signal_task = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            on_signal.trigger();
+        }
+    });
+    let report = executor::apply(
+        &plan,
+        journal,
+        registry,
+        ExecutorOptions {
+            parallelism: args.parallelism,
+            events: Some(sender),
+            interrupt,
+            cipher,
+            ..ExecutorOptions::default()
+        },
+    )
+    .await
+    .map_err(|e| miette!("{e}"))?;
+    signal_task.abort();
+    let _ = renderer.await;
+    if args.json {
+        let summary = serde_json::json!({
+            "event": "summary",
+            "succeeded": report.succeeded(),
+            "completed": report.completed.len(),
+            "failed": report.failed.len(),
+            "not_started": report.not_started.len(),
+            "interrupted": report.interrupted,
+            "elapsed_ms": report.elapsed.as_millis() as u64,
+        });
+        println!("{summary}");
+    }
+    eprintln!("{}", report.summary());
+    Ok(if report.succeeded() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}

@@ -1,0 +1,522 @@
+//! Derives the desired resource set from a validated stack: the network (VPC, subnets per AZ,
+//! internet gateway, NAT per `nat` mode, route tables, routes, associations, flow logs), security
+//! groups and rules, IAM roles, the EKS cluster, node groups and add-ons, the RDS database and the
+//! ElastiCache replication group. Addresses are stable: they depend only on the stack's shape
+//! (AZ index, node group name, add-on name), never on ids or ordering accidents.
+//!
+//! The in-cluster `baseline` and `controlplane` objects belong to the Kubernetes provider (a
+//! later issue) and are not derived here.
+
+use indexmap::IndexMap;
+use serde_json::{Value, json};
+
+use super::value::{OutputRef, generated_secret};
+use super::{Address, DesiredResource, DesiredSet};
+use crate::stack::LoadedStack;
+use crate::stack::model::{CapacityType, NatMode, Stack};
+
+/// `ref(address, output)` as a property value.
+fn output(address: &Address, name: &str) -> Value {
+    OutputRef::new(address, name).to_value()
+}
+
+/// An address segment from a user-chosen name (node groups, add-ons): lowercase, with anything
+/// outside `[a-z0-9_-]` turned into `_`.
+pub fn segment(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if cleaned.is_empty() {
+        "_".to_owned()
+    } else {
+        cleaned
+    }
+}
+
+struct Builder<'a> {
+    stack: &'a Stack,
+    qualified: String,
+    resources: Vec<DesiredResource>,
+}
+
+impl Builder<'_> {
+    fn tags(&self, name: &str, extra: &[(&str, &str)]) -> Value {
+        let mut tags: IndexMap<String, String> = self.stack.tags.clone();
+        tags.insert("Name".to_owned(), name.to_owned());
+        for (key, value) in extra {
+            tags.insert((*key).to_owned(), (*value).to_owned());
+        }
+        json!(tags)
+    }
+
+    fn add(&mut self, resource: DesiredResource) -> Address {
+        let address = resource.address.clone();
+        self.resources.push(resource);
+        address
+    }
+}
+
+/// The desired resources of a loaded stack (and instance).
+pub fn derive(loaded: &LoadedStack) -> DesiredSet {
+    let stack = &loaded.stack;
+    let names = &loaded.names;
+    let mut b = Builder {
+        stack,
+        qualified: names.qualified.clone(),
+        resources: Vec::new(),
+    };
+    let q = b.qualified.clone();
+    let network = &stack.network;
+    let azs = network.azs.names(&stack.region);
+
+    // --- network ---
+    let vpc = b.add(
+        DesiredResource::new("network.vpc", "aws.ec2.vpc")
+            .with("cidr_block", json!(network.cidr.0.to_string()))
+            .with("enable_dns_support", json!(true))
+            .with("enable_dns_hostnames", json!(true))
+            .with("tags", b.tags(&q, &[])),
+    );
+    let igw = b.add(
+        DesiredResource::new("network.internet_gateway", "aws.ec2.internet_gateway")
+            .with("vpc_id", output(&vpc, "id"))
+            .with("tags", b.tags(&q, &[])),
+    );
+    let cluster_tag = format!("kubernetes.io/cluster/{}", names.cluster);
+    let mut public_subnets = Vec::new();
+    for (index, (cidr, az)) in network.public_subnets.iter().zip(&azs).enumerate() {
+        let tags = b.tags(
+            &format!("{q}-public-{az}"),
+            &[
+                ("kubernetes.io/role/elb", "1"),
+                (cluster_tag.as_str(), "shared"),
+            ],
+        );
+        public_subnets.push(
+            b.add(
+                DesiredResource::new(&format!("network.subnet.public[{index}]"), "aws.ec2.subnet")
+                    .with("vpc_id", output(&vpc, "id"))
+                    .with("cidr_block", json!(cidr.0.to_string()))
+                    .with("availability_zone", json!(az))
+                    .with("map_public_ip_on_launch", json!(true))
+                    .with("tags", tags),
+            ),
+        );
+    }
+    let mut private_subnets = Vec::new();
+    for (index, (cidr, az)) in network.private_subnets.iter().zip(&azs).enumerate() {
+        let tags = b.tags(
+            &format!("{q}-private-{az}"),
+            &[
+                ("kubernetes.io/role/internal-elb", "1"),
+                (cluster_tag.as_str(), "shared"),
+            ],
+        );
+        private_subnets.push(
+            b.add(
+                DesiredResource::new(
+                    &format!("network.subnet.private[{index}]"),
+                    "aws.ec2.subnet",
+                )
+                .with("vpc_id", output(&vpc, "id"))
+                .with("cidr_block", json!(cidr.0.to_string()))
+                .with("availability_zone", json!(az))
+                .with("map_public_ip_on_launch", json!(false))
+                .with("tags", tags),
+            ),
+        );
+    }
+    let public_table = b.add(
+        DesiredResource::new("network.route_table.public", "aws.ec2.route_table")
+            .with("vpc_id", output(&vpc, "id"))
+            .with("tags", b.tags(&format!("{q}-public"), &[])),
+    );
+    b.add(
+        DesiredResource::new("network.route.public_internet", "aws.ec2.route")
+            .with("route_table_id", output(&public_table, "id"))
+            .with("destination_cidr_block", json!("0.0.0.0/0"))
+            .with("gateway_id", output(&igw, "id")),
+    );
+    for (index, subnet) in public_subnets.iter().enumerate() {
+        b.add(
+            DesiredResource::new(
+                &format!("network.route_table_association.public[{index}]"),
+                "aws.ec2.route_table_association",
+            )
+            .with("subnet_id", output(subnet, "id"))
+            .with("route_table_id", output(&public_table, "id")),
+        );
+    }
+    let nat_count = match network.nat {
+        NatMode::None => 0,
+        NatMode::Single => 1.min(public_subnets.len()),
+        NatMode::PerAz => public_subnets.len(),
+    };
+    let mut nat_gateways = Vec::new();
+    for (index, public_subnet) in public_subnets.iter().take(nat_count).enumerate() {
+        let eip = b.add(
+            DesiredResource::new(&format!("network.eip.nat[{index}]"), "aws.ec2.eip")
+                .with("domain", json!("vpc"))
+                .with("tags", b.tags(&format!("{q}-nat-{index}"), &[]))
+                .after(&igw),
+        );
+        nat_gateways.push(
+            b.add(
+                DesiredResource::new(
+                    &format!("network.nat_gateway[{index}]"),
+                    "aws.ec2.nat_gateway",
+                )
+                .with("subnet_id", output(public_subnet, "id"))
+                .with("allocation_id", output(&eip, "id"))
+                .with("connectivity_type", json!("public"))
+                .with("tags", b.tags(&format!("{q}-nat-{index}"), &[]))
+                .after(&igw),
+            ),
+        );
+    }
+    for (index, subnet) in private_subnets.iter().enumerate() {
+        let table = b.add(
+            DesiredResource::new(
+                &format!("network.route_table.private[{index}]"),
+                "aws.ec2.route_table",
+            )
+            .with("vpc_id", output(&vpc, "id"))
+            .with("tags", b.tags(&format!("{q}-private-{index}"), &[])),
+        );
+        if !nat_gateways.is_empty() {
+            let nat = &nat_gateways[index.min(nat_gateways.len() - 1)];
+            b.add(
+                DesiredResource::new(
+                    &format!("network.route.private_nat[{index}]"),
+                    "aws.ec2.route",
+                )
+                .with("route_table_id", output(&table, "id"))
+                .with("destination_cidr_block", json!("0.0.0.0/0"))
+                .with("nat_gateway_id", output(nat, "id")),
+            );
+        }
+        b.add(
+            DesiredResource::new(
+                &format!("network.route_table_association.private[{index}]"),
+                "aws.ec2.route_table_association",
+            )
+            .with("subnet_id", output(subnet, "id"))
+            .with("route_table_id", output(&table, "id")),
+        );
+    }
+    if network.flow_logs {
+        let log_group = b.add(
+            DesiredResource::new("network.flow_log_group", "aws.logs.log_group")
+                .with("name", json!(format!("/stacksmith/{q}/vpc-flow-logs")))
+                .with("retention_in_days", json!(30))
+                .with("tags", b.tags(&format!("{q}-flow-logs"), &[])),
+        );
+        let role = b.add(
+            DesiredResource::new("iam.role.flow_logs", "aws.iam.role")
+                .with("name", json!(format!("{q}-vpc-flow-logs")))
+                .with("assume_role_service", json!("vpc-flow-logs.amazonaws.com"))
+                .with("tags", b.tags(&format!("{q}-vpc-flow-logs"), &[])),
+        );
+        b.add(
+            DesiredResource::new("network.flow_log", "aws.ec2.flow_log")
+                .with("vpc_id", output(&vpc, "id"))
+                .with("traffic_type", json!("ALL"))
+                .with("log_group_name", output(&log_group, "name"))
+                .with("iam_role_arn", output(&role, "arn"))
+                .with("tags", b.tags(&format!("{q}-flow-log"), &[])),
+        );
+    }
+
+    // --- security groups ---
+    let cluster_sg = b.add(
+        DesiredResource::new("network.security_group.cluster", "aws.ec2.security_group")
+            .with("vpc_id", output(&vpc, "id"))
+            .with("name", json!(format!("{q}-cluster")))
+            .with("description", json!("EKS cluster and nodes"))
+            .with("tags", b.tags(&format!("{q}-cluster"), &[])),
+    );
+
+    // --- IAM ---
+    let managed = |policy: &str| json!(format!("arn:aws:iam::aws:policy/{policy}"));
+    let cluster_role = b.add(
+        DesiredResource::new("iam.role.cluster", "aws.iam.role")
+            .with("name", json!(format!("{q}-eks-cluster")))
+            .with("assume_role_service", json!("eks.amazonaws.com"))
+            .with("tags", b.tags(&format!("{q}-eks-cluster"), &[])),
+    );
+    let cluster_policy = b.add(
+        DesiredResource::new(
+            "iam.role_policy_attachment.cluster",
+            "aws.iam.role_policy_attachment",
+        )
+        .with("role", output(&cluster_role, "name"))
+        .with("policy_arn", managed("AmazonEKSClusterPolicy")),
+    );
+    let node_role = b.add(
+        DesiredResource::new("iam.role.node", "aws.iam.role")
+            .with("name", json!(format!("{q}-eks-node")))
+            .with("assume_role_service", json!("ec2.amazonaws.com"))
+            .with("tags", b.tags(&format!("{q}-eks-node"), &[])),
+    );
+    let mut node_policies = Vec::new();
+    for (suffix, policy) in [
+        ("worker", "AmazonEKSWorkerNodePolicy"),
+        ("cni", "AmazonEKS_CNI_Policy"),
+        ("ecr", "AmazonEC2ContainerRegistryReadOnly"),
+    ] {
+        node_policies.push(
+            b.add(
+                DesiredResource::new(
+                    &format!("iam.role_policy_attachment.node_{suffix}"),
+                    "aws.iam.role_policy_attachment",
+                )
+                .with("role", output(&node_role, "name"))
+                .with("policy_arn", managed(policy)),
+            ),
+        );
+    }
+
+    // --- EKS ---
+    let cluster = &stack.cluster;
+    let private_ids = Value::Array(private_subnets.iter().map(|s| output(s, "id")).collect());
+    let log_types: Vec<Value> = cluster
+        .logging
+        .iter()
+        .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
+        .collect();
+    let control_plane = b.add(
+        DesiredResource::new("cluster.control_plane", "aws.eks.cluster")
+            .with("name", json!(names.cluster))
+            .with("version", json!(cluster.version))
+            .with("role_arn", output(&cluster_role, "arn"))
+            .with("subnet_ids", private_ids.clone())
+            .with("security_group_ids", json!([output(&cluster_sg, "id")]))
+            .with("endpoint_public_access", json!(cluster.endpoint.public))
+            .with("endpoint_private_access", json!(cluster.endpoint.private))
+            .with(
+                "public_access_cidrs",
+                json!(
+                    cluster
+                        .endpoint
+                        .public_cidrs
+                        .iter()
+                        .map(|c| c.0.to_string())
+                        .collect::<Vec<_>>()
+                ),
+            )
+            .with("enabled_log_types", Value::Array(log_types))
+            .with("tags", b.tags(&names.cluster, &[]))
+            .after(&cluster_policy),
+    );
+    // --- IRSA: the cluster's OIDC provider and the EBS CSI driver's role ---
+    let oidc = b.add(
+        DesiredResource::new("iam.oidc_provider.cluster", "aws.iam.oidc_provider")
+            .with("url", output(&control_plane, "oidc_issuer"))
+            .with("client_ids", json!(["sts.amazonaws.com"]))
+            .with("tags", b.tags(&format!("{}-oidc", names.cluster), &[])),
+    );
+    let ebs_csi_role = b.add(
+        DesiredResource::new("iam.role.ebs_csi", "aws.iam.role")
+            .with("name", json!(format!("{q}-ebs-csi")))
+            .with(
+                "assume_role_web_identity",
+                json!({
+                    "provider_arn": output(&oidc, "arn"),
+                    "issuer": output(&control_plane, "oidc_issuer"),
+                    "subject": "system:serviceaccount:kube-system:ebs-csi-controller-sa",
+                    "audience": "sts.amazonaws.com",
+                }),
+            )
+            .with("tags", b.tags(&format!("{q}-ebs-csi"), &[])),
+    );
+    let ebs_csi_policy = b.add(
+        DesiredResource::new(
+            "iam.role_policy_attachment.ebs_csi",
+            "aws.iam.role_policy_attachment",
+        )
+        .with("role", output(&ebs_csi_role, "name"))
+        .with(
+            "policy_arn",
+            managed("service-role/AmazonEBSCSIDriverPolicy"),
+        ),
+    );
+
+    let mut node_groups = Vec::new();
+    for (name, group) in &cluster.node_groups {
+        let taints: Vec<Value> = group
+            .taints
+            .iter()
+            .map(|t| json!({ "key": t.key, "value": t.value, "effect": t.effect }))
+            .collect();
+        let mut resource = DesiredResource::new(&format!("cluster.node_group.{}", segment(name)), "aws.eks.node_group")
+            .with("cluster_name", output(&control_plane, "name"))
+            .with("node_group_name", json!(name))
+            .with("node_role_arn", output(&node_role, "arn"))
+            .with("subnet_ids", private_ids.clone())
+            .with("instance_types", json!(group.instance_types))
+            .with(
+                "capacity_type",
+                json!(match group.capacity {
+                    CapacityType::OnDemand => "ON_DEMAND",
+                    CapacityType::Spot => "SPOT",
+                }),
+            )
+            .with("disk_size", json!(group.disk_gib))
+            .with(
+                "scaling",
+                json!({ "min": group.scaling.min, "desired": group.scaling.desired, "max": group.scaling.max }),
+            )
+            .with("labels", json!(group.labels))
+            .with("taints", Value::Array(taints))
+            .with("tags", b.tags(&format!("{}-{name}", names.cluster), &[]));
+        for policy in &node_policies {
+            resource = resource.after(policy);
+        }
+        node_groups.push(b.add(resource));
+    }
+    for (name, version) in &cluster.addons {
+        let mut resource =
+            DesiredResource::new(&format!("cluster.addon.{}", segment(name)), "aws.eks.addon")
+                .with("cluster_name", output(&control_plane, "name"))
+                .with("addon_name", json!(name))
+                .with("addon_version", json!(version));
+        if name == "aws-ebs-csi-driver" {
+            resource = resource
+                .with("service_account_role_arn", output(&ebs_csi_role, "arn"))
+                .after(&ebs_csi_policy);
+        }
+        // Add-ons such as CoreDNS need nodes to schedule on.
+        for group in &node_groups {
+            resource = resource.after(group);
+        }
+        b.add(resource);
+    }
+
+    // --- RDS ---
+    if let Some(database) = &stack.database {
+        let sg = b.add(
+            DesiredResource::new("network.security_group.database", "aws.ec2.security_group")
+                .with("vpc_id", output(&vpc, "id"))
+                .with("name", json!(format!("{q}-database")))
+                .with(
+                    "description",
+                    json!("PostgreSQL, reachable from the cluster"),
+                )
+                .with("tags", b.tags(&format!("{q}-database"), &[])),
+        );
+        b.add(
+            DesiredResource::new(
+                "network.security_group_rule.database_from_cluster",
+                "aws.ec2.security_group_rule",
+            )
+            .with("security_group_id", output(&sg, "id"))
+            .with("direction", json!("ingress"))
+            .with("protocol", json!("tcp"))
+            .with("from_port", json!(5432))
+            .with("to_port", json!(5432))
+            .with("source_security_group_id", output(&cluster_sg, "id")),
+        );
+        let subnet_group = b.add(
+            DesiredResource::new("database.subnet_group", "aws.rds.db_subnet_group")
+                .with("name", json!(format!("{}-subnets", names.database)))
+                .with("subnet_ids", private_ids.clone())
+                .with("tags", b.tags(&names.database, &[])),
+        );
+        let major = database.engine_version.split('.').next().unwrap_or("16");
+        let parameter_group = b.add(
+            DesiredResource::new("database.parameter_group", "aws.rds.db_parameter_group")
+                .with("name", json!(format!("{}-params", names.database)))
+                .with("family", json!(format!("postgres{major}")))
+                .with("parameters", json!(database.parameters))
+                .with("tags", b.tags(&names.database, &[])),
+        );
+        b.add(
+            DesiredResource::new("database.instance", "aws.rds.instance")
+                .with("identifier", json!(names.database))
+                .with("engine", json!("postgres"))
+                .with("engine_version", json!(database.engine_version))
+                .with("instance_class", json!(database.instance_class))
+                .with("allocated_storage", json!(database.storage_gib))
+                .with("multi_az", json!(database.multi_az))
+                .with("deletion_protection", json!(database.deletion_protection))
+                .with(
+                    "backup_retention_period",
+                    json!(database.backup_retention_days),
+                )
+                .with("storage_encrypted", json!(true))
+                .with("db_subnet_group_name", output(&subnet_group, "name"))
+                .with("parameter_group_name", output(&parameter_group, "name"))
+                .with("vpc_security_group_ids", json!([output(&sg, "id")]))
+                .with("master_username", json!("stacksmith"))
+                .with("master_password", generated_secret(32))
+                .with("tags", b.tags(&names.database, &[])),
+        );
+    }
+
+    // --- ElastiCache ---
+    if let Some(cache) = &stack.cache {
+        let sg = b.add(
+            DesiredResource::new("network.security_group.cache", "aws.ec2.security_group")
+                .with("vpc_id", output(&vpc, "id"))
+                .with("name", json!(format!("{q}-cache")))
+                .with("description", json!("Redis, reachable from the cluster"))
+                .with("tags", b.tags(&format!("{q}-cache"), &[])),
+        );
+        b.add(
+            DesiredResource::new(
+                "network.security_group_rule.cache_from_cluster",
+                "aws.ec2.security_group_rule",
+            )
+            .with("security_group_id", output(&sg, "id"))
+            .with("direction", json!("ingress"))
+            .with("protocol", json!("tcp"))
+            .with("from_port", json!(6379))
+            .with("to_port", json!(6379))
+            .with("source_security_group_id", output(&cluster_sg, "id")),
+        );
+        let subnet_group = b.add(
+            DesiredResource::new("cache.subnet_group", "aws.elasticache.subnet_group")
+                .with("name", json!(format!("{}-subnets", names.cache)))
+                .with("subnet_ids", private_ids.clone())
+                .with("tags", b.tags(&names.cache, &[])),
+        );
+        let mut group = DesiredResource::new(
+            "cache.replication_group",
+            "aws.elasticache.replication_group",
+        )
+        .with("replication_group_id", json!(names.cache))
+        .with("engine", json!("redis"))
+        .with("engine_version", json!(cache.engine_version))
+        .with("node_type", json!(cache.node_type))
+        .with("num_cache_clusters", json!(u32::from(cache.replicas) + 1))
+        .with("automatic_failover_enabled", json!(cache.replicas > 0))
+        .with(
+            "transit_encryption_enabled",
+            json!(cache.transit_encryption),
+        )
+        .with(
+            "at_rest_encryption_enabled",
+            json!(cache.at_rest_encryption),
+        )
+        .with("subnet_group_name", output(&subnet_group, "name"))
+        .with("security_group_ids", json!([output(&sg, "id")]));
+        if cache.transit_encryption {
+            group = group.with("auth_token", generated_secret(64));
+        }
+        b.add(group.with("tags", b.tags(&names.cache, &[])));
+    }
+
+    DesiredSet {
+        stack: stack.name.clone(),
+        instance: names.instance.clone(),
+        resources: b.resources,
+    }
+}

@@ -1,0 +1,138 @@
+//! The provider seam: one [`Provider`] per resource type, looked up in a [`ProviderRegistry`].
+//! Only the executor (and crash recovery) call providers; the planner reads [`TypeSpec`]s only.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::types::{TypeCatalog, TypeSpec};
+use super::{Address, ResourceType};
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// An object as a provider sees it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct LiveResource {
+    pub id: String,
+    pub properties: IndexMap<String, Value>,
+    pub outputs: IndexMap<String, Value>,
+    pub tags: IndexMap<String, String>,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum ProviderError {
+    /// The API asked us to slow down; the executor backs off and retries.
+    #[error("throttled by the provider API")]
+    Throttled { retry_after: Option<Duration> },
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The request context every call gets.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    pub address: Address,
+    pub resource_type: ResourceType,
+}
+
+/// Create, read, update and delete for the types a provider serves.
+///
+/// Contract with the executor: an `Err` from `create` means nothing was created (on an ambiguous
+/// outcome such as a timeout, the provider looks the object up by its ownership tags before
+/// answering); `Throttled` is retried with backoff; `delete` of a missing object succeeds.
+pub trait Provider: Send + Sync {
+    /// Replacement rules and duration estimate of a type this provider serves.
+    fn type_spec(&self, resource_type: &ResourceType) -> TypeSpec;
+
+    /// Creates the object with resolved `properties`; `tags` are the ownership tags to attach
+    /// (stack, instance, address) so an interrupted create can be adopted.
+    fn create<'a>(
+        &'a self,
+        context: &'a CallContext,
+        properties: &'a IndexMap<String, Value>,
+        tags: &'a IndexMap<String, String>,
+    ) -> BoxFuture<'a, Result<LiveResource, ProviderError>>;
+
+    /// Reads an object by id: `None` when it no longer exists.
+    fn read<'a>(
+        &'a self,
+        context: &'a CallContext,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<LiveResource>, ProviderError>>;
+
+    /// Finds objects carrying all of `tags` (adoption after an interrupted create).
+    fn find_by_tags<'a>(
+        &'a self,
+        context: &'a CallContext,
+        tags: &'a IndexMap<String, String>,
+    ) -> BoxFuture<'a, Result<Vec<LiveResource>, ProviderError>>;
+
+    /// Updates an object in place to `properties`.
+    fn update<'a>(
+        &'a self,
+        context: &'a CallContext,
+        id: &'a str,
+        properties: &'a IndexMap<String, Value>,
+    ) -> BoxFuture<'a, Result<LiveResource, ProviderError>>;
+
+    /// Deletes an object; deleting one that is already gone succeeds.
+    fn delete<'a>(
+        &'a self,
+        context: &'a CallContext,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<(), ProviderError>>;
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "no provider is registered for resource type `{0}` (the AWS and Kubernetes providers arrive in later issues)"
+)]
+pub struct MissingProvider(pub ResourceType);
+
+/// Resource type -> provider. The real AWS/Kubernetes providers register here; tests register the
+/// fake provider for every type.
+#[derive(Clone, Default)]
+pub struct ProviderRegistry {
+    by_type: HashMap<ResourceType, Arc<dyn Provider>>,
+    fallback: Option<Arc<dyn Provider>>,
+}
+
+impl ProviderRegistry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn register(&mut self, resource_type: ResourceType, provider: Arc<dyn Provider>) {
+        self.by_type.insert(resource_type, provider);
+    }
+
+    /// A provider for every type not registered explicitly (the fake provider in tests).
+    pub fn register_fallback(&mut self, provider: Arc<dyn Provider>) {
+        self.fallback = Some(provider);
+    }
+
+    pub fn get(&self, resource_type: &ResourceType) -> Result<Arc<dyn Provider>, MissingProvider> {
+        self.by_type
+            .get(resource_type)
+            .or(self.fallback.as_ref())
+            .cloned()
+            .ok_or_else(|| MissingProvider(resource_type.clone()))
+    }
+
+    /// The type specs the planner uses: each registered provider's own, over the built-in catalog.
+    pub fn catalog(&self) -> TypeCatalog {
+        let mut catalog = TypeCatalog::builtin();
+        for (resource_type, provider) in &self.by_type {
+            catalog.insert(provider.type_spec(resource_type));
+        }
+        catalog
+    }
+}

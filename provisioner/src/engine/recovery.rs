@@ -1,0 +1,196 @@
+//! Resolves pending operations left by an interrupted run, before planning: a create is adopted
+//! when an object carrying its ownership tags exists (and dropped otherwise, so the plan creates
+//! it once); an update refreshes the record from the live object; a delete removes the record when
+//! the object is gone. No provider call that changes anything is made here.
+
+use std::collections::HashSet;
+
+use chrono::Utc;
+
+use super::Address;
+use super::events::{EventSender, ExecutionEvent, emit};
+use super::provider::{CallContext, ProviderError, ProviderRegistry};
+use super::secrets::is_encrypted;
+use crate::state::journal::Journal;
+use crate::state::{BackendError, PendingKind, ResourceRecord};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error(transparent)]
+    MissingProvider(#[from] super::provider::MissingProvider),
+    #[error("reading {address} to settle its pending {kind:?}: {source}")]
+    Provider {
+        address: Address,
+        kind: PendingKind,
+        source: ProviderError,
+    },
+    #[error(transparent)]
+    State(#[from] BackendError),
+}
+
+/// How one pending operation was settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    pub address: Address,
+    pub outcome: String,
+}
+
+pub async fn resolve_pending(
+    journal: &Journal,
+    registry: &ProviderRegistry,
+    events: Option<&EventSender>,
+) -> Result<Vec<Recovered>, RecoveryError> {
+    let document = journal.snapshot().await;
+    let mut recovered = Vec::new();
+    for entry in document.pending {
+        let provider = registry.get(&entry.resource_type)?;
+        let call = CallContext {
+            address: entry.address.clone(),
+            resource_type: entry.resource_type.clone(),
+        };
+        let failed = |source| RecoveryError::Provider {
+            address: entry.address.clone(),
+            kind: entry.kind,
+            source,
+        };
+        let outcome = match entry.kind {
+            PendingKind::Create => {
+                let known: HashSet<String> = {
+                    let current = journal.snapshot().await;
+                    current
+                        .resources
+                        .values()
+                        .chain(current.deposed.iter())
+                        .map(|r| r.id.clone())
+                        .collect()
+                };
+                let found: Vec<_> = provider
+                    .find_by_tags(&call, &entry.ownership_tags)
+                    .await
+                    .map_err(failed)?
+                    .into_iter()
+                    .filter(|live| !known.contains(&live.id))
+                    .collect();
+                let adopted = found.first().cloned();
+                let outcome = match (&adopted, found.len()) {
+                    (None, _) => {
+                        "the interrupted create made nothing; it will be created".to_owned()
+                    }
+                    (Some(live), 1) => format!("adopted {} by its ownership tags", live.id),
+                    (Some(live), n) => format!(
+                        "adopted {} by its ownership tags; {} more objects carry the same tags",
+                        live.id,
+                        n - 1
+                    ),
+                };
+                journal
+                    .record(|doc| {
+                        doc.pending.retain(|p| p.id != entry.id);
+                        if let Some(mut live) = adopted {
+                            // Outputs echoing a secret input keep only its ciphertext.
+                            for (name, value) in &entry.properties {
+                                if is_encrypted(value) && live.outputs.contains_key(name) {
+                                    live.outputs.insert(name.clone(), value.clone());
+                                }
+                            }
+                            let record = ResourceRecord {
+                                address: entry.address.clone(),
+                                resource_type: entry.resource_type.clone(),
+                                id: live.id,
+                                properties: entry.properties.clone(),
+                                outputs: live.outputs,
+                                depends_on: entry.depends_on.clone(),
+                                updated_at: Utc::now(),
+                            };
+                            if let Some(old) = doc.resources.insert(entry.address.clone(), record) {
+                                doc.deposed.push(old);
+                            }
+                        }
+                    })
+                    .await?;
+                outcome
+            }
+            PendingKind::Update => {
+                let id = entry.resource_id.clone().unwrap_or_default();
+                let live = provider.read(&call, &id).await.map_err(failed)?;
+                let outcome = match &live {
+                    Some(_) => "refreshed after an interrupted update".to_owned(),
+                    None => "gone after an interrupted update; it will be created".to_owned(),
+                };
+                journal
+                    .record(|doc| {
+                        doc.pending.retain(|p| p.id != entry.id);
+                        match live {
+                            Some(live) => {
+                                if let Some(record) = doc.resources.get_mut(&entry.address) {
+                                    for (name, value) in record.properties.iter_mut() {
+                                        if !is_encrypted(value)
+                                            && let Some(current) = live.properties.get(name)
+                                        {
+                                            *value = current.clone();
+                                        }
+                                    }
+                                    for (name, value) in live.outputs {
+                                        let secret =
+                                            record.properties.get(&name).is_some_and(is_encrypted);
+                                        if !secret {
+                                            record.outputs.insert(name, value);
+                                        }
+                                    }
+                                    record.updated_at = Utc::now();
+                                }
+                            }
+                            None => {
+                                if doc
+                                    .resources
+                                    .get(&entry.address)
+                                    .is_some_and(|r| r.id == id)
+                                {
+                                    doc.resources.shift_remove(&entry.address);
+                                }
+                            }
+                        }
+                    })
+                    .await?;
+                outcome
+            }
+            PendingKind::Delete => {
+                let id = entry.resource_id.clone().unwrap_or_default();
+                let live = provider.read(&call, &id).await.map_err(failed)?;
+                let gone = live.is_none();
+                journal
+                    .record(|doc| {
+                        doc.pending.retain(|p| p.id != entry.id);
+                        if gone {
+                            doc.deposed.retain(|r| r.id != id);
+                            if doc
+                                .resources
+                                .get(&entry.address)
+                                .is_some_and(|r| r.id == id)
+                            {
+                                doc.resources.shift_remove(&entry.address);
+                            }
+                        }
+                    })
+                    .await?;
+                if gone {
+                    "the interrupted delete finished".to_owned()
+                } else {
+                    "the interrupted delete did not happen; it will be retried".to_owned()
+                }
+            }
+        };
+        emit(
+            events,
+            ExecutionEvent::Recovered {
+                address: entry.address.clone(),
+                outcome: outcome.clone(),
+            },
+        );
+        recovered.push(Recovered {
+            address: entry.address,
+            outcome,
+        });
+    }
+    Ok(recovered)
+}

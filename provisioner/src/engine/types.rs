@@ -1,0 +1,355 @@
+//! What the planner and the graph need to know about each resource type, as plain data: which
+//! attribute changes force a replacement (and why), in which order a replacement happens, and how
+//! long a create typically takes (for the critical path).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::ResourceType;
+
+/// How a replacement proceeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplacementOrder {
+    /// Create the new resource, repoint dependents, then delete the old one (no downtime; needs
+    /// names that may coexist).
+    CreateBeforeDelete,
+    /// Delete the old resource first (unique names, CIDRs that cannot overlap).
+    DeleteBeforeCreate,
+}
+
+impl ReplacementOrder {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::CreateBeforeDelete => "create before delete",
+            Self::DeleteBeforeCreate => "delete before create",
+        }
+    }
+}
+
+/// The static description of one resource type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypeSpec {
+    pub name: ResourceType,
+    /// Attributes whose change forces a replacement, with the reason shown in the plan.
+    pub forces_replacement: Vec<(&'static str, &'static str)>,
+    pub replacement_order: ReplacementOrder,
+    /// Typical create time, used for the critical path.
+    pub estimated_duration: Duration,
+}
+
+impl TypeSpec {
+    pub fn replacement_reason(&self, attribute: &str) -> Option<&'static str> {
+        self.forces_replacement
+            .iter()
+            .find(|(name, _)| *name == attribute)
+            .map(|(_, reason)| *reason)
+    }
+}
+
+/// A built-in type: name, replacement order, estimate, forcing attributes with reasons.
+type BuiltinEntry = (
+    &'static str,
+    ReplacementOrder,
+    Duration,
+    Vec<(&'static str, &'static str)>,
+);
+
+/// Every known type, keyed by name. Unknown types get [`TypeCatalog::fallback`].
+#[derive(Debug, Clone)]
+pub struct TypeCatalog {
+    specs: HashMap<ResourceType, TypeSpec>,
+}
+
+impl TypeCatalog {
+    pub fn empty() -> Self {
+        Self {
+            specs: HashMap::new(),
+        }
+    }
+
+    pub fn insert(&mut self, spec: TypeSpec) {
+        self.specs.insert(spec.name.clone(), spec);
+    }
+
+    /// The spec of a type; a type nobody described replaces on no attribute, creates before it
+    /// deletes and is estimated at ten seconds.
+    pub fn spec(&self, resource_type: &ResourceType) -> TypeSpec {
+        self.specs
+            .get(resource_type)
+            .cloned()
+            .unwrap_or_else(|| Self::fallback(resource_type))
+    }
+
+    pub fn fallback(resource_type: &ResourceType) -> TypeSpec {
+        TypeSpec {
+            name: resource_type.clone(),
+            forces_replacement: Vec::new(),
+            replacement_order: ReplacementOrder::CreateBeforeDelete,
+            estimated_duration: Duration::from_secs(10),
+        }
+    }
+
+    /// The AWS types Stacksmith provisions, with the replacement rules of the AWS APIs.
+    pub fn builtin() -> Self {
+        use ReplacementOrder::{CreateBeforeDelete as Cbd, DeleteBeforeCreate as Dbc};
+        let secs = Duration::from_secs;
+        let mins = |m: u64| Duration::from_secs(m * 60);
+        let entries: Vec<BuiltinEntry> = vec![
+            (
+                "aws.ec2.vpc",
+                Cbd,
+                secs(5),
+                vec![("cidr_block", "a VPC's primary CIDR block cannot be changed")],
+            ),
+            (
+                "aws.ec2.subnet",
+                Dbc,
+                secs(5),
+                vec![
+                    ("vpc_id", "a subnet cannot move to another VPC"),
+                    ("cidr_block", "a subnet's CIDR block cannot be changed"),
+                    (
+                        "availability_zone",
+                        "a subnet cannot move to another availability zone",
+                    ),
+                ],
+            ),
+            (
+                "aws.ec2.internet_gateway",
+                Cbd,
+                secs(5),
+                vec![("vpc_id", "the gateway is re-attached by creating a new one")],
+            ),
+            (
+                "aws.ec2.eip",
+                Cbd,
+                secs(3),
+                vec![("domain", "an address's domain is fixed")],
+            ),
+            (
+                "aws.ec2.nat_gateway",
+                Cbd,
+                mins(2),
+                vec![
+                    ("subnet_id", "a NAT gateway cannot move to another subnet"),
+                    (
+                        "allocation_id",
+                        "a NAT gateway's Elastic IP cannot be swapped",
+                    ),
+                    (
+                        "connectivity_type",
+                        "connectivity type is fixed at creation",
+                    ),
+                ],
+            ),
+            (
+                "aws.ec2.route_table",
+                Cbd,
+                secs(3),
+                vec![("vpc_id", "a route table cannot move to another VPC")],
+            ),
+            (
+                "aws.ec2.route",
+                Dbc,
+                secs(2),
+                vec![
+                    ("route_table_id", "a route belongs to one route table"),
+                    (
+                        "destination_cidr_block",
+                        "a route's destination identifies it",
+                    ),
+                ],
+            ),
+            (
+                "aws.ec2.route_table_association",
+                Dbc,
+                secs(2),
+                vec![("subnet_id", "an association is keyed by its subnet")],
+            ),
+            (
+                "aws.ec2.security_group",
+                Cbd,
+                secs(4),
+                vec![
+                    ("vpc_id", "a security group cannot move to another VPC"),
+                    ("name", "a security group cannot be renamed"),
+                    ("description", "a security group's description is immutable"),
+                ],
+            ),
+            (
+                "aws.ec2.security_group_rule",
+                Dbc,
+                secs(2),
+                vec![
+                    ("security_group_id", "rules are immutable"),
+                    ("direction", "rules are immutable"),
+                    ("protocol", "rules are immutable"),
+                    ("from_port", "rules are immutable"),
+                    ("to_port", "rules are immutable"),
+                    ("cidr_blocks", "rules are immutable"),
+                    ("source_security_group_id", "rules are immutable"),
+                ],
+            ),
+            (
+                "aws.logs.log_group",
+                Dbc,
+                secs(2),
+                vec![("name", "a log group cannot be renamed")],
+            ),
+            (
+                "aws.ec2.flow_log",
+                Dbc,
+                secs(3),
+                vec![
+                    ("vpc_id", "a flow log is bound to its VPC"),
+                    ("traffic_type", "a flow log's traffic type is fixed"),
+                    ("log_group_name", "a flow log's destination is fixed"),
+                ],
+            ),
+            (
+                "aws.iam.role",
+                Dbc,
+                secs(3),
+                vec![("name", "an IAM role cannot be renamed")],
+            ),
+            (
+                "aws.iam.oidc_provider",
+                Dbc,
+                secs(3),
+                vec![("url", "an OIDC provider is keyed by its issuer URL")],
+            ),
+            (
+                "aws.iam.role_policy_attachment",
+                Dbc,
+                secs(2),
+                vec![
+                    ("role", "an attachment is keyed by role and policy"),
+                    ("policy_arn", "an attachment is keyed by role and policy"),
+                ],
+            ),
+            (
+                "aws.eks.cluster",
+                Dbc,
+                mins(15),
+                vec![
+                    ("name", "an EKS cluster cannot be renamed"),
+                    (
+                        "role_arn",
+                        "an EKS cluster's service role is fixed at creation",
+                    ),
+                    (
+                        "subnet_ids",
+                        "an EKS cluster's subnets are fixed at creation",
+                    ),
+                ],
+            ),
+            (
+                "aws.eks.node_group",
+                Dbc,
+                mins(5),
+                vec![
+                    ("cluster_name", "a node group belongs to one cluster"),
+                    ("node_group_name", "a node group cannot be renamed"),
+                    (
+                        "instance_types",
+                        "a managed node group's instance types are fixed at creation",
+                    ),
+                    (
+                        "capacity_type",
+                        "a managed node group's capacity type is fixed at creation",
+                    ),
+                    (
+                        "disk_size",
+                        "a managed node group's disk size is fixed at creation",
+                    ),
+                    (
+                        "subnet_ids",
+                        "a managed node group's subnets are fixed at creation",
+                    ),
+                ],
+            ),
+            (
+                "aws.eks.addon",
+                Dbc,
+                mins(1),
+                vec![
+                    ("cluster_name", "an add-on belongs to one cluster"),
+                    ("addon_name", "an add-on is keyed by its name"),
+                ],
+            ),
+            (
+                "aws.rds.db_subnet_group",
+                Dbc,
+                secs(3),
+                vec![("name", "a DB subnet group cannot be renamed")],
+            ),
+            (
+                "aws.rds.db_parameter_group",
+                Dbc,
+                secs(3),
+                vec![
+                    ("name", "a DB parameter group cannot be renamed"),
+                    ("family", "a DB parameter group's family is fixed"),
+                ],
+            ),
+            (
+                "aws.rds.instance",
+                Dbc,
+                mins(15),
+                vec![
+                    (
+                        "identifier",
+                        "an RDS identifier change is a new instance here",
+                    ),
+                    ("engine", "an RDS instance cannot change engine"),
+                    (
+                        "db_subnet_group_name",
+                        "moving an RDS instance to another subnet group needs a new instance",
+                    ),
+                    (
+                        "storage_encrypted",
+                        "encryption at rest is fixed at creation",
+                    ),
+                ],
+            ),
+            (
+                "aws.elasticache.subnet_group",
+                Dbc,
+                secs(3),
+                vec![("name", "a cache subnet group cannot be renamed")],
+            ),
+            (
+                "aws.elasticache.replication_group",
+                Dbc,
+                mins(40),
+                vec![
+                    (
+                        "replication_group_id",
+                        "a replication group cannot be renamed",
+                    ),
+                    (
+                        "at_rest_encryption_enabled",
+                        "encryption at rest is fixed at creation",
+                    ),
+                    (
+                        "subnet_group_name",
+                        "a replication group's subnet group is fixed at creation",
+                    ),
+                ],
+            ),
+        ];
+        let mut catalog = Self::empty();
+        for (name, order, duration, forces) in entries {
+            catalog.insert(TypeSpec {
+                name: ResourceType::new(name),
+                forces_replacement: forces,
+                replacement_order: order,
+                estimated_duration: duration,
+            });
+        }
+        catalog
+    }
+}
