@@ -1,0 +1,420 @@
+//! Server-side apply of rendered objects: in order, with field manager `stacksmith`, kinds resolved
+//! through discovery; then pruning of what the stack's inventory holds but no longer renders; then
+//! a wait for every Deployment's rollout, bounded by a timeout.
+//!
+//! The inventory is the label [`STACK_LABEL`]: every object Stacksmith applies carries it, so the
+//! objects a stack owns are found by a label selector, whatever its state file says.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::GroupVersionKind;
+use kube::discovery::{ApiCapabilities, ApiResource, Scope};
+use serde_json::Value as Json;
+use tokio::sync::Mutex;
+
+use super::{RenderedFile, RenderedObject, STACK_LABEL};
+
+/// The field manager of every apply.
+pub const FIELD_MANAGER: &str = "stacksmith";
+
+/// Kinds Stacksmith renders, in apply order; pruning looks for leftovers of these only.
+const MANAGED_KINDS: &[(&str, &str, &str)] = &[
+    ("", "v1", "Namespace"),
+    ("scheduling.k8s.io", "v1", "PriorityClass"),
+    ("", "v1", "ResourceQuota"),
+    ("networking.k8s.io", "v1", "NetworkPolicy"),
+    ("", "v1", "ServiceAccount"),
+    ("rbac.authorization.k8s.io", "v1", "Role"),
+    ("rbac.authorization.k8s.io", "v1", "RoleBinding"),
+    ("", "v1", "ConfigMap"),
+    ("", "v1", "Secret"),
+    ("apps", "v1", "Deployment"),
+    ("", "v1", "Service"),
+    ("autoscaling", "v2", "HorizontalPodAutoscaler"),
+    ("policy", "v1", "PodDisruptionBudget"),
+];
+
+/// What went wrong while applying.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The kubeconfig or the connection.
+    #[error("cannot connect to the cluster: {0}")]
+    Connect(String),
+    /// Discovery does not know a kind.
+    #[error("the cluster does not serve {kind}: {message}")]
+    Discovery {
+        /// `group/version/Kind`.
+        kind: String,
+        /// Why.
+        message: String,
+    },
+    /// The API refused an object.
+    #[error("applying {reference} failed: {message}")]
+    Apply {
+        /// `Kind/namespace/name`.
+        reference: String,
+        /// The API's message.
+        message: String,
+    },
+    /// Listing or deleting during pruning failed.
+    #[error("pruning {reference} failed: {message}")]
+    Prune {
+        /// What was being pruned.
+        reference: String,
+        /// The API's message.
+        message: String,
+    },
+    /// Deployments did not become ready in time.
+    #[error("rollout not complete after {}s: {}", timeout.as_secs(), not_ready.join("; "))]
+    RolloutTimeout {
+        /// The bound.
+        timeout: Duration,
+        /// One line per Deployment: which, and why (its condition's reason and message).
+        not_ready: Vec<String>,
+    },
+}
+
+/// What `apply` did to one object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// It did not exist.
+    Created,
+    /// It existed and the apply changed it.
+    Configured,
+    /// It existed and the apply changed nothing.
+    Unchanged,
+}
+
+/// The outcome of an apply.
+#[derive(Debug, Default)]
+pub struct ApplyReport {
+    /// Each applied object with what happened to it, in apply order.
+    pub applied: Vec<(String, Change)>,
+    /// Objects of the inventory that were deleted because they are no longer rendered.
+    pub pruned: Vec<String>,
+}
+
+impl ApplyReport {
+    /// Whether the apply changed anything in the cluster.
+    pub fn changed(&self) -> bool {
+        !self.pruned.is_empty() || self.applied.iter().any(|(_, c)| *c != Change::Unchanged)
+    }
+}
+
+/// Settings of one apply.
+#[derive(Debug, Clone)]
+pub struct ApplyOptions {
+    /// The inventory label's value: the instance-qualified stack name.
+    pub stack: String,
+    /// How long Deployments may take to become ready.
+    pub rollout_timeout: Duration,
+    /// How often rollout status is polled.
+    pub poll_interval: Duration,
+}
+
+/// A connection to one cluster.
+pub struct Applier {
+    client: kube::Client,
+    kinds: Mutex<HashMap<GroupVersionKind, (ApiResource, ApiCapabilities)>>,
+}
+
+impl Applier {
+    /// Connects through a kubeconfig file (its current context).
+    pub async fn connect(kubeconfig: &Path) -> Result<Self, ApplyError> {
+        // kube's rustls client needs a process-wide crypto provider; another caller may have
+        // installed it already, which is fine.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let file = Kubeconfig::read_from(kubeconfig)
+            .map_err(|e| ApplyError::Connect(format!("{}: {e}", kubeconfig.display())))?;
+        let config = kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| ApplyError::Connect(format!("{}: {e}", kubeconfig.display())))?;
+        let client =
+            kube::Client::try_from(config).map_err(|e| ApplyError::Connect(e.to_string()))?;
+        Ok(Self {
+            client,
+            kinds: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Applies `files` in order, prunes the inventory, waits for rollouts.
+    pub async fn apply(
+        &self,
+        files: &[RenderedFile],
+        options: &ApplyOptions,
+    ) -> Result<ApplyReport, ApplyError> {
+        let mut report = ApplyReport::default();
+        let mut rendered = BTreeSet::new();
+        for object in files.iter().flat_map(|f| &f.objects) {
+            let change = self.apply_object(object).await?;
+            rendered.insert(identity(
+                &object.api_version,
+                &object.kind,
+                object.namespace.as_deref(),
+                &object.name,
+            ));
+            report.applied.push((object.reference(), change));
+        }
+        report.pruned = self.prune(&rendered, &options.stack).await?;
+        let deployments: Vec<&RenderedObject> = files
+            .iter()
+            .flat_map(|f| &f.objects)
+            .filter(|o| o.kind == "Deployment")
+            .collect();
+        self.wait_for_rollouts(&deployments, options).await?;
+        Ok(report)
+    }
+
+    async fn api_for(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+    ) -> Result<Api<DynamicObject>, ApplyError> {
+        let (group, version) = match api_version.split_once('/') {
+            Some((group, version)) => (group, version),
+            None => ("", api_version),
+        };
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let mut kinds = self.kinds.lock().await;
+        if !kinds.contains_key(&gvk) {
+            let resolved = kube::discovery::pinned_kind(&self.client, &gvk)
+                .await
+                .map_err(|e| ApplyError::Discovery {
+                    kind: format!("{api_version}/{kind}"),
+                    message: e.to_string(),
+                })?;
+            kinds.insert(gvk.clone(), resolved);
+        }
+        let (resource, capabilities) = &kinds[&gvk];
+        Ok(match (&capabilities.scope, namespace) {
+            (Scope::Namespaced, Some(namespace)) => {
+                Api::namespaced_with(self.client.clone(), namespace, resource)
+            }
+            _ => Api::all_with(self.client.clone(), resource),
+        })
+    }
+
+    async fn apply_object(&self, object: &RenderedObject) -> Result<Change, ApplyError> {
+        let failed = |e: kube::Error| ApplyError::Apply {
+            reference: object.reference(),
+            message: api_message(&e),
+        };
+        let api = self
+            .api_for(
+                &object.api_version,
+                &object.kind,
+                object.namespace.as_deref(),
+            )
+            .await?;
+        let before = api.get_opt(&object.name).await.map_err(failed)?;
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let after = api
+            .patch(&object.name, &params, &Patch::Apply(&object.object))
+            .await
+            .map_err(failed)?;
+        Ok(match before {
+            None => Change::Created,
+            Some(before) if before.metadata.resource_version == after.metadata.resource_version => {
+                Change::Unchanged
+            }
+            Some(_) => Change::Configured,
+        })
+    }
+
+    /// Deletes inventory objects that are not in `rendered`, workloads before namespaces.
+    async fn prune(
+        &self,
+        rendered: &BTreeSet<String>,
+        stack: &str,
+    ) -> Result<Vec<String>, ApplyError> {
+        let selector = ListParams::default().labels(&format!("{STACK_LABEL}={stack}"));
+        let mut pruned = Vec::new();
+        for (group, version, kind) in MANAGED_KINDS.iter().rev() {
+            let api_version = if group.is_empty() {
+                (*version).to_owned()
+            } else {
+                format!("{group}/{version}")
+            };
+            let api = self.api_for(&api_version, kind, None).await?;
+            let listed = api.list(&selector).await.map_err(|e| ApplyError::Prune {
+                reference: format!("{kind} with {STACK_LABEL}={stack}"),
+                message: api_message(&e),
+            })?;
+            for item in listed.items {
+                let name = item.metadata.name.clone().unwrap_or_default();
+                let namespace = item.metadata.namespace.clone();
+                // Some servers ignore label selectors: check the label ourselves too.
+                let owned = item
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(STACK_LABEL))
+                    .is_some_and(|v| v == stack);
+                if !owned
+                    || rendered.contains(&identity(&api_version, kind, namespace.as_deref(), &name))
+                {
+                    continue;
+                }
+                let reference = match &namespace {
+                    Some(ns) => format!("{kind}/{ns}/{name}"),
+                    None => format!("{kind}/{name}"),
+                };
+                let scoped = self
+                    .api_for(&api_version, kind, namespace.as_deref())
+                    .await?;
+                match scoped.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => pruned.push(reference),
+                    Err(kube::Error::Api(status)) if status.is_not_found() => {}
+                    Err(e) => {
+                        return Err(ApplyError::Prune {
+                            reference,
+                            message: api_message(&e),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(pruned)
+    }
+
+    async fn wait_for_rollouts(
+        &self,
+        deployments: &[&RenderedObject],
+        options: &ApplyOptions,
+    ) -> Result<(), ApplyError> {
+        let deadline = tokio::time::Instant::now() + options.rollout_timeout;
+        loop {
+            let mut not_ready = Vec::new();
+            for deployment in deployments {
+                let api = self
+                    .api_for(
+                        &deployment.api_version,
+                        &deployment.kind,
+                        deployment.namespace.as_deref(),
+                    )
+                    .await?;
+                let live = api
+                    .get_opt(&deployment.name)
+                    .await
+                    .map_err(|e| ApplyError::Apply {
+                        reference: deployment.reference(),
+                        message: api_message(&e),
+                    })?;
+                let object = live
+                    .map(|l| serde_json::to_value(l).unwrap_or(Json::Null))
+                    .unwrap_or(Json::Null);
+                if let Some(why) = rollout_problem(&object) {
+                    not_ready.push(format!("{}: {why}", deployment.reference()));
+                }
+            }
+            if not_ready.is_empty() {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() + options.poll_interval > deadline {
+                return Err(ApplyError::RolloutTimeout {
+                    timeout: options.rollout_timeout,
+                    not_ready,
+                });
+            }
+            tokio::time::sleep(options.poll_interval).await;
+        }
+    }
+}
+
+/// Why a Deployment is not rolled out yet, or `None` when it is.
+fn rollout_problem(deployment: &Json) -> Option<String> {
+    if deployment.is_null() {
+        return Some("it does not exist".to_owned());
+    }
+    let number = |pointer: &str| {
+        deployment
+            .pointer(pointer)
+            .and_then(Json::as_i64)
+            .unwrap_or(0)
+    };
+    let wanted = deployment
+        .pointer("/spec/replicas")
+        .and_then(Json::as_i64)
+        .unwrap_or(1);
+    let generation = number("/metadata/generation");
+    let observed = number("/status/observedGeneration");
+    let updated = number("/status/updatedReplicas");
+    let available = number("/status/availableReplicas");
+    if observed >= generation && updated >= wanted && available >= wanted {
+        return None;
+    }
+    let stalled = deployment
+        .pointer("/status/conditions")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .find(|c| {
+            c["status"] == "False" && (c["type"] == "Progressing" || c["type"] == "Available")
+        });
+    Some(match stalled {
+        Some(condition) => format!(
+            "{} ({}/{} replicas available)",
+            [condition["reason"].as_str(), condition["message"].as_str()]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(": "),
+            available,
+            wanted
+        ),
+        None if observed < generation => "the new spec is not observed yet".to_owned(),
+        None => format!("{available}/{wanted} replicas available, {updated} updated"),
+    })
+}
+
+fn identity(api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> String {
+    format!("{api_version}/{kind}/{}/{name}", namespace.unwrap_or(""))
+}
+
+fn api_message(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => {
+            format!("{} ({} {})", status.message, status.code, status.reason)
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollout_status_is_read_from_the_deployment() {
+        let ready = serde_json::json!({
+            "metadata": { "generation": 2 },
+            "spec": { "replicas": 2 },
+            "status": { "observedGeneration": 2, "updatedReplicas": 2, "availableReplicas": 2 }
+        });
+        assert_eq!(rollout_problem(&ready), None);
+        let stuck = serde_json::json!({
+            "metadata": { "generation": 1 },
+            "spec": { "replicas": 2 },
+            "status": { "observedGeneration": 1, "updatedReplicas": 2, "availableReplicas": 0,
+                "conditions": [{ "type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                                 "message": "ReplicaSet has timed out progressing." }] }
+        });
+        let why = rollout_problem(&stuck).unwrap();
+        assert!(
+            why.starts_with("ProgressDeadlineExceeded: ReplicaSet has timed out progressing."),
+            "{why}"
+        );
+        assert!(why.ends_with("(0/2 replicas available)"), "{why}");
+        let unobserved = serde_json::json!({ "metadata": { "generation": 3 }, "spec": { "replicas": 1 },
+            "status": { "observedGeneration": 2, "updatedReplicas": 1, "availableReplicas": 1 } });
+        assert_eq!(
+            rollout_problem(&unobserved).unwrap(),
+            "the new spec is not observed yet"
+        );
+    }
+}

@@ -1,0 +1,208 @@
+//! Server-side apply of the rendered baseline and control plane into the Kubernetes emulator that
+//! `cargo xtask test` starts (kmock behind our adapter in tests/emulators/): every object is
+//! created; a second apply changes nothing; a worker pool removed from the stack has its
+//! Deployment pruned; a rollout that never becomes ready fails within its timeout, saying why.
+//!
+//! Each test renames the namespaces and tiers of the `local` stack with a unique suffix, so tests
+//! running at once in one emulator never touch each other's objects.
+
+use std::time::{Duration, Instant};
+
+use indexmap::IndexMap;
+use provisioner::kubernetes::apply::{Applier, ApplyError, ApplyOptions, Change};
+use provisioner::kubernetes::{self, SecretValues};
+use provisioner::stack::{LoadRequest, LoadedStack, StackSource};
+use stacksmith_testkit::{kubeconfig, unique_name, workspace_root};
+
+/// The `local` stack, made unique: its namespaces, tiers and instance carry `suffix`.
+fn isolated_local_stack() -> LoadedStack {
+    let suffix = unique_name("t").replace('_', "-").to_lowercase();
+    let suffix = &suffix[suffix.len() - 8..];
+    let request = LoadRequest {
+        source: StackSource::Named {
+            dir: workspace_root().join("stacks"),
+            name: "local".into(),
+        },
+        instance: None,
+    };
+    let mut loaded = provisioner::stack::load(&request)
+        .and_then(provisioner::stack::Loaded::into_deployable)
+        .expect("the local stack loads");
+    loaded.names.qualified = format!("local-{suffix}");
+    let baseline = loaded
+        .stack
+        .baseline
+        .as_mut()
+        .expect("local has a baseline");
+    let rename = |name: &str| format!("{name}-{suffix}");
+    baseline.namespaces = baseline.namespaces.iter().map(|n| rename(n)).collect();
+    baseline.pod_security = baseline
+        .pod_security
+        .iter()
+        .map(|(n, l)| (rename(n), *l))
+        .collect();
+    baseline.quotas = baseline
+        .quotas
+        .iter()
+        .map(|(n, q)| (rename(n), q.clone()))
+        .collect();
+    baseline.priority_classes = baseline
+        .priority_classes
+        .iter()
+        .map(|(n, v)| (rename(n), *v))
+        .collect();
+    let controlplane = loaded
+        .stack
+        .controlplane
+        .as_mut()
+        .expect("local has a control plane");
+    controlplane.namespace = rename(&controlplane.namespace);
+    controlplane.worker_namespace = rename(&controlplane.worker_namespace);
+    for pool in controlplane.worker_pools.values_mut() {
+        pool.tier = rename(&pool.tier);
+    }
+    loaded
+}
+
+fn secrets() -> SecretValues {
+    SecretValues {
+        database_url: "postgres://stacksmith:example@127.0.0.1:5432/stacksmith".into(),
+        redis_url: "redis://127.0.0.1:6379".into(),
+        admin_key: "example-admin-key".into(),
+        worker_key: "example-worker-key".into(),
+    }
+}
+
+fn options(loaded: &LoadedStack, rollout_timeout: Duration) -> ApplyOptions {
+    ApplyOptions {
+        stack: loaded.names.qualified.clone(),
+        rollout_timeout,
+        poll_interval: Duration::from_millis(200),
+    }
+}
+
+async fn applier() -> Applier {
+    Applier::connect(&kubeconfig())
+        .await
+        .expect("the emulator is reachable")
+}
+
+#[tokio::test]
+async fn apply_creates_everything_then_changes_nothing() {
+    let loaded = isolated_local_stack();
+    let files = kubernetes::render(&loaded, Some(&secrets())).expect("renders");
+    let expected = files.iter().map(|f| f.objects.len()).sum::<usize>();
+    let applier = applier().await;
+
+    let first = applier
+        .apply(&files, &options(&loaded, Duration::from_secs(30)))
+        .await
+        .expect("first apply");
+    assert_eq!(first.applied.len(), expected);
+    let not_created: Vec<_> = first
+        .applied
+        .iter()
+        .filter(|(_, c)| *c != Change::Created)
+        .collect();
+    assert!(
+        not_created.is_empty(),
+        "a fresh stack's objects are all created: {not_created:?}"
+    );
+    assert!(first.pruned.is_empty());
+
+    let second = applier
+        .apply(&files, &options(&loaded, Duration::from_secs(30)))
+        .await
+        .expect("second apply");
+    let changed: Vec<_> = second
+        .applied
+        .iter()
+        .filter(|(_, c)| *c != Change::Unchanged)
+        .collect();
+    assert!(
+        changed.is_empty(),
+        "a second apply changes nothing: {changed:?}"
+    );
+    assert!(!second.changed());
+}
+
+#[tokio::test]
+async fn a_removed_worker_pool_is_pruned() {
+    let mut loaded = isolated_local_stack();
+    let controlplane = loaded.stack.controlplane.as_mut().unwrap();
+    let mut batch = controlplane.worker_pools["default"].clone();
+    batch.concurrency = 8;
+    controlplane.worker_pools.insert("batch".into(), batch);
+    let applier = applier().await;
+    let files = kubernetes::render(&loaded, Some(&secrets())).unwrap();
+    applier
+        .apply(&files, &options(&loaded, Duration::from_secs(30)))
+        .await
+        .expect("apply with two pools");
+
+    let controlplane = loaded.stack.controlplane.as_mut().unwrap();
+    controlplane.worker_pools = controlplane
+        .worker_pools
+        .iter()
+        .filter(|(name, _)| *name != "batch")
+        .map(|(n, p)| (n.clone(), p.clone()))
+        .collect::<IndexMap<_, _>>();
+    let files = kubernetes::render(&loaded, Some(&secrets())).unwrap();
+    let report = applier
+        .apply(&files, &options(&loaded, Duration::from_secs(30)))
+        .await
+        .expect("apply with one pool");
+    let worker_namespace = &loaded.stack.controlplane.as_ref().unwrap().worker_namespace;
+    assert_eq!(
+        report.pruned,
+        [format!(
+            "Deployment/{worker_namespace}/stacksmith-worker-batch"
+        )]
+    );
+
+    let again = applier
+        .apply(&files, &options(&loaded, Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(
+        again.pruned.is_empty(),
+        "pruned objects stay gone: {:?}",
+        again.pruned
+    );
+}
+
+#[tokio::test]
+async fn a_rollout_that_never_becomes_ready_fails_within_its_timeout() {
+    let mut loaded = isolated_local_stack();
+    loaded.stack.controlplane.as_mut().unwrap().image =
+        "registry.example/stacksmith-controlplane:never-ready".into();
+    let files = kubernetes::render(&loaded, Some(&secrets())).unwrap();
+    let timeout = Duration::from_secs(3);
+    let started = Instant::now();
+    let error = applier()
+        .await
+        .apply(&files, &options(&loaded, timeout))
+        .await
+        .expect_err("the rollout never completes");
+    assert!(
+        started.elapsed() < timeout + Duration::from_secs(20),
+        "bounded by the timeout: {:?}",
+        started.elapsed()
+    );
+    let ApplyError::RolloutTimeout { not_ready, .. } = &error else {
+        panic!("{error}")
+    };
+    assert!(
+        not_ready
+            .iter()
+            .any(|line| line.contains("stacksmith-controlplane")
+                && line.contains("ProgressDeadlineExceeded")),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .starts_with("rollout not complete after 3s"),
+        "{error}"
+    );
+}
