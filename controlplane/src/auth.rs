@@ -1,0 +1,176 @@
+//! API keys and the authentication + rate limiting middleware of `/v1`.
+//!
+//! A key is `sk_` followed by 64 hex digits (32 random bytes); only its sha256 is stored. The
+//! admin key comes from the configuration and is compared by digest as well.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::db;
+use crate::problem::ApiError;
+use crate::rate_limit::RateStatus;
+use crate::state::AppState;
+
+const KEY_PREFIX: &str = "sk_";
+
+/// A freshly generated API key. Shown once to its creator, never logged.
+pub struct ApiKeySecret(String);
+
+impl ApiKeySecret {
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        rand::rng().fill_bytes(&mut bytes);
+        Self(format!("{KEY_PREFIX}{}", hex::encode(bytes)))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The first characters, stored to let people recognise a key.
+    pub fn display_prefix(&self) -> String {
+        self.0.chars().take(KEY_PREFIX.len() + 8).collect()
+    }
+}
+
+impl std::fmt::Debug for ApiKeySecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ApiKeySecret({}...)", self.display_prefix())
+    }
+}
+
+/// sha256 of a presented key.
+pub fn hash_key(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// Who is calling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Principal {
+    Admin,
+    Team { team_id: Uuid, key_id: Uuid },
+}
+
+impl Principal {
+    /// The identity the per-key rate limiter counts (the admin has one of its own).
+    fn rate_key(self) -> Uuid {
+        match self {
+            Self::Admin => Uuid::nil(),
+            Self::Team { key_id, .. } => key_id,
+        }
+    }
+}
+
+/// Extractor: the calling team (403 for the admin, whose key owns no tasks).
+#[derive(Debug, Clone, Copy)]
+pub struct TeamCaller {
+    pub team_id: Uuid,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for TeamCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        match parts.extensions.get::<Principal>() {
+            Some(Principal::Team { team_id, .. }) => Ok(Self { team_id: *team_id }),
+            Some(Principal::Admin) => Err(ApiError::Forbidden(
+                "the admin key manages teams and keys; use a team key for tasks",
+            )),
+            None => Err(ApiError::Unauthorized("missing API key")),
+        }
+    }
+}
+
+/// Extractor: the administrator.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminCaller;
+
+impl<S: Send + Sync> FromRequestParts<S> for AdminCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        match parts.extensions.get::<Principal>() {
+            Some(Principal::Admin) => Ok(Self),
+            Some(Principal::Team { .. }) => {
+                Err(ApiError::Forbidden("this operation needs the admin key"))
+            }
+            None => Err(ApiError::Unauthorized("missing API key")),
+        }
+    }
+}
+
+fn bearer_token(request: &Request) -> Option<&str> {
+    let value = request.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+async fn authenticate(state: &AppState, token: &str) -> Result<Principal, ApiError> {
+    let digest = hash_key(token);
+    if state.admin_key_hash.is_some_and(|admin| admin == digest) {
+        return Ok(Principal::Admin);
+    }
+    if !token.starts_with(KEY_PREFIX) || token.len() > 128 {
+        return Err(ApiError::Unauthorized("invalid API key"));
+    }
+    match db::api_keys::find_active_by_hash(&state.db, &digest).await? {
+        Some(key) => Ok(Principal::Team {
+            team_id: key.team_id,
+            key_id: key.id,
+        }),
+        None => Err(ApiError::Unauthorized("invalid or revoked API key")),
+    }
+}
+
+fn limited_response(status: RateStatus) -> Response {
+    crate::metrics::record_rate_limited(status.scope);
+    let mut response = ApiError::TooManyRequests(status.scope.as_str()).into_response();
+    status.write_headers(response.headers_mut());
+    response
+}
+
+/// Middleware of `/v1`: client-address limit, authentication, per-key and global limits.
+pub async fn authenticate_and_limit(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let client: Option<IpAddr> = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0.ip());
+    if let Some(address) = client
+        && let Some(status) = state.rate_limiters.check_client(address)
+        && status.is_limited()
+    {
+        return limited_response(status);
+    }
+    let Some(token) = bearer_token(&request) else {
+        return ApiError::Unauthorized("send an API key as `Authorization: Bearer <key>`")
+            .into_response();
+    };
+    let principal = match authenticate(&state, token).await {
+        Ok(principal) => principal,
+        Err(error) => return error.into_response(),
+    };
+    let status = state.rate_limiters.check_key(principal.rate_key());
+    if let Some(status) = status
+        && status.is_limited()
+    {
+        return limited_response(status);
+    }
+    request.extensions_mut().insert(principal);
+    let mut response = next.run(request).await;
+    if let Some(status) = status {
+        status.write_headers(response.headers_mut());
+    }
+    response
+}

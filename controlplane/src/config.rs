@@ -1,0 +1,349 @@
+//! Server configuration: defaults, then an optional JSON file, then environment variables.
+//!
+//! | Environment variable                | Field                          | Default                 |
+//! |-------------------------------------|--------------------------------|-------------------------|
+//! | `CONTROLPLANE_LISTEN`               | `listen`                       | `0.0.0.0:8080`          |
+//! | `DATABASE_URL`                      | `database_url`                 | (required)              |
+//! | `REDIS_URL`                         | `redis_url`                    | `redis://127.0.0.1:6379`|
+//! | `CONTROLPLANE_REDIS_PREFIX`         | `redis_key_prefix`             | `stacksmith`            |
+//! | `CONTROLPLANE_ADMIN_KEY`            | `admin_key`                    | (none: admin API off)   |
+//! | `CONTROLPLANE_RATE_PER_KEY_RPS`     | `rate_limit.per_key_rps`       | `50`                    |
+//! | `CONTROLPLANE_RATE_BURST`           | `rate_limit.burst`             | `100`                   |
+//! | `CONTROLPLANE_RATE_GLOBAL_RPS`      | `rate_limit.global_rps`        | `1000`                  |
+//! | `CONTROLPLANE_RATE_PER_CLIENT_RPS`  | `rate_limit.per_client_rps`    | `200`                   |
+//! | `CONTROLPLANE_RATE_PER_CLIENT_BURST`| `rate_limit.per_client_burst`  | `400`                   |
+//! | `CONTROLPLANE_BODY_LIMIT_BYTES`     | `limits.body_limit_bytes`      | `262144`                |
+//! | `CONTROLPLANE_REQUEST_TIMEOUT_MS`   | `limits.request_timeout_ms`    | `10000`                 |
+//! | `CONTROLPLANE_CONCURRENCY_LIMIT`    | `limits.concurrency_limit`     | `512`                   |
+//! | `CONTROLPLANE_SHUTDOWN_GRACE_MS`    | `shutdown_grace_ms`            | `20000`                 |
+//! | `CONTROLPLANE_DB_MAX_CONNECTIONS`   | `database_max_connections`     | `20`                    |
+//!
+//! A rate of `0` switches that limiter off. The global limiter's burst equals its rate.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}: {source}")]
+    ReadFile {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration file {path}: {source}")]
+    ParseFile {
+        path: String,
+        source: serde_json::Error,
+    },
+    #[error("environment variable {name} has an invalid value")]
+    InvalidEnv { name: &'static str },
+    #[error("{0} is not set (environment or configuration file)")]
+    Missing(&'static str),
+    #[error("invalid configuration: {0}")]
+    Invalid(&'static str),
+}
+
+/// A secret string that never shows in `Debug` output or logs.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// Rates in requests per second; `0` switches a limiter off.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Sustained rate allowed to one API key (the stack's `rate_limit.per_key_rps`).
+    pub per_key_rps: u32,
+    /// Burst allowed to one API key above its sustained rate (the stack's `rate_limit.burst`).
+    pub burst: u32,
+    /// Rate for all authenticated requests together (the stack's `rate_limit.global_rps`).
+    pub global_rps: u32,
+    /// Rate per client IP address, checked before authentication.
+    pub per_client_rps: u32,
+    /// Burst per client IP address.
+    pub per_client_burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            per_key_rps: 50,
+            burst: 100,
+            global_rps: 1000,
+            per_client_rps: 200,
+            per_client_burst: 400,
+        }
+    }
+}
+
+impl RateLimitConfig {
+    /// No limiter at all (for tests that do not exercise rate limiting).
+    pub fn disabled() -> Self {
+        Self {
+            per_key_rps: 0,
+            burst: 0,
+            global_rps: 0,
+            per_client_rps: 0,
+            per_client_burst: 0,
+        }
+    }
+}
+
+/// Protections of the HTTP server itself.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpLimits {
+    pub body_limit_bytes: usize,
+    pub request_timeout_ms: u64,
+    pub concurrency_limit: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: 256 * 1024,
+            request_timeout_ms: 10_000,
+            concurrency_limit: 512,
+        }
+    }
+}
+
+/// Everything `controlplane serve` needs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Postgres URL; may contain a password, so it is a [`Secret`].
+    pub database_url: Secret,
+    pub database_max_connections: u32,
+    pub redis_url: Secret,
+    /// Prefix of every Redis key this server writes (`{prefix}:...`).
+    pub redis_key_prefix: String,
+    /// Bearer key of the administrator (team and key management). `None` turns the admin API off.
+    pub admin_key: Option<Secret>,
+    pub rate_limit: RateLimitConfig,
+    pub limits: HttpLimits,
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            database_url: Secret::default(),
+            database_max_connections: 20,
+            redis_url: Secret::new("redis://127.0.0.1:6379"),
+            redis_key_prefix: "stacksmith".to_owned(),
+            admin_key: None,
+            rate_limit: RateLimitConfig::default(),
+            limits: HttpLimits::default(),
+            shutdown_grace_ms: 20_000,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, overridden by `file` (JSON) when given, overridden by the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut config = match file {
+            Some(path) => Self::from_file(path)?,
+            None => Self::default(),
+        };
+        config.apply_env(|name| std::env::var(name).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let display = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+            path: display.clone(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| ConfigError::ParseFile {
+            path: display,
+            source,
+        })
+    }
+
+    /// Overrides fields from environment variables read through `lookup`.
+    pub fn apply_env(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(), ConfigError> {
+        fn parse<T: FromStr>(
+            lookup: &impl Fn(&str) -> Option<String>,
+            name: &'static str,
+            target: &mut T,
+        ) -> Result<(), ConfigError> {
+            if let Some(value) = lookup(name) {
+                *target = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| ConfigError::InvalidEnv { name })?;
+            }
+            Ok(())
+        }
+        parse(&lookup, "CONTROLPLANE_LISTEN", &mut self.listen)?;
+        if let Some(url) = lookup("DATABASE_URL") {
+            self.database_url = Secret::new(url);
+        }
+        if let Some(url) = lookup("REDIS_URL") {
+            self.redis_url = Secret::new(url);
+        }
+        if let Some(prefix) = lookup("CONTROLPLANE_REDIS_PREFIX") {
+            self.redis_key_prefix = prefix;
+        }
+        if let Some(key) = lookup("CONTROLPLANE_ADMIN_KEY") {
+            self.admin_key = Some(Secret::new(key));
+        }
+        let rate = &mut self.rate_limit;
+        parse(
+            &lookup,
+            "CONTROLPLANE_RATE_PER_KEY_RPS",
+            &mut rate.per_key_rps,
+        )?;
+        parse(&lookup, "CONTROLPLANE_RATE_BURST", &mut rate.burst)?;
+        parse(
+            &lookup,
+            "CONTROLPLANE_RATE_GLOBAL_RPS",
+            &mut rate.global_rps,
+        )?;
+        parse(
+            &lookup,
+            "CONTROLPLANE_RATE_PER_CLIENT_RPS",
+            &mut rate.per_client_rps,
+        )?;
+        parse(
+            &lookup,
+            "CONTROLPLANE_RATE_PER_CLIENT_BURST",
+            &mut rate.per_client_burst,
+        )?;
+        let limits = &mut self.limits;
+        parse(
+            &lookup,
+            "CONTROLPLANE_BODY_LIMIT_BYTES",
+            &mut limits.body_limit_bytes,
+        )?;
+        parse(
+            &lookup,
+            "CONTROLPLANE_REQUEST_TIMEOUT_MS",
+            &mut limits.request_timeout_ms,
+        )?;
+        parse(
+            &lookup,
+            "CONTROLPLANE_CONCURRENCY_LIMIT",
+            &mut limits.concurrency_limit,
+        )?;
+        parse(
+            &lookup,
+            "CONTROLPLANE_SHUTDOWN_GRACE_MS",
+            &mut self.shutdown_grace_ms,
+        )?;
+        parse(
+            &lookup,
+            "CONTROLPLANE_DB_MAX_CONNECTIONS",
+            &mut self.database_max_connections,
+        )?;
+        Ok(())
+    }
+
+    /// Rejects configurations the server cannot run with.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.database_url.expose().is_empty() {
+            return Err(ConfigError::Missing("DATABASE_URL"));
+        }
+        if self.redis_key_prefix.is_empty() {
+            return Err(ConfigError::Invalid("the Redis key prefix is empty"));
+        }
+        if self
+            .admin_key
+            .as_ref()
+            .is_some_and(|key| key.expose().len() < 32)
+        {
+            return Err(ConfigError::Invalid(
+                "the admin key must be at least 32 characters long",
+            ));
+        }
+        if self.limits.body_limit_bytes == 0
+            || self.limits.request_timeout_ms == 0
+            || self.limits.concurrency_limit == 0
+            || self.database_max_connections == 0
+        {
+            return Err(ConfigError::Invalid(
+                "body limit, request timeout, concurrency limit and database connections must be positive",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn environment_overrides_file_values_and_secrets_stay_hidden() {
+        let mut config: Config = serde_json::from_str(
+            r#"{"database_url":"postgres://u:hunter2@db/x","rate_limit":{"per_key_rps":5,"burst":7}}"#,
+        )
+        .unwrap();
+        let env = HashMap::from([
+            ("CONTROLPLANE_RATE_BURST", "9"),
+            (
+                "CONTROLPLANE_ADMIN_KEY",
+                "a-very-long-admin-key-of-32-chars!!",
+            ),
+        ]);
+        config
+            .apply_env(|name| env.get(name).map(|v| (*v).to_owned()))
+            .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.rate_limit.per_key_rps, 5);
+        assert_eq!(config.rate_limit.burst, 9);
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(!debug.contains("a-very-long-admin-key"), "{debug}");
+    }
+
+    #[test]
+    fn invalid_values_are_rejected() {
+        let mut config = Config::default();
+        let err = config
+            .apply_env(|name| (name == "CONTROLPLANE_RATE_BURST").then(|| "lots".to_owned()))
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::InvalidEnv {
+                name: "CONTROLPLANE_RATE_BURST"
+            }
+        ));
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::Missing("DATABASE_URL"))
+        ));
+        let unknown = serde_json::from_str::<Config>(r#"{"listn":"1.2.3.4:5"}"#);
+        assert!(unknown.is_err());
+    }
+}

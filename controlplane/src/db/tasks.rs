@@ -1,0 +1,181 @@
+//! The `tasks` table. Every function takes the owning team: another team's task does not exist.
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use sqlx::{FromRow, PgExecutor};
+use std::collections::BTreeMap;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct TaskRow {
+    pub id: Uuid,
+    pub team_id: Uuid,
+    pub pool: String,
+    pub command: Vec<String>,
+    pub env: Json<BTreeMap<String, String>>,
+    pub timeout_seconds: i32,
+    pub priority: i32,
+    pub max_attempts: i32,
+    pub retry_backoff_seconds: i32,
+    pub state: String,
+    pub attempts: i32,
+    pub run_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+macro_rules! task_columns {
+    () => {
+        "id, team_id, pool, command, env, timeout_seconds, priority, max_attempts, \
+     retry_backoff_seconds, state, attempts, run_at, created_at, updated_at, finished_at"
+    };
+}
+
+/// A validated task submission.
+#[derive(Debug, Clone)]
+pub struct NewTask {
+    pub pool: String,
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub timeout_seconds: i32,
+    pub priority: i32,
+    pub max_attempts: i32,
+    pub retry_backoff_seconds: i32,
+}
+
+pub async fn insert(
+    executor: impl PgExecutor<'_>,
+    team_id: Uuid,
+    task: &NewTask,
+) -> Result<TaskRow, sqlx::Error> {
+    sqlx::query_as::<_, TaskRow>(concat!(
+        "INSERT INTO tasks (id, team_id, pool, command, env, timeout_seconds, priority,
+                            max_attempts, retry_backoff_seconds)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+         RETURNING ",
+        task_columns!()
+    ))
+    .bind(Uuid::now_v7())
+    .bind(team_id)
+    .bind(&task.pool)
+    .bind(&task.command)
+    .bind(Json(&task.env))
+    .bind(task.timeout_seconds)
+    .bind(task.priority)
+    .bind(task.max_attempts)
+    .bind(task.retry_backoff_seconds)
+    .fetch_one(executor)
+    .await
+}
+
+pub async fn find(
+    executor: impl PgExecutor<'_>,
+    team_id: Uuid,
+    id: Uuid,
+) -> Result<Option<TaskRow>, sqlx::Error> {
+    sqlx::query_as::<_, TaskRow>(concat!(
+        "SELECT ",
+        task_columns!(),
+        " FROM tasks WHERE id = $1 AND team_id = $2"
+    ))
+    .bind(id)
+    .bind(team_id)
+    .fetch_optional(executor)
+    .await
+}
+
+/// Filters and page position of a listing. Pages are ordered newest first (by id, UUIDv7).
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub state: Option<String>,
+    pub pool: Option<String>,
+    /// Only tasks with an id strictly below this one (the last id of the previous page).
+    pub before_id: Option<Uuid>,
+    pub limit: i64,
+}
+
+pub async fn list(
+    executor: impl PgExecutor<'_>,
+    team_id: Uuid,
+    filter: &ListFilter,
+) -> Result<Vec<TaskRow>, sqlx::Error> {
+    sqlx::query_as::<_, TaskRow>(concat!(
+        "SELECT ",
+        task_columns!(),
+        " FROM tasks
+         WHERE team_id = $1
+           AND ($2::text IS NULL OR state = $2)
+           AND ($3::text IS NULL OR pool = $3)
+           AND ($4::uuid IS NULL OR id < $4)
+         ORDER BY id DESC
+         LIMIT $5"
+    ))
+    .bind(team_id)
+    .bind(&filter.state)
+    .bind(&filter.pool)
+    .bind(filter.before_id)
+    .bind(filter.limit)
+    .fetch_all(executor)
+    .await
+}
+
+/// Outcome of a cancellation request.
+#[derive(Debug)]
+pub enum CancelOutcome {
+    /// The task is cancelled now (or already was).
+    Cancelled(TaskRow),
+    /// The task had already finished; it keeps its final state.
+    AlreadyFinished(TaskRow),
+    NotFound,
+}
+
+pub async fn cancel(
+    executor: impl PgExecutor<'_> + Copy,
+    team_id: Uuid,
+    id: Uuid,
+) -> Result<CancelOutcome, sqlx::Error> {
+    let cancelled = sqlx::query_as::<_, TaskRow>(concat!(
+        "UPDATE tasks
+         SET state = 'cancelled', updated_at = now(), finished_at = now(),
+             lease_owner = NULL, lease_expires_at = NULL
+         WHERE id = $1 AND team_id = $2 AND state IN ('queued', 'leased', 'running')
+         RETURNING ",
+        task_columns!()
+    ))
+    .bind(id)
+    .bind(team_id)
+    .fetch_optional(executor)
+    .await?;
+    if let Some(task) = cancelled {
+        return Ok(CancelOutcome::Cancelled(task));
+    }
+    Ok(match find(executor, team_id, id).await? {
+        Some(task) if task.state == "cancelled" => CancelOutcome::Cancelled(task),
+        Some(task) => CancelOutcome::AlreadyFinished(task),
+        None => CancelOutcome::NotFound,
+    })
+}
+
+/// Number of tasks per state, over all teams (for metrics).
+pub async fn count_by_state(
+    executor: impl PgExecutor<'_>,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT state, count(*) FROM tasks GROUP BY state")
+        .fetch_all(executor)
+        .await
+}
+
+/// Queued tasks per pool, the deepest `limit` pools (for metrics).
+pub async fn queue_depth_by_pool(
+    executor: impl PgExecutor<'_>,
+    limit: i64,
+) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT pool, count(*) AS depth FROM tasks WHERE state = 'queued'
+         GROUP BY pool ORDER BY depth DESC, pool LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(executor)
+    .await
+}

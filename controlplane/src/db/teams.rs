@@ -1,0 +1,44 @@
+//! The `teams` table.
+
+use chrono::{DateTime, Utc};
+use sqlx::{FromRow, PgPool};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct TeamRow {
+    pub id: Uuid,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CreateTeamError {
+    #[error("a team named {0:?} already exists")]
+    NameTaken(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+pub async fn create(pool: &PgPool, name: &str) -> Result<TeamRow, CreateTeamError> {
+    sqlx::query_as::<_, TeamRow>(
+        "INSERT INTO teams (id, name) VALUES ($1, $2) RETURNING id, name, created_at",
+    )
+    .bind(Uuid::now_v7())
+    .bind(name)
+    .fetch_one(pool)
+    .await
+    .map_err(|error| {
+        if super::is_unique_violation(&error) {
+            CreateTeamError::NameTaken(name.to_owned())
+        } else {
+            CreateTeamError::Database(error)
+        }
+    })
+}
+
+pub async fn find(pool: &PgPool, id: Uuid) -> Result<Option<TeamRow>, sqlx::Error> {
+    sqlx::query_as::<_, TeamRow>("SELECT id, name, created_at FROM teams WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}

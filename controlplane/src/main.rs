@@ -1,0 +1,158 @@
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use controlplane::config::Config;
+use uuid::Uuid;
+
+/// Stacksmith control plane.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API (configuration: environment, optionally a JSON file).
+    Serve {
+        /// JSON configuration file; environment variables override it.
+        #[arg(long, env = "CONTROLPLANE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Apply the database migrations (DATABASE_URL).
+    Migrate,
+    /// Exit 0 when the local server answers `GET /healthz` with 200 (the image's HEALTHCHECK).
+    Healthcheck {
+        /// Address to probe; defaults to 127.0.0.1 on the port of CONTROLPLANE_LISTEN (8080).
+        #[arg(long)]
+        address: Option<std::net::SocketAddr>,
+    },
+    /// Manage teams (talks to the database directly).
+    Teams {
+        #[command(subcommand)]
+        command: TeamsCommand,
+    },
+    /// Manage API keys (talks to the database directly).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TeamsCommand {
+    /// Create a team and print its id.
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create an API key for a team; the key is printed once.
+    Create {
+        #[arg(long)]
+        team: Uuid,
+        #[arg(long)]
+        name: String,
+    },
+    /// Revoke an API key.
+    Revoke {
+        #[arg(long)]
+        key_id: Uuid,
+    },
+}
+
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn database() -> anyhow::Result<sqlx::PgPool> {
+    let url = std::env::var("DATABASE_URL").context("DATABASE_URL is not set")?;
+    controlplane::db::connect(&url, 2)
+        .await
+        .context("cannot connect to Postgres")
+}
+
+/// A minimal HTTP/1.0 GET, so the runtime image needs no curl.
+fn healthcheck(address: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+    use std::io::{Read, Write};
+    let address = match address {
+        Some(address) => address,
+        None => {
+            let listen: std::net::SocketAddr = std::env::var("CONTROLPLANE_LISTEN")
+                .unwrap_or_else(|_| "0.0.0.0:8080".to_owned())
+                .parse()
+                .context("CONTROLPLANE_LISTEN is not an address")?;
+            std::net::SocketAddr::from(([127, 0, 0, 1], listen.port()))
+        }
+    };
+    let timeout = std::time::Duration::from_secs(2);
+    let mut stream = std::net::TcpStream::connect_timeout(&address, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    stream.write_all(b"GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head)?;
+    anyhow::ensure!(
+        head.starts_with(b"HTTP/1.") && &head[9..12] == b"200",
+        "not healthy"
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Serve { config } => {
+            let config = Config::load(config.as_deref()).context("invalid configuration")?;
+            controlplane::serve(config).await?;
+        }
+        Command::Healthcheck { address } => healthcheck(address)?,
+        Command::Migrate => {
+            controlplane::db::migrate(&database().await?).await?;
+            tracing::info!("migrations applied");
+        }
+        Command::Teams {
+            command: TeamsCommand::Create { name },
+        } => {
+            controlplane::api::teams::validate_name(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let team = controlplane::db::teams::create(&database().await?, &name).await?;
+            println!("{}", serde_json::json!({"id": team.id, "name": team.name}));
+        }
+        Command::Keys {
+            command: KeysCommand::Create { team, name },
+        } => {
+            controlplane::api::teams::validate_name(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let created = controlplane::db::api_keys::create(&database().await?, team, &name)
+                .await?
+                .with_context(|| format!("no team {team}"))?;
+            println!(
+                "{}",
+                serde_json::json!({"id": created.row.id, "team_id": team, "key": created.secret.expose()})
+            );
+        }
+        Command::Keys {
+            command: KeysCommand::Revoke { key_id },
+        } => {
+            controlplane::db::api_keys::revoke(&database().await?, key_id, None)
+                .await?
+                .with_context(|| format!("no API key {key_id}"))?;
+            println!("{}", serde_json::json!({"revoked": key_id}));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,46 @@
+//! The OpenAPI 3 document, generated from the handlers' annotations, and the offline docs page.
+
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::api::{health, tasks, teams};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Stacksmith control plane", description = "Tasks API for teams. Errors are RFC 9457 application/problem+json. Rate-limited responses carry RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset and Retry-After."),
+    paths(
+        tasks::create_task, tasks::list_tasks, tasks::get_task, tasks::cancel_task,
+        teams::create_team, teams::create_key, teams::revoke_key,
+        health::healthz, health::readyz, health::startupz, crate::metrics::metrics_endpoint,
+    ),
+    components(schemas(crate::problem::Problem)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "tasks", description = "A team's tasks"),
+        (name = "admin", description = "Teams and API keys (admin key only)"),
+        (name = "observability", description = "Probes and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("A team key (sk_...) or the admin key"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document served at `/openapi.json`.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}

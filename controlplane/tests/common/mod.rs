@@ -1,0 +1,163 @@
+//! Starts a control plane in process on 127.0.0.1:0 against a test database and Redis.
+#![allow(dead_code)] // Each test binary uses a different part of this module.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use controlplane::config::{Config, HttpLimits, RateLimitConfig, Secret};
+use controlplane::{AppState, ServeError, Server};
+use sqlx::PgPool;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef-0123456789";
+
+pub struct TestServer {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub pool: PgPool,
+    pub redis: redis::aio::ConnectionManager,
+    pub redis_prefix: String,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<Result<(), ServeError>>>,
+}
+
+pub fn config(rate_limit: RateLimitConfig) -> Config {
+    Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        database_url: Secret::new(stacksmith_testkit::database_url()),
+        redis_url: Secret::new(stacksmith_testkit::redis_url()),
+        redis_key_prefix: stacksmith_testkit::unique_name("cp_test"),
+        admin_key: Some(Secret::new(ADMIN_KEY)),
+        rate_limit,
+        limits: HttpLimits {
+            body_limit_bytes: 16 * 1024,
+            ..HttpLimits::default()
+        },
+        shutdown_grace_ms: 5_000,
+        ..Config::default()
+    }
+}
+
+pub async fn redis_connection() -> redis::aio::ConnectionManager {
+    redis::Client::open(stacksmith_testkit::redis_url())
+        .expect("Redis URL")
+        .get_connection_manager()
+        .await
+        .expect("Redis reachable")
+}
+
+impl TestServer {
+    pub async fn start(pool: PgPool, config: Config) -> Self {
+        let redis = redis_connection().await;
+        let redis_prefix = config.redis_key_prefix.clone();
+        let state = AppState::new(config, pool.clone(), redis.clone());
+        let server = Server::bind(state).await.expect("bind 127.0.0.1:0");
+        let base = format!("http://{}", server.local_addr().expect("local address"));
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let handle = tokio::spawn(server.run(async move {
+            let _ = stop.await;
+        }));
+        Self {
+            base,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("HTTP client"),
+            pool,
+            redis,
+            redis_prefix,
+            shutdown: Some(shutdown),
+            handle: Some(handle),
+        }
+    }
+
+    pub async fn with_rate_limit(pool: PgPool, rate_limit: RateLimitConfig) -> Self {
+        Self::start(pool, config(rate_limit)).await
+    }
+
+    pub async fn unlimited(pool: PgPool) -> Self {
+        Self::with_rate_limit(pool, RateLimitConfig::disabled()).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Creates a team and a key directly in the database; returns (team id, key).
+    pub async fn team_with_key(&self, name: &str) -> (Uuid, String) {
+        let team = controlplane::db::teams::create(&self.pool, name)
+            .await
+            .expect("create team");
+        let key = controlplane::db::api_keys::create(&self.pool, team.id, "test")
+            .await
+            .expect("create key")
+            .expect("team exists");
+        (team.id, key.secret.expose().to_owned())
+    }
+
+    pub async fn submit(&self, key: &str, body: serde_json::Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/tasks"))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Stops the server and waits for it (bounded), then deletes its Redis keys.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            tokio::time::timeout(Duration::from_secs(15), handle)
+                .await
+                .expect("server stops within its grace period")
+                .expect("server task")
+                .expect("server result");
+        }
+        let _: redis::RedisResult<i64> = redis::cmd("DEL")
+            .arg(format!("{}:task-events", self.redis_prefix))
+            .query_async(&mut self.redis)
+            .await;
+    }
+}
+
+pub fn task(pool: &str) -> serde_json::Value {
+    serde_json::json!({"pool": pool, "command": ["echo", "hello"]})
+}
+
+/// Asserts an RFC 9457 problem response with `status`, and returns its document.
+pub async fn expect_problem(response: reqwest::Response, status: u16) -> serde_json::Value {
+    assert_eq!(
+        response.status().as_u16(),
+        status,
+        "status of {}",
+        response.url()
+    );
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .expect("x-request-id header")
+        .to_owned();
+    let problem: serde_json::Value = response.json().await.expect("problem JSON");
+    assert_eq!(problem["status"], status);
+    assert!(
+        problem["type"].is_string() && problem["title"].is_string(),
+        "{problem}"
+    );
+    assert!(problem["instance"].is_string(), "{problem}");
+    assert_eq!(problem["request_id"], request_id.as_str());
+    problem
+}
