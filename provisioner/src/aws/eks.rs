@@ -1,0 +1,1098 @@
+//! EKS: the cluster (version, endpoint access, public CIDRs, control-plane logging), managed node
+//! groups (instance types, capacity type, scaling, disk, labels, taints) and managed add-ons
+//! (`latest` resolved through DescribeAddonVersions, the resolved version pinned in the outputs).
+//! In-place updates go through UpdateClusterVersion / UpdateClusterConfig /
+//! UpdateNodegroupConfig / UpdateAddon, one at a time, each waited for.
+
+use std::collections::HashMap;
+
+use aws_sdk_eks::types::{
+    CapacityTypes, LogSetup, LogType, Logging, NodegroupScalingConfig, ResolveConflicts, Taint,
+    TaintEffect, UpdateLabelsPayload, UpdateTaintsPayload, VpcConfigRequest,
+};
+use indexmap::IndexMap;
+use serde_json::{Value, json};
+
+use super::{
+    AwsContext, Props, api, carries, client_token, failed, retry_on, tag_diff, user_tags, wait_for,
+};
+use crate::engine::provider::{LiveResource, ProviderError};
+
+/// Sized for real AWS: a cluster takes 10-20 minutes, node groups and add-ons a few.
+pub const CLUSTER_BOUND: std::time::Duration = std::time::Duration::from_secs(25 * 60);
+pub const NODE_GROUP_BOUND: std::time::Duration = std::time::Duration::from_secs(20 * 60);
+pub const ADDON_BOUND: std::time::Duration = std::time::Duration::from_secs(20 * 60);
+
+const NOT_FOUND: &str = "ResourceNotFoundException";
+const ALL_LOG_TYPES: &[&str] = &[
+    "api",
+    "audit",
+    "authenticator",
+    "controllerManager",
+    "scheduler",
+];
+
+fn map(value: Value) -> IndexMap<String, Value> {
+    match value {
+        Value::Object(m) => m.into_iter().collect(),
+        _ => IndexMap::new(),
+    }
+}
+
+fn tags_of(tags: Option<&HashMap<String, String>>) -> IndexMap<String, String> {
+    let mut tags: Vec<(String, String)> = tags
+        .map(|t| t.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    tags.sort();
+    tags.into_iter().collect()
+}
+
+fn effect_to_api(effect: &str) -> TaintEffect {
+    match effect {
+        "NoSchedule" => TaintEffect::NoSchedule,
+        "PreferNoSchedule" => TaintEffect::PreferNoSchedule,
+        "NoExecute" => TaintEffect::NoExecute,
+        other => TaintEffect::from(other),
+    }
+}
+
+fn effect_from_api(effect: &TaintEffect) -> &str {
+    match effect {
+        TaintEffect::NoSchedule => "NoSchedule",
+        TaintEffect::PreferNoSchedule => "PreferNoSchedule",
+        TaintEffect::NoExecute => "NoExecute",
+        other => other.as_str(),
+    }
+}
+
+// --- cluster ---
+
+async fn describe_cluster(
+    ctx: &AwsContext,
+    name: &str,
+) -> Result<Option<aws_sdk_eks::types::Cluster>, ProviderError> {
+    match ctx
+        .clients()
+        .await
+        .eks
+        .describe_cluster()
+        .name(name)
+        .send()
+        .await
+        .map_err(api("DescribeCluster"))
+    {
+        Ok(out) => Ok(out.cluster().cloned()),
+        Err(e) if e.is(NOT_FOUND) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn enabled_log_types(cluster: &aws_sdk_eks::types::Cluster) -> Vec<String> {
+    let enabled: Vec<String> = cluster
+        .logging()
+        .map(|l| {
+            l.cluster_logging()
+                .iter()
+                .filter(|s| s.enabled() == Some(true))
+                .flat_map(|s| s.types().iter().map(|t| t.as_str().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    // Canonical order, as the stack lists them.
+    ALL_LOG_TYPES
+        .iter()
+        .filter(|t| enabled.iter().any(|e| e == *t))
+        .map(|t| (*t).to_owned())
+        .collect()
+}
+
+async fn read_cluster(ctx: &AwsContext, name: &str) -> Result<Option<LiveResource>, ProviderError> {
+    let Some(cluster) = describe_cluster(ctx, name).await? else {
+        return Ok(None);
+    };
+    if cluster.status().map(|s| s.as_str()) == Some("DELETING") {
+        return Ok(None);
+    }
+    let vpc = cluster.resources_vpc_config();
+    let mut cidrs: Vec<String> = vpc
+        .map(|v| v.public_access_cidrs().to_vec())
+        .unwrap_or_default();
+    // AWS reports its default (everyone) when no CIDRs were given; the stack says [].
+    if cidrs == ["0.0.0.0/0"] {
+        cidrs.clear();
+    }
+    let tags = tags_of(cluster.tags());
+    Ok(Some(LiveResource {
+        id: name.to_owned(),
+        properties: map(json!({
+            "name": name,
+            "version": cluster.version(),
+            "role_arn": cluster.role_arn(),
+            "subnet_ids": vpc.map(|v| v.subnet_ids().to_vec()),
+            "security_group_ids": vpc.map(|v| v.security_group_ids().to_vec()),
+            "endpoint_public_access": vpc.map(|v| v.endpoint_public_access()),
+            "endpoint_private_access": vpc.map(|v| v.endpoint_private_access()),
+            "public_access_cidrs": cidrs,
+            "enabled_log_types": enabled_log_types(&cluster),
+            "tags": user_tags(&tags),
+        })),
+        outputs: map(json!({
+            "name": name,
+            "arn": cluster.arn(),
+            "version": cluster.version(),
+            "endpoint": cluster.endpoint(),
+            "certificate_authority": cluster.certificate_authority().and_then(|c| c.data()),
+            "oidc_issuer": cluster.identity().and_then(|i| i.oidc()).and_then(|o| o.issuer()),
+            "cluster_security_group_id": vpc.and_then(|v| v.cluster_security_group_id()),
+            "status": cluster.status().map(|s| s.as_str()),
+        })),
+        tags,
+    }))
+}
+
+async fn wait_cluster_active(ctx: &AwsContext, name: &str) -> Result<(), ProviderError> {
+    wait_for(
+        ctx,
+        &format!("EKS cluster {name} to be ACTIVE"),
+        CLUSTER_BOUND,
+        || async {
+            match describe_cluster(ctx, name).await? {
+                None => Err(ProviderError::NotFound(format!("EKS cluster {name}"))),
+                Some(c) => match c.status().map(|s| s.as_str()) {
+                    Some("ACTIVE") => Ok(Some(())),
+                    Some("FAILED") => Err(failed(format!("EKS cluster {name} FAILED"))),
+                    _ => Ok(None),
+                },
+            }
+        },
+    )
+    .await
+}
+
+/// Waits for one update (DescribeUpdate) to finish, then for the object to be ACTIVE again.
+async fn wait_update(
+    ctx: &AwsContext,
+    cluster: &str,
+    nodegroup: Option<&str>,
+    addon: Option<&str>,
+    update_id: &str,
+    bound: std::time::Duration,
+) -> Result<(), ProviderError> {
+    let eks = &ctx.clients().await.eks;
+    wait_for(
+        ctx,
+        &format!("update {update_id} of {cluster}"),
+        bound,
+        || async {
+            let out = match eks
+                .describe_update()
+                .name(cluster)
+                .update_id(update_id)
+                .set_nodegroup_name(nodegroup.map(str::to_owned))
+                .set_addon_name(addon.map(str::to_owned))
+                .send()
+                .await
+                .map_err(api("DescribeUpdate"))
+            {
+                Ok(out) => out,
+                // An answer without an error code (an endpoint that lacks DescribeUpdate, such as
+                // moto's 404): the update cannot be tracked; the caller then waits for the object's
+                // status, which is what remains observable.
+                Err(e) if e.code.is_none() => return Ok(Some(())),
+                Err(e) => return Err(e.into()),
+            };
+            let update = out.update();
+            match update.and_then(|u| u.status()).map(|s| s.as_str()) {
+                Some("Successful") => Ok(Some(())),
+                Some(status @ ("Failed" | "Cancelled")) => {
+                    let reasons: Vec<String> = update
+                        .map(|u| {
+                            u.errors()
+                                .iter()
+                                .filter_map(|e| e.error_message().map(str::to_owned))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    Err(failed(format!(
+                        "update {update_id} of {cluster}: {status}: {}",
+                        reasons.join("; ")
+                    )))
+                }
+                _ => Ok(None),
+            }
+        },
+    )
+    .await
+}
+
+fn logging(types: &[String]) -> Logging {
+    let enabled: Vec<LogType> = types.iter().map(|t| LogType::from(t.as_str())).collect();
+    let disabled: Vec<LogType> = ALL_LOG_TYPES
+        .iter()
+        .filter(|t| !types.iter().any(|e| e == *t))
+        .map(|t| LogType::from(*t))
+        .collect();
+    let mut setups = vec![
+        LogSetup::builder()
+            .set_types(Some(enabled))
+            .enabled(true)
+            .build(),
+    ];
+    if !disabled.is_empty() {
+        setups.push(
+            LogSetup::builder()
+                .set_types(Some(disabled))
+                .enabled(false)
+                .build(),
+        );
+    }
+    Logging::builder().set_cluster_logging(Some(setups)).build()
+}
+
+fn endpoint_config(p: Props<'_>) -> Result<VpcConfigRequest, ProviderError> {
+    let cidrs = p.strs("public_access_cidrs")?;
+    Ok(VpcConfigRequest::builder()
+        .endpoint_public_access(p.bool("endpoint_public_access")?)
+        .endpoint_private_access(p.bool("endpoint_private_access")?)
+        .set_public_access_cidrs((!cidrs.is_empty()).then_some(cidrs))
+        .build())
+}
+
+async fn create_cluster(
+    ctx: &AwsContext,
+    properties: &IndexMap<String, Value>,
+    ownership: &IndexMap<String, String>,
+) -> Result<LiveResource, ProviderError> {
+    let p = Props(properties);
+    let name = p.str("name")?;
+    let cidrs = p.strs("public_access_cidrs")?;
+    let vpc = VpcConfigRequest::builder()
+        .set_subnet_ids(Some(p.strs("subnet_ids")?))
+        .set_security_group_ids(Some(p.strs("security_group_ids")?))
+        .endpoint_public_access(p.bool("endpoint_public_access")?)
+        .endpoint_private_access(p.bool("endpoint_private_access")?)
+        .set_public_access_cidrs((!cidrs.is_empty()).then_some(cidrs))
+        .build();
+    ctx.clients()
+        .await
+        .eks
+        .create_cluster()
+        .name(name)
+        .version(p.str("version")?)
+        .role_arn(p.str("role_arn")?)
+        .resources_vpc_config(vpc)
+        .logging(logging(&p.strs("enabled_log_types")?))
+        .set_tags(Some(
+            super::all_tags(properties, ownership).into_iter().collect(),
+        ))
+        .client_request_token(client_token(ownership, properties))
+        .send()
+        .await
+        .map_err(api("CreateCluster"))?;
+    wait_cluster_active(ctx, name).await?;
+    read_cluster(ctx, name)
+        .await?
+        .ok_or_else(|| failed(format!("EKS cluster {name} vanished after its creation")))
+}
+
+async fn update_cluster(
+    ctx: &AwsContext,
+    name: &str,
+    properties: &IndexMap<String, Value>,
+) -> Result<LiveResource, ProviderError> {
+    let p = Props(properties);
+    let eks = &ctx.clients().await.eks;
+    let current = read_cluster(ctx, name)
+        .await?
+        .ok_or_else(|| ProviderError::NotFound(format!("EKS cluster {name}")))?;
+    let differs =
+        |k: &str| properties.get(k).is_some() && properties.get(k) != current.properties.get(k);
+    // Only what the properties name is managed. One update at a time: EKS refuses a second
+    // while one is in progress.
+    if differs("version") {
+        let out = eks
+            .update_cluster_version()
+            .name(name)
+            .version(p.str("version")?)
+            .send()
+            .await
+            .map_err(api("UpdateClusterVersion"))?;
+        let id = out
+            .update()
+            .and_then(|u| u.id())
+            .unwrap_or_default()
+            .to_owned();
+        wait_update(ctx, name, None, None, &id, CLUSTER_BOUND * 3 / 2).await?;
+        wait_cluster_active(ctx, name).await?;
+    }
+    if differs("endpoint_public_access")
+        || differs("endpoint_private_access")
+        || differs("public_access_cidrs")
+    {
+        let out = eks
+            .update_cluster_config()
+            .name(name)
+            .resources_vpc_config(endpoint_config(p)?)
+            .send()
+            .await
+            .map_err(api("UpdateClusterConfig"))?;
+        let id = out
+            .update()
+            .and_then(|u| u.id())
+            .unwrap_or_default()
+            .to_owned();
+        wait_update(ctx, name, None, None, &id, CLUSTER_BOUND).await?;
+        wait_cluster_active(ctx, name).await?;
+    }
+    if differs("enabled_log_types") {
+        let out = eks
+            .update_cluster_config()
+            .name(name)
+            .logging(logging(&p.strs("enabled_log_types")?))
+            .send()
+            .await
+            .map_err(api("UpdateClusterConfig"))?;
+        let id = out
+            .update()
+            .and_then(|u| u.id())
+            .unwrap_or_default()
+            .to_owned();
+        wait_update(ctx, name, None, None, &id, CLUSTER_BOUND).await?;
+        wait_cluster_active(ctx, name).await?;
+    }
+    let arn = current
+        .outputs
+        .get("arn")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    sync_tags(ctx, &arn, &current.tags, &p.tags()).await?;
+    read_cluster(ctx, name)
+        .await?
+        .ok_or_else(|| ProviderError::NotFound(format!("EKS cluster {name}")))
+}
+
+async fn sync_tags(
+    ctx: &AwsContext,
+    arn: &str,
+    have: &IndexMap<String, String>,
+    want: &IndexMap<String, String>,
+) -> Result<(), ProviderError> {
+    let eks = &ctx.clients().await.eks;
+    let (set, remove) = tag_diff(have, want);
+    if !set.is_empty() {
+        eks.tag_resource()
+            .resource_arn(arn)
+            .set_tags(Some(set.into_iter().collect()))
+            .send()
+            .await
+            .map_err(api("TagResource"))?;
+    }
+    if !remove.is_empty() {
+        eks.untag_resource()
+            .resource_arn(arn)
+            .set_tag_keys(Some(remove))
+            .send()
+            .await
+            .map_err(api("UntagResource"))?;
+    }
+    Ok(())
+}
+
+async fn delete_cluster(ctx: &AwsContext, name: &str) -> Result<(), ProviderError> {
+    let eks = &ctx.clients().await.eks;
+    let Some(cluster) = describe_cluster(ctx, name).await? else {
+        return Ok(());
+    };
+    if cluster.status().map(|s| s.as_str()) != Some("DELETING") {
+        // Node groups and add-ons are deleted first; ResourceInUse while they finish going.
+        let result = retry_on(
+            ctx,
+            &format!("deleting EKS cluster {name}"),
+            &["ResourceInUseException"],
+            NODE_GROUP_BOUND,
+            || async {
+                eks.delete_cluster()
+                    .name(name)
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(api("DeleteCluster"))
+            },
+        )
+        .await;
+        match result {
+            Err(ProviderError::Failed(m)) if m.contains(NOT_FOUND) => return Ok(()),
+            other => other?,
+        }
+    }
+    wait_for(
+        ctx,
+        &format!("EKS cluster {name} to be deleted"),
+        CLUSTER_BOUND,
+        || async { Ok(describe_cluster(ctx, name).await?.is_none().then_some(())) },
+    )
+    .await
+}
+
+// --- node groups ---
+
+fn split_pair(id: &str) -> Result<(&str, &str), ProviderError> {
+    id.split_once('/')
+        .ok_or_else(|| failed(format!("malformed id `{id}` (want cluster/name)")))
+}
+
+async fn describe_nodegroup(
+    ctx: &AwsContext,
+    cluster: &str,
+    name: &str,
+) -> Result<Option<aws_sdk_eks::types::Nodegroup>, ProviderError> {
+    match ctx
+        .clients()
+        .await
+        .eks
+        .describe_nodegroup()
+        .cluster_name(cluster)
+        .nodegroup_name(name)
+        .send()
+        .await
+        .map_err(api("DescribeNodegroup"))
+    {
+        Ok(out) => Ok(out.nodegroup().cloned()),
+        Err(e) if e.is(NOT_FOUND) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn labels_of(group: &aws_sdk_eks::types::Nodegroup) -> serde_json::Map<String, Value> {
+    let mut labels: Vec<_> = group
+        .labels()
+        .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    labels.sort();
+    labels.into_iter().map(|(k, v)| (k, json!(v))).collect()
+}
+
+fn taints_of(group: &aws_sdk_eks::types::Nodegroup) -> Vec<Value> {
+    group
+        .taints()
+        .iter()
+        .map(|t| {
+            json!({
+                "key": t.key(),
+                "value": t.value(),
+                "effect": t.effect().map(effect_from_api),
+            })
+        })
+        .collect()
+}
+
+async fn read_nodegroup(ctx: &AwsContext, id: &str) -> Result<Option<LiveResource>, ProviderError> {
+    let (cluster, name) = split_pair(id)?;
+    let Some(group) = describe_nodegroup(ctx, cluster, name).await? else {
+        return Ok(None);
+    };
+    if group.status().map(|s| s.as_str()) == Some("DELETING") {
+        return Ok(None);
+    }
+    let scaling = group.scaling_config();
+    let tags = tags_of(group.tags());
+    Ok(Some(LiveResource {
+        id: id.to_owned(),
+        properties: map(json!({
+            "cluster_name": cluster,
+            "node_group_name": name,
+            "node_role_arn": group.node_role(),
+            "subnet_ids": group.subnets(),
+            "instance_types": group.instance_types(),
+            "capacity_type": group.capacity_type().map(|c| c.as_str()),
+            "disk_size": group.disk_size(),
+            "scaling": {
+                "min": scaling.and_then(|s| s.min_size()),
+                "desired": scaling.and_then(|s| s.desired_size()),
+                "max": scaling.and_then(|s| s.max_size()),
+            },
+            "labels": labels_of(&group),
+            "taints": taints_of(&group),
+            "tags": user_tags(&tags),
+        })),
+        outputs: map(json!({
+            "name": name,
+            "arn": group.nodegroup_arn(),
+            "status": group.status().map(|s| s.as_str()),
+        })),
+        tags,
+    }))
+}
+
+async fn wait_nodegroup_active(
+    ctx: &AwsContext,
+    cluster: &str,
+    name: &str,
+) -> Result<(), ProviderError> {
+    wait_for(
+        ctx,
+        &format!("node group {name} to be ACTIVE"),
+        NODE_GROUP_BOUND,
+        || async {
+            match describe_nodegroup(ctx, cluster, name).await? {
+                None => Err(ProviderError::NotFound(format!("node group {name}"))),
+                Some(g) => match g.status().map(|s| s.as_str()) {
+                    Some("ACTIVE") => Ok(Some(())),
+                    Some(status @ ("CREATE_FAILED" | "DEGRADED")) => {
+                        let issues: Vec<String> = g
+                            .health()
+                            .map(|h| {
+                                h.issues()
+                                    .iter()
+                                    .filter_map(|i| i.message().map(str::to_owned))
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        Err(failed(format!(
+                            "node group {name} is {status}: {}",
+                            issues.join("; ")
+                        )))
+                    }
+                    _ => Ok(None),
+                },
+            }
+        },
+    )
+    .await
+}
+
+fn scaling_of(p: Props<'_>) -> Result<NodegroupScalingConfig, ProviderError> {
+    let scaling =
+        p.0.get("scaling")
+            .ok_or_else(|| failed("property `scaling` must be {min, desired, max}"))?;
+    let size = |key: &str| {
+        scaling[key]
+            .as_i64()
+            .and_then(|n| i32::try_from(n).ok())
+            .ok_or_else(|| failed(format!("property `scaling.{key}` must be a whole number")))
+    };
+    Ok(NodegroupScalingConfig::builder()
+        .min_size(size("min")?)
+        .desired_size(size("desired")?)
+        .max_size(size("max")?)
+        .build())
+}
+
+fn labels_wanted(p: Props<'_>) -> HashMap<String, String> {
+    p.0.get("labels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn taints_wanted(p: Props<'_>) -> Vec<Taint> {
+    p.0.get("taints")
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .map(|t| {
+                    Taint::builder()
+                        .set_key(t["key"].as_str().map(str::to_owned))
+                        .set_value(t["value"].as_str().map(str::to_owned))
+                        .set_effect(t["effect"].as_str().map(effect_to_api))
+                        .build()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn create_nodegroup(
+    ctx: &AwsContext,
+    properties: &IndexMap<String, Value>,
+    ownership: &IndexMap<String, String>,
+) -> Result<LiveResource, ProviderError> {
+    let p = Props(properties);
+    let cluster = p.str("cluster_name")?;
+    let name = p.str("node_group_name")?;
+    let taints = taints_wanted(p);
+    ctx.clients()
+        .await
+        .eks
+        .create_nodegroup()
+        .cluster_name(cluster)
+        .nodegroup_name(name)
+        .node_role(p.str("node_role_arn")?)
+        .set_subnets(Some(p.strs("subnet_ids")?))
+        .set_instance_types(Some(p.strs("instance_types")?))
+        .capacity_type(CapacityTypes::from(p.str("capacity_type")?))
+        .disk_size(p.i32("disk_size")?)
+        .scaling_config(scaling_of(p)?)
+        .set_labels(Some(labels_wanted(p)))
+        .set_taints((!taints.is_empty()).then_some(taints))
+        .set_tags(Some(
+            super::all_tags(properties, ownership).into_iter().collect(),
+        ))
+        .client_request_token(client_token(ownership, properties))
+        .send()
+        .await
+        .map_err(api("CreateNodegroup"))?;
+    wait_nodegroup_active(ctx, cluster, name).await?;
+    let id = format!("{cluster}/{name}");
+    read_nodegroup(ctx, &id)
+        .await?
+        .ok_or_else(|| failed(format!("node group {id} vanished after its creation")))
+}
+
+async fn update_nodegroup(
+    ctx: &AwsContext,
+    id: &str,
+    properties: &IndexMap<String, Value>,
+) -> Result<LiveResource, ProviderError> {
+    let p = Props(properties);
+    let (cluster, name) = split_pair(id)?;
+    let eks = &ctx.clients().await.eks;
+    let current = read_nodegroup(ctx, id)
+        .await?
+        .ok_or_else(|| ProviderError::NotFound(format!("node group {id}")))?;
+    let differs = |k: &str| properties.get(k) != current.properties.get(k);
+    if differs("scaling") || differs("labels") || differs("taints") {
+        let mut request = eks
+            .update_nodegroup_config()
+            .cluster_name(cluster)
+            .nodegroup_name(name);
+        if differs("scaling") {
+            request = request.scaling_config(scaling_of(p)?);
+        }
+        if differs("labels") {
+            let want = labels_wanted(p);
+            let have: Vec<String> = current
+                .properties
+                .get("labels")
+                .and_then(Value::as_object)
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            let remove: Vec<String> = have.into_iter().filter(|k| !want.contains_key(k)).collect();
+            request = request.labels(
+                UpdateLabelsPayload::builder()
+                    .set_add_or_update_labels((!want.is_empty()).then_some(want))
+                    .set_remove_labels((!remove.is_empty()).then_some(remove))
+                    .build(),
+            );
+        }
+        if differs("taints") {
+            let want = taints_wanted(p);
+            let have: Vec<Taint> = current
+                .properties
+                .get("taints")
+                .and_then(Value::as_array)
+                .map(|items| {
+                    items
+                        .iter()
+                        .map(|t| {
+                            Taint::builder()
+                                .set_key(t["key"].as_str().map(str::to_owned))
+                                .set_value(t["value"].as_str().map(str::to_owned))
+                                .set_effect(t["effect"].as_str().map(effect_to_api))
+                                .build()
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let remove: Vec<Taint> = have
+                .into_iter()
+                .filter(|h| !want.iter().any(|w| w.key() == h.key()))
+                .collect();
+            request = request.taints(
+                UpdateTaintsPayload::builder()
+                    .set_add_or_update_taints((!want.is_empty()).then_some(want))
+                    .set_remove_taints((!remove.is_empty()).then_some(remove))
+                    .build(),
+            );
+        }
+        let out = request.send().await.map_err(api("UpdateNodegroupConfig"))?;
+        let update = out
+            .update()
+            .and_then(|u| u.id())
+            .unwrap_or_default()
+            .to_owned();
+        wait_update(ctx, cluster, Some(name), None, &update, NODE_GROUP_BOUND).await?;
+        wait_nodegroup_active(ctx, cluster, name).await?;
+    }
+    if let Some(arn) = current.outputs.get("arn").and_then(Value::as_str) {
+        sync_tags(ctx, arn, &current.tags, &p.tags()).await?;
+    }
+    read_nodegroup(ctx, id)
+        .await?
+        .ok_or_else(|| ProviderError::NotFound(format!("node group {id}")))
+}
+
+async fn delete_nodegroup(ctx: &AwsContext, id: &str) -> Result<(), ProviderError> {
+    let (cluster, name) = split_pair(id)?;
+    let Some(group) = describe_nodegroup(ctx, cluster, name).await? else {
+        return Ok(());
+    };
+    if group.status().map(|s| s.as_str()) != Some("DELETING") {
+        match ctx
+            .clients()
+            .await
+            .eks
+            .delete_nodegroup()
+            .cluster_name(cluster)
+            .nodegroup_name(name)
+            .send()
+            .await
+            .map_err(api("DeleteNodegroup"))
+        {
+            Err(e) if e.is(NOT_FOUND) => return Ok(()),
+            other => other.map(|_| ())?,
+        }
+    }
+    wait_for(
+        ctx,
+        &format!("node group {id} to be deleted"),
+        NODE_GROUP_BOUND,
+        || async {
+            Ok(describe_nodegroup(ctx, cluster, name)
+                .await?
+                .is_none()
+                .then_some(()))
+        },
+    )
+    .await
+}
+
+// --- add-ons ---
+
+/// Version strings such as `v1.19.2-eksbuild.1`, compared by their numbers.
+fn version_key(version: &str) -> Vec<u64> {
+    version
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| s.parse().ok())
+        .collect()
+}
+
+/// `latest` -> the newest version compatible with the cluster's Kubernetes version.
+pub async fn resolve_addon_version(
+    ctx: &AwsContext,
+    cluster: &str,
+    addon: &str,
+    wanted: &str,
+) -> Result<String, ProviderError> {
+    if wanted != "latest" {
+        return Ok(wanted.to_owned());
+    }
+    let kubernetes = describe_cluster(ctx, cluster)
+        .await?
+        .and_then(|c| c.version().map(str::to_owned))
+        .ok_or_else(|| ProviderError::NotFound(format!("EKS cluster {cluster}")))?;
+    let out = ctx
+        .clients()
+        .await
+        .eks
+        .describe_addon_versions()
+        .addon_name(addon)
+        .kubernetes_version(&kubernetes)
+        .send()
+        .await
+        .map_err(api("DescribeAddonVersions"))?;
+    out.addons()
+        .iter()
+        .filter(|a| a.addon_name() == Some(addon))
+        .flat_map(|a| a.addon_versions())
+        .filter_map(|v| v.addon_version())
+        .max_by_key(|v| version_key(v))
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            failed(format!(
+                "no version of add-on {addon} supports Kubernetes {kubernetes}"
+            ))
+        })
+}
+
+async fn describe_addon(
+    ctx: &AwsContext,
+    cluster: &str,
+    name: &str,
+) -> Result<Option<aws_sdk_eks::types::Addon>, ProviderError> {
+    match ctx
+        .clients()
+        .await
+        .eks
+        .describe_addon()
+        .cluster_name(cluster)
+        .addon_name(name)
+        .send()
+        .await
+        .map_err(api("DescribeAddon"))
+    {
+        Ok(out) => Ok(out.addon().cloned()),
+        Err(e) if e.is(NOT_FOUND) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn read_addon(ctx: &AwsContext, id: &str) -> Result<Option<LiveResource>, ProviderError> {
+    let (cluster, name) = split_pair(id)?;
+    let Some(addon) = describe_addon(ctx, cluster, name).await? else {
+        return Ok(None);
+    };
+    if addon.status().map(|s| s.as_str()) == Some("DELETING") {
+        return Ok(None);
+    }
+    let tags = tags_of(addon.tags());
+    // The stack may say `latest`: the installed version is an output (pinned in state), not a
+    // property compared with the stack.
+    Ok(Some(LiveResource {
+        id: id.to_owned(),
+        properties: map(json!({
+            "cluster_name": cluster,
+            "addon_name": name,
+            "service_account_role_arn": addon.service_account_role_arn(),
+        })),
+        outputs: map(json!({
+            "name": name,
+            "arn": addon.addon_arn(),
+            "addon_version": addon.addon_version(),
+            "status": addon.status().map(|s| s.as_str()),
+        })),
+        tags,
+    }))
+}
+
+async fn wait_addon_active(
+    ctx: &AwsContext,
+    cluster: &str,
+    name: &str,
+) -> Result<(), ProviderError> {
+    wait_for(
+        ctx,
+        &format!("add-on {name} to be ACTIVE"),
+        ADDON_BOUND,
+        || async {
+            match describe_addon(ctx, cluster, name).await? {
+                None => Err(ProviderError::NotFound(format!("add-on {name}"))),
+                Some(a) => match a.status().map(|s| s.as_str()) {
+                    Some("ACTIVE") => Ok(Some(())),
+                    Some(status @ ("CREATE_FAILED" | "UPDATE_FAILED" | "DEGRADED")) => {
+                        Err(failed(format!("add-on {name} is {status}")))
+                    }
+                    _ => Ok(None),
+                },
+            }
+        },
+    )
+    .await
+}
+
+async fn create_addon(
+    ctx: &AwsContext,
+    properties: &IndexMap<String, Value>,
+    ownership: &IndexMap<String, String>,
+) -> Result<LiveResource, ProviderError> {
+    let p = Props(properties);
+    let cluster = p.str("cluster_name")?;
+    let name = p.str("addon_name")?;
+    let version = resolve_addon_version(ctx, cluster, name, p.str("addon_version")?).await?;
+    let result = ctx
+        .clients()
+        .await
+        .eks
+        .create_addon()
+        .cluster_name(cluster)
+        .addon_name(name)
+        .addon_version(&version)
+        .set_service_account_role_arn(p.opt_str("service_account_role_arn").map(str::to_owned))
+        .resolve_conflicts(ResolveConflicts::Overwrite)
+        .set_tags(Some(
+            super::all_tags(properties, ownership).into_iter().collect(),
+        ))
+        .client_request_token(client_token(ownership, properties))
+        .send()
+        .await
+        .map_err(api("CreateAddon"));
+    match result {
+        Ok(_) => {}
+        // An earlier attempt created it: adopt it when it carries our tags.
+        Err(e) if e.is("ResourceInUseException") => {
+            let owned = describe_addon(ctx, cluster, name)
+                .await?
+                .is_some_and(|a| carries(&tags_of(a.tags()), ownership));
+            if !owned {
+                return Err(e.into());
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
+    wait_addon_active(ctx, cluster, name).await?;
+    read_addon(ctx, &format!("{cluster}/{name}"))
+        .await?
+        .ok_or_else(|| failed(format!("add-on {name} vanished after its creation")))
+}
+
+async fn update_addon(
+    ctx: &AwsContext,
+    id: &str,
+    properties: &IndexMap<String, Value>,
+) -> Result<LiveResource, ProviderError> {
+    let p = Props(properties);
+    let (cluster, name) = split_pair(id)?;
+    let current = describe_addon(ctx, cluster, name)
+        .await?
+        .ok_or_else(|| ProviderError::NotFound(format!("add-on {id}")))?;
+    let version = resolve_addon_version(ctx, cluster, name, p.str("addon_version")?).await?;
+    let role = p.opt_str("service_account_role_arn");
+    if current.addon_version() != Some(version.as_str())
+        || current.service_account_role_arn() != role
+    {
+        let out = ctx
+            .clients()
+            .await
+            .eks
+            .update_addon()
+            .cluster_name(cluster)
+            .addon_name(name)
+            .addon_version(&version)
+            .set_service_account_role_arn(role.map(str::to_owned))
+            .resolve_conflicts(ResolveConflicts::Overwrite)
+            .send()
+            .await
+            .map_err(api("UpdateAddon"))?;
+        let update = out
+            .update()
+            .and_then(|u| u.id())
+            .unwrap_or_default()
+            .to_owned();
+        wait_update(ctx, cluster, None, Some(name), &update, ADDON_BOUND).await?;
+        wait_addon_active(ctx, cluster, name).await?;
+    }
+    if let Some(arn) = current.addon_arn() {
+        sync_tags(ctx, arn, &tags_of(current.tags()), &p.tags()).await?;
+    }
+    read_addon(ctx, id)
+        .await?
+        .ok_or_else(|| ProviderError::NotFound(format!("add-on {id}")))
+}
+
+async fn delete_addon(ctx: &AwsContext, id: &str) -> Result<(), ProviderError> {
+    let (cluster, name) = split_pair(id)?;
+    if describe_addon(ctx, cluster, name).await?.is_none() {
+        return Ok(());
+    }
+    match ctx
+        .clients()
+        .await
+        .eks
+        .delete_addon()
+        .cluster_name(cluster)
+        .addon_name(name)
+        .send()
+        .await
+        .map_err(api("DeleteAddon"))
+    {
+        Err(e) if e.is(NOT_FOUND) => return Ok(()),
+        other => other.map(|_| ())?,
+    }
+    wait_for(
+        ctx,
+        &format!("add-on {id} to be deleted"),
+        ADDON_BOUND,
+        || async {
+            Ok(describe_addon(ctx, cluster, name)
+                .await?
+                .is_none()
+                .then_some(()))
+        },
+    )
+    .await
+}
+
+// --- dispatch ---
+
+pub async fn read(
+    ctx: &AwsContext,
+    kind: &str,
+    id: &str,
+) -> Result<Option<LiveResource>, ProviderError> {
+    match kind {
+        "aws.eks.cluster" => read_cluster(ctx, id).await,
+        "aws.eks.node_group" => read_nodegroup(ctx, id).await,
+        "aws.eks.addon" => read_addon(ctx, id).await,
+        other => Err(failed(format!("the EKS provider does not serve `{other}`"))),
+    }
+}
+
+pub async fn create(
+    ctx: &AwsContext,
+    kind: &str,
+    properties: &IndexMap<String, Value>,
+    ownership: &IndexMap<String, String>,
+) -> Result<LiveResource, ProviderError> {
+    let p = Props(properties);
+    // Named objects: an earlier attempt's object is adopted when it carries our tags.
+    let existing = match kind {
+        "aws.eks.cluster" => read_cluster(ctx, p.str("name")?).await?,
+        "aws.eks.node_group" => {
+            let id = format!("{}/{}", p.str("cluster_name")?, p.str("node_group_name")?);
+            read_nodegroup(ctx, &id).await?
+        }
+        _ => None,
+    };
+    if let Some(existing) = existing {
+        if carries(&existing.tags, ownership) {
+            return update(ctx, kind, &existing.id, properties).await;
+        }
+        return Err(failed(format!(
+            "{kind} {} already exists and is not owned by this stack",
+            existing.id
+        )));
+    }
+    match kind {
+        "aws.eks.cluster" => create_cluster(ctx, properties, ownership).await,
+        "aws.eks.node_group" => create_nodegroup(ctx, properties, ownership).await,
+        "aws.eks.addon" => create_addon(ctx, properties, ownership).await,
+        other => Err(failed(format!("the EKS provider does not serve `{other}`"))),
+    }
+}
+
+pub async fn update(
+    ctx: &AwsContext,
+    kind: &str,
+    id: &str,
+    properties: &IndexMap<String, Value>,
+) -> Result<LiveResource, ProviderError> {
+    match kind {
+        "aws.eks.cluster" => update_cluster(ctx, id, properties).await,
+        "aws.eks.node_group" => update_nodegroup(ctx, id, properties).await,
+        "aws.eks.addon" => update_addon(ctx, id, properties).await,
+        other => Err(failed(format!("the EKS provider does not serve `{other}`"))),
+    }
+}
+
+pub async fn delete(ctx: &AwsContext, kind: &str, id: &str) -> Result<(), ProviderError> {
+    match kind {
+        "aws.eks.cluster" => delete_cluster(ctx, id).await,
+        "aws.eks.node_group" => delete_nodegroup(ctx, id).await,
+        "aws.eks.addon" => delete_addon(ctx, id).await,
+        other => Err(failed(format!("the EKS provider does not serve `{other}`"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::version_key;
+
+    #[test]
+    fn addon_versions_compare_by_their_numbers() {
+        let mut versions = [
+            "v1.9.3-eksbuild.1",
+            "v1.19.0-eksbuild.2",
+            "v1.19.0-eksbuild.10",
+        ];
+        versions.sort_by_key(|v| version_key(v));
+        assert_eq!(versions.last(), Some(&"v1.19.0-eksbuild.10"));
+        assert_eq!(versions.first(), Some(&"v1.9.3-eksbuild.1"));
+    }
+}

@@ -1,0 +1,596 @@
+//! RDS: DB subnet group, DB parameter group, and the PostgreSQL instance (encrypted storage,
+//! multi-AZ, backups, deletion protection, a generated master password that only ever lives in
+//! the provider call and sealed in state). All are named, so a retried create adopts by name when
+//! the object carries our ownership tags.
+
+use aws_sdk_rds::types::{ApplyMethod, Parameter, Tag};
+use indexmap::IndexMap;
+use serde_json::{Value, json};
+
+use super::{AwsContext, Props, api, carries, failed, retry_on, tag_diff, user_tags, wait_for};
+use crate::engine::provider::{LiveResource, ProviderError};
+
+/// Bounds sized for real AWS: an instance create or modification can take 40 minutes.
+pub const INSTANCE_BOUND: std::time::Duration = std::time::Duration::from_secs(40 * 60);
+const GROUP_BOUND: std::time::Duration = std::time::Duration::from_secs(5 * 60);
+
+const NOT_FOUND: &[&str] = &[
+    "DBSubnetGroupNotFoundFault",
+    "DBParameterGroupNotFound",
+    "DBInstanceNotFound",
+    "DBInstanceNotFoundFault",
+];
+
+fn to_tags(tags: &IndexMap<String, String>) -> Vec<Tag> {
+    tags.iter()
+        .map(|(k, v)| Tag::builder().key(k).value(v).build())
+        .collect()
+}
+
+fn map(value: Value) -> IndexMap<String, Value> {
+    match value {
+        Value::Object(m) => m.into_iter().collect(),
+        _ => IndexMap::new(),
+    }
+}
+
+async fn tags_of(ctx: &AwsContext, arn: &str) -> Result<IndexMap<String, String>, ProviderError> {
+    let out = ctx
+        .clients()
+        .await
+        .rds
+        .list_tags_for_resource()
+        .resource_name(arn)
+        .send()
+        .await
+        .map_err(api("ListTagsForResource"))?;
+    Ok(out
+        .tag_list()
+        .iter()
+        .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or("").to_owned())))
+        .collect())
+}
+
+async fn sync_tags(
+    ctx: &AwsContext,
+    arn: &str,
+    have: &IndexMap<String, String>,
+    want: &IndexMap<String, String>,
+) -> Result<(), ProviderError> {
+    let rds = &ctx.clients().await.rds;
+    let (set, remove) = tag_diff(have, want);
+    if !set.is_empty() {
+        rds.add_tags_to_resource()
+            .resource_name(arn)
+            .set_tags(Some(to_tags(&set)))
+            .send()
+            .await
+            .map_err(api("AddTagsToResource"))?;
+    }
+    if !remove.is_empty() {
+        rds.remove_tags_from_resource()
+            .resource_name(arn)
+            .set_tag_keys(Some(remove))
+            .send()
+            .await
+            .map_err(api("RemoveTagsFromResource"))?;
+    }
+    Ok(())
+}
+
+fn swallow_not_found<T>(result: Result<T, super::ApiError>) -> Result<Option<T>, ProviderError> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e.is_any(NOT_FOUND) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+// --- subnet group ---
+
+async fn read_subnet_group(
+    ctx: &AwsContext,
+    name: &str,
+) -> Result<Option<LiveResource>, ProviderError> {
+    let out = swallow_not_found(
+        ctx.clients()
+            .await
+            .rds
+            .describe_db_subnet_groups()
+            .db_subnet_group_name(name)
+            .send()
+            .await
+            .map_err(api("DescribeDBSubnetGroups")),
+    )?;
+    let Some(group) = out.as_ref().and_then(|o| o.db_subnet_groups().first()) else {
+        return Ok(None);
+    };
+    let arn = group.db_subnet_group_arn().unwrap_or_default().to_owned();
+    let tags = tags_of(ctx, &arn).await?;
+    // Subnet ids are not reported: AWS lists them in its own order, state keeps the stack's.
+    Ok(Some(LiveResource {
+        id: name.to_owned(),
+        properties: map(json!({ "name": name, "tags": user_tags(&tags) })),
+        outputs: map(json!({ "name": name, "arn": arn, "vpc_id": group.vpc_id() })),
+        tags,
+    }))
+}
+
+// --- parameter group ---
+
+async fn read_parameter_group(
+    ctx: &AwsContext,
+    name: &str,
+) -> Result<Option<LiveResource>, ProviderError> {
+    let rds = &ctx.clients().await.rds;
+    let out = swallow_not_found(
+        rds.describe_db_parameter_groups()
+            .db_parameter_group_name(name)
+            .send()
+            .await
+            .map_err(api("DescribeDBParameterGroups")),
+    )?;
+    let Some(group) = out.as_ref().and_then(|o| o.db_parameter_groups().first()) else {
+        return Ok(None);
+    };
+    let arn = group
+        .db_parameter_group_arn()
+        .unwrap_or_default()
+        .to_owned();
+    let mut parameters = serde_json::Map::new();
+    let mut pages = rds
+        .describe_db_parameters()
+        .db_parameter_group_name(name)
+        .source("user")
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(api("DescribeDBParameters"))?;
+        for parameter in page.parameters() {
+            if let (Some(n), Some(v)) = (parameter.parameter_name(), parameter.parameter_value()) {
+                parameters.insert(n.to_owned(), json!(v));
+            }
+        }
+    }
+    let tags = tags_of(ctx, &arn).await?;
+    Ok(Some(LiveResource {
+        id: name.to_owned(),
+        properties: map(json!({
+            "name": name,
+            "family": group.db_parameter_group_family(),
+            "parameters": parameters,
+            "tags": user_tags(&tags),
+        })),
+        outputs: map(json!({ "name": name, "arn": arn })),
+        tags,
+    }))
+}
+
+fn parameters_of(properties: &IndexMap<String, Value>) -> IndexMap<String, String> {
+    properties
+        .get("parameters")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    let v = v
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| v.to_string());
+                    (k.clone(), v)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn set_parameters(
+    ctx: &AwsContext,
+    name: &str,
+    have: &IndexMap<String, String>,
+    want: &IndexMap<String, String>,
+) -> Result<(), ProviderError> {
+    let rds = &ctx.clients().await.rds;
+    let changed: Vec<Parameter> = want
+        .iter()
+        .filter(|(k, v)| have.get(*k) != Some(*v))
+        .map(|(k, v)| {
+            Parameter::builder()
+                .parameter_name(k)
+                .parameter_value(v)
+                .apply_method(ApplyMethod::PendingReboot)
+                .build()
+        })
+        .collect();
+    // ModifyDBParameterGroup takes at most 20 parameters per call.
+    for chunk in changed.chunks(20) {
+        rds.modify_db_parameter_group()
+            .db_parameter_group_name(name)
+            .set_parameters(Some(chunk.to_vec()))
+            .send()
+            .await
+            .map_err(api("ModifyDBParameterGroup"))?;
+    }
+    let removed: Vec<Parameter> = have
+        .keys()
+        .filter(|k| !want.contains_key(*k))
+        .map(|k| {
+            Parameter::builder()
+                .parameter_name(k)
+                .apply_method(ApplyMethod::PendingReboot)
+                .build()
+        })
+        .collect();
+    for chunk in removed.chunks(20) {
+        rds.reset_db_parameter_group()
+            .db_parameter_group_name(name)
+            .set_parameters(Some(chunk.to_vec()))
+            .send()
+            .await
+            .map_err(api("ResetDBParameterGroup"))?;
+    }
+    Ok(())
+}
+
+// --- instance ---
+
+async fn describe_instance(
+    ctx: &AwsContext,
+    id: &str,
+) -> Result<Option<aws_sdk_rds::types::DbInstance>, ProviderError> {
+    let out = swallow_not_found(
+        ctx.clients()
+            .await
+            .rds
+            .describe_db_instances()
+            .db_instance_identifier(id)
+            .send()
+            .await
+            .map_err(api("DescribeDBInstances")),
+    )?;
+    Ok(out.and_then(|o| o.db_instances().first().cloned()))
+}
+
+async fn read_instance(ctx: &AwsContext, id: &str) -> Result<Option<LiveResource>, ProviderError> {
+    let Some(db) = describe_instance(ctx, id).await? else {
+        return Ok(None);
+    };
+    if db.db_instance_status() == Some("deleting") {
+        return Ok(None);
+    }
+    let arn = db.db_instance_arn().unwrap_or_default().to_owned();
+    let tags = tags_of(ctx, &arn).await?;
+    let security_groups: Vec<_> = db
+        .vpc_security_groups()
+        .iter()
+        .filter_map(|g| g.vpc_security_group_id())
+        .collect();
+    let parameter_group = db
+        .db_parameter_groups()
+        .first()
+        .and_then(|g| g.db_parameter_group_name());
+    Ok(Some(LiveResource {
+        id: id.to_owned(),
+        properties: map(json!({
+            "identifier": id,
+            "engine": db.engine(),
+            "engine_version": db.engine_version(),
+            "instance_class": db.db_instance_class(),
+            "allocated_storage": db.allocated_storage(),
+            "multi_az": db.multi_az(),
+            "deletion_protection": db.deletion_protection(),
+            "backup_retention_period": db.backup_retention_period(),
+            "storage_encrypted": db.storage_encrypted(),
+            "db_subnet_group_name": db.db_subnet_group().and_then(|g| g.db_subnet_group_name()),
+            "parameter_group_name": parameter_group,
+            "vpc_security_group_ids": security_groups,
+            "master_username": db.master_username(),
+            "tags": user_tags(&tags),
+        })),
+        outputs: map(json!({
+            "identifier": id,
+            "arn": arn,
+            "address": db.endpoint().and_then(|e| e.address()),
+            "port": db.endpoint().and_then(|e| e.port()),
+            "status": db.db_instance_status(),
+        })),
+        tags,
+    }))
+}
+
+async fn wait_instance_available(ctx: &AwsContext, id: &str) -> Result<(), ProviderError> {
+    wait_for(
+        ctx,
+        &format!("DB instance {id} to be available"),
+        INSTANCE_BOUND,
+        || async {
+            match describe_instance(ctx, id).await? {
+                None => Err(ProviderError::NotFound(format!("DB instance {id}"))),
+                Some(db) => match db.db_instance_status() {
+                    Some("available") => Ok(Some(())),
+                    Some(
+                        status @ ("failed"
+                        | "incompatible-parameters"
+                        | "storage-full"
+                        | "incompatible-network"
+                        | "inaccessible-encryption-credentials"),
+                    ) => Err(failed(format!("DB instance {id} is {status}"))),
+                    _ => Ok(None),
+                },
+            }
+        },
+    )
+    .await
+}
+
+pub async fn read(
+    ctx: &AwsContext,
+    kind: &str,
+    id: &str,
+) -> Result<Option<LiveResource>, ProviderError> {
+    match kind {
+        "aws.rds.db_subnet_group" => read_subnet_group(ctx, id).await,
+        "aws.rds.db_parameter_group" => read_parameter_group(ctx, id).await,
+        "aws.rds.instance" => read_instance(ctx, id).await,
+        other => Err(failed(format!("the RDS provider does not serve `{other}`"))),
+    }
+}
+
+pub async fn create(
+    ctx: &AwsContext,
+    kind: &str,
+    properties: &IndexMap<String, Value>,
+    ownership: &IndexMap<String, String>,
+) -> Result<LiveResource, ProviderError> {
+    let p = Props(properties);
+    let name = match kind {
+        "aws.rds.instance" => p.str("identifier")?,
+        _ => p.str("name")?,
+    };
+    if let Some(existing) = read(ctx, kind, name).await? {
+        if carries(&existing.tags, ownership) {
+            return update(ctx, kind, name, properties).await;
+        }
+        return Err(failed(format!(
+            "{kind} {name} already exists and is not owned by this stack"
+        )));
+    }
+    let rds = &ctx.clients().await.rds;
+    let tags = to_tags(&super::all_tags(properties, ownership));
+    match kind {
+        "aws.rds.db_subnet_group" => {
+            rds.create_db_subnet_group()
+                .db_subnet_group_name(name)
+                .db_subnet_group_description(format!("Stacksmith {name}"))
+                .set_subnet_ids(Some(p.strs("subnet_ids")?))
+                .set_tags(Some(tags))
+                .send()
+                .await
+                .map_err(api("CreateDBSubnetGroup"))?;
+        }
+        "aws.rds.db_parameter_group" => {
+            rds.create_db_parameter_group()
+                .db_parameter_group_name(name)
+                .db_parameter_group_family(p.str("family")?)
+                .description(format!("Stacksmith {name}"))
+                .set_tags(Some(tags))
+                .send()
+                .await
+                .map_err(api("CreateDBParameterGroup"))?;
+            set_parameters(ctx, name, &IndexMap::new(), &parameters_of(properties)).await?;
+        }
+        "aws.rds.instance" => {
+            rds.create_db_instance()
+                .db_instance_identifier(name)
+                .engine(p.str("engine")?)
+                .engine_version(p.str("engine_version")?)
+                .db_instance_class(p.str("instance_class")?)
+                .allocated_storage(p.i32("allocated_storage")?)
+                .multi_az(p.bool("multi_az")?)
+                .deletion_protection(p.bool("deletion_protection")?)
+                .backup_retention_period(p.i32("backup_retention_period")?)
+                .storage_encrypted(p.bool("storage_encrypted")?)
+                .db_subnet_group_name(p.str("db_subnet_group_name")?)
+                .db_parameter_group_name(p.str("parameter_group_name")?)
+                .set_vpc_security_group_ids(Some(p.strs("vpc_security_group_ids")?))
+                .master_username(p.str("master_username")?)
+                .master_user_password(p.str("master_password")?)
+                .publicly_accessible(false)
+                .copy_tags_to_snapshot(true)
+                .set_tags(Some(tags))
+                .send()
+                .await
+                .map_err(api("CreateDBInstance"))?;
+            wait_instance_available(ctx, name).await?;
+        }
+        other => return Err(failed(format!("the RDS provider does not serve `{other}`"))),
+    }
+    read(ctx, kind, name)
+        .await?
+        .ok_or_else(|| failed(format!("{kind} {name} vanished after its creation")))
+}
+
+pub async fn update(
+    ctx: &AwsContext,
+    kind: &str,
+    id: &str,
+    properties: &IndexMap<String, Value>,
+) -> Result<LiveResource, ProviderError> {
+    let p = Props(properties);
+    let rds = &ctx.clients().await.rds;
+    let current = read(ctx, kind, id)
+        .await?
+        .ok_or_else(|| ProviderError::NotFound(format!("{kind} {id}")))?;
+    let arn = current
+        .outputs
+        .get("arn")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let differs = |name: &str| properties.get(name) != current.properties.get(name);
+    match kind {
+        "aws.rds.db_subnet_group" => {
+            // Subnets are not read back (order); setting them again is harmless and idempotent
+            // only when asked: compare against what AWS holds, as a set.
+            let out = rds
+                .describe_db_subnet_groups()
+                .db_subnet_group_name(id)
+                .send()
+                .await
+                .map_err(api("DescribeDBSubnetGroups"))?;
+            let mut have: Vec<String> = out
+                .db_subnet_groups()
+                .first()
+                .map(|g| {
+                    g.subnets()
+                        .iter()
+                        .filter_map(|s| s.subnet_identifier().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut want = p.strs("subnet_ids")?;
+            have.sort();
+            want.sort();
+            if have != want {
+                rds.modify_db_subnet_group()
+                    .db_subnet_group_name(id)
+                    .set_subnet_ids(Some(want))
+                    .send()
+                    .await
+                    .map_err(api("ModifyDBSubnetGroup"))?;
+            }
+        }
+        "aws.rds.db_parameter_group" => {
+            let have = parameters_of(&current.properties);
+            set_parameters(ctx, id, &have, &parameters_of(properties)).await?;
+        }
+        "aws.rds.instance" => {
+            let mut modify = rds
+                .modify_db_instance()
+                .db_instance_identifier(id)
+                .apply_immediately(true);
+            let mut any = false;
+            if differs("instance_class") {
+                modify = modify.db_instance_class(p.str("instance_class")?);
+                any = true;
+            }
+            if differs("allocated_storage") {
+                modify = modify.allocated_storage(p.i32("allocated_storage")?);
+                any = true;
+            }
+            if differs("multi_az") {
+                modify = modify.multi_az(p.bool("multi_az")?);
+                any = true;
+            }
+            if differs("backup_retention_period") {
+                modify = modify.backup_retention_period(p.i32("backup_retention_period")?);
+                any = true;
+            }
+            if differs("deletion_protection") {
+                modify = modify.deletion_protection(p.bool("deletion_protection")?);
+                any = true;
+            }
+            if differs("engine_version") {
+                modify = modify
+                    .engine_version(p.str("engine_version")?)
+                    .allow_major_version_upgrade(true);
+                any = true;
+            }
+            if differs("parameter_group_name") {
+                modify = modify.db_parameter_group_name(p.str("parameter_group_name")?);
+                any = true;
+            }
+            if differs("vpc_security_group_ids") {
+                modify = modify.set_vpc_security_group_ids(Some(p.strs("vpc_security_group_ids")?));
+                any = true;
+            }
+            if any {
+                modify.send().await.map_err(api("ModifyDBInstance"))?;
+                wait_instance_available(ctx, id).await?;
+            }
+        }
+        other => return Err(failed(format!("the RDS provider does not serve `{other}`"))),
+    }
+    sync_tags(ctx, &arn, &current.tags, &p.tags()).await?;
+    read(ctx, kind, id)
+        .await?
+        .ok_or_else(|| ProviderError::NotFound(format!("{kind} {id}")))
+}
+
+pub async fn delete(ctx: &AwsContext, kind: &str, id: &str) -> Result<(), ProviderError> {
+    let rds = &ctx.clients().await.rds;
+    let what = format!("deleting {kind} {id}");
+    let result = match kind {
+        "aws.rds.db_subnet_group" => {
+            retry_on(
+                ctx,
+                &what,
+                &["InvalidDBSubnetGroupStateFault"],
+                GROUP_BOUND,
+                || async {
+                    rds.delete_db_subnet_group()
+                        .db_subnet_group_name(id)
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(api("DeleteDBSubnetGroup"))
+                },
+            )
+            .await
+        }
+        "aws.rds.db_parameter_group" => {
+            retry_on(
+                ctx,
+                &what,
+                &["InvalidDBParameterGroupState"],
+                GROUP_BOUND,
+                || async {
+                    rds.delete_db_parameter_group()
+                        .db_parameter_group_name(id)
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(api("DeleteDBParameterGroup"))
+                },
+            )
+            .await
+        }
+        "aws.rds.instance" => {
+            let Some(db) = describe_instance(ctx, id).await? else {
+                return Ok(());
+            };
+            if db.db_instance_status() != Some("deleting") {
+                // A final snapshot keeps the data; deletion protection is honoured (AWS refuses).
+                let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S");
+                let result = rds
+                    .delete_db_instance()
+                    .db_instance_identifier(id)
+                    .skip_final_snapshot(false)
+                    .final_db_snapshot_identifier(format!("{id}-final-{stamp}"))
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(api("DeleteDBInstance"));
+                if let Err(e) = result
+                    && !e.is_any(NOT_FOUND)
+                {
+                    return Err(e.into());
+                }
+            }
+            wait_for(
+                ctx,
+                &format!("DB instance {id} to be deleted"),
+                INSTANCE_BOUND,
+                || async { Ok(describe_instance(ctx, id).await?.is_none().then_some(())) },
+            )
+            .await
+        }
+        other => return Err(failed(format!("the RDS provider does not serve `{other}`"))),
+    };
+    match result {
+        Err(ProviderError::Failed(message)) if NOT_FOUND.iter().any(|c| message.contains(c)) => {
+            Ok(())
+        }
+        other => other,
+    }
+}

@@ -1,0 +1,664 @@
+//! What moto cannot show, with aws-smithy-mocks: objects in transitional states for several
+//! polls, throttling answered by retries, DependencyViolation on delete retried until the
+//! dependents are gone, waiters giving up at their bound, and secrets never echoed in errors.
+
+use std::time::Duration;
+
+use aws_sdk_ec2::error::ErrorMetadata;
+use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
+use indexmap::IndexMap;
+use provisioner::aws::{AwsContext, AwsProvider, Clients, PollSettings};
+use provisioner::engine::provider::{CallContext, Provider, ProviderError};
+use provisioner::engine::{Address, ResourceType};
+use serde_json::{Value, json};
+
+const BOUND: Duration = Duration::from_secs(30);
+
+fn fast() -> PollSettings {
+    PollSettings {
+        initial: Duration::from_millis(2),
+        max: Duration::from_millis(10),
+        bound_scale: 1.0,
+    }
+}
+
+fn interceptor(rules: &[&Rule]) -> MockResponseInterceptor {
+    let mut interceptor = MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny);
+    for rule in rules {
+        interceptor = interceptor.with_rule(rule);
+    }
+    interceptor
+}
+
+macro_rules! client {
+    ($krate:ident, $rules:expr) => {
+        $krate::Client::from_conf(
+            $krate::Config::builder()
+                .behavior_version($krate::config::BehaviorVersion::latest())
+                .region($krate::config::Region::new("us-east-1"))
+                .credentials_provider($krate::config::Credentials::new(
+                    "testing", "testing", None, None, "mocks",
+                ))
+                // The providers' own retries are under test, not the SDK's.
+                .retry_config($krate::config::retry::RetryConfig::disabled())
+                .http_client(create_mock_http_client())
+                .interceptor(interceptor($rules))
+                .build(),
+        )
+    };
+}
+
+#[derive(Default)]
+struct Rules<'a> {
+    ec2: Vec<&'a Rule>,
+    eks: Vec<&'a Rule>,
+    rds: Vec<&'a Rule>,
+    elasticache: Vec<&'a Rule>,
+}
+
+fn provider(rules: Rules<'_>, poll: PollSettings) -> AwsProvider {
+    let clients = Clients {
+        ec2: client!(aws_sdk_ec2, &rules.ec2),
+        iam: client!(aws_sdk_iam, &[]),
+        eks: client!(aws_sdk_eks, &rules.eks),
+        rds: client!(aws_sdk_rds, &rules.rds),
+        elasticache: client!(aws_sdk_elasticache, &rules.elasticache),
+    };
+    AwsProvider::new(AwsContext::with_clients(clients, poll))
+}
+
+fn call(resource_type: &str) -> CallContext {
+    CallContext {
+        address: Address::new("test.object"),
+        resource_type: ResourceType::new(resource_type),
+    }
+}
+
+fn props(value: Value) -> IndexMap<String, Value> {
+    match value {
+        Value::Object(map) => map.into_iter().collect(),
+        _ => IndexMap::new(),
+    }
+}
+
+fn ownership() -> IndexMap<String, String> {
+    [
+        ("stacksmith:stack", "mock"),
+        ("stacksmith:instance", ""),
+        ("stacksmith:address", "test.object"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+fn code(code: &str) -> ErrorMetadata {
+    ErrorMetadata::builder()
+        .code(code)
+        .message(format!("mocked {code}"))
+        .build()
+}
+
+async fn bounded<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(BOUND, future)
+        .await
+        .expect("the call finishes within its bound")
+}
+
+#[tokio::test]
+async fn vpc_delete_retries_dependency_violation_and_throttling_until_it_succeeds() {
+    use aws_sdk_ec2::operation::delete_vpc::{DeleteVpcError, DeleteVpcOutput};
+    let delete = mock!(aws_sdk_ec2::Client::delete_vpc)
+        .sequence()
+        .error(|| DeleteVpcError::generic(code("DependencyViolation")))
+        .times(3)
+        .error(|| DeleteVpcError::generic(code("RequestLimitExceeded")))
+        .output(|| DeleteVpcOutput::builder().build())
+        .build();
+    let provider = provider(
+        Rules {
+            ec2: vec![&delete],
+            ..Rules::default()
+        },
+        fast(),
+    );
+    bounded(provider.delete(&call("aws.ec2.vpc"), "vpc-1"))
+        .await
+        .expect("deleted once the dependents are gone");
+    assert_eq!(delete.num_calls(), 5);
+}
+
+#[tokio::test]
+async fn dependency_violation_that_never_clears_fails_at_the_bound() {
+    use aws_sdk_ec2::operation::delete_subnet::DeleteSubnetError;
+    let delete = mock!(aws_sdk_ec2::Client::delete_subnet)
+        .sequence()
+        .error(|| DeleteSubnetError::generic(code("DependencyViolation")))
+        .repeatedly()
+        .build();
+    let poll = PollSettings {
+        bound_scale: 0.0001, // 10 minutes -> 60 ms
+        ..fast()
+    };
+    let provider = provider(
+        Rules {
+            ec2: vec![&delete],
+            ..Rules::default()
+        },
+        poll,
+    );
+    let error = bounded(provider.delete(&call("aws.ec2.subnet"), "subnet-1"))
+        .await
+        .unwrap_err();
+    let ProviderError::Failed(message) = error else {
+        panic!("expected a failure, got {error:?}");
+    };
+    assert!(message.contains("DependencyViolation"), "{message}");
+    assert!(
+        delete.num_calls() > 2,
+        "it retried ({} calls)",
+        delete.num_calls()
+    );
+}
+
+#[tokio::test]
+async fn throttled_create_is_reported_as_throttled_for_the_executor_to_retry() {
+    use aws_sdk_ec2::operation::create_vpc::CreateVpcError;
+    use aws_sdk_ec2::operation::describe_vpcs::DescribeVpcsOutput;
+    let lookup = mock!(aws_sdk_ec2::Client::describe_vpcs)
+        .then_output(|| DescribeVpcsOutput::builder().build());
+    let create = mock!(aws_sdk_ec2::Client::create_vpc)
+        .then_error(|| CreateVpcError::generic(code("RequestLimitExceeded")));
+    let provider = provider(
+        Rules {
+            ec2: vec![&lookup, &create],
+            ..Rules::default()
+        },
+        fast(),
+    );
+    let properties = props(json!({
+        "cidr_block": "10.0.0.0/16",
+        "enable_dns_support": true,
+        "enable_dns_hostnames": true,
+        "tags": { "Name": "x" },
+    }));
+    let error = bounded(provider.create(&call("aws.ec2.vpc"), &properties, &ownership()))
+        .await
+        .unwrap_err();
+    assert_eq!(error, ProviderError::Throttled { retry_after: None });
+    assert_eq!(create.num_calls(), 1);
+}
+
+fn nat(state: aws_sdk_ec2::types::NatGatewayState) -> aws_sdk_ec2::types::NatGateway {
+    aws_sdk_ec2::types::NatGateway::builder()
+        .nat_gateway_id("nat-1")
+        .subnet_id("subnet-1")
+        .state(state)
+        .build()
+}
+
+#[tokio::test]
+async fn nat_gateway_create_waits_through_pending_polls_and_throttling() {
+    use aws_sdk_ec2::operation::create_nat_gateway::CreateNatGatewayOutput;
+    use aws_sdk_ec2::operation::describe_nat_gateways::{
+        DescribeNatGatewaysError, DescribeNatGatewaysOutput,
+    };
+    use aws_sdk_ec2::types::NatGatewayState;
+    // The adoption lookup (by tag, no ids) finds nothing.
+    let lookup = mock!(aws_sdk_ec2::Client::describe_nat_gateways)
+        .match_requests(|input| input.nat_gateway_ids().is_empty())
+        .then_output(|| DescribeNatGatewaysOutput::builder().build());
+    let create = mock!(aws_sdk_ec2::Client::create_nat_gateway)
+        .match_requests(|input| input.client_token().is_some_and(|t| !t.is_empty()))
+        .then_output(|| {
+            CreateNatGatewayOutput::builder()
+                .nat_gateway(nat(NatGatewayState::Pending))
+                .build()
+        });
+    let polls = mock!(aws_sdk_ec2::Client::describe_nat_gateways)
+        .match_requests(|input| input.nat_gateway_ids() == ["nat-1"])
+        .sequence()
+        .output(|| {
+            DescribeNatGatewaysOutput::builder()
+                .nat_gateways(nat(NatGatewayState::Pending))
+                .build()
+        })
+        .times(4)
+        .error(|| DescribeNatGatewaysError::generic(code("RequestLimitExceeded")))
+        .output(|| {
+            DescribeNatGatewaysOutput::builder()
+                .nat_gateways(nat(NatGatewayState::Available))
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let provider = provider(
+        Rules {
+            ec2: vec![&lookup, &create, &polls],
+            ..Rules::default()
+        },
+        fast(),
+    );
+    let properties = props(json!({
+        "subnet_id": "subnet-1",
+        "allocation_id": "eipalloc-1",
+        "connectivity_type": "public",
+        "tags": { "Name": "nat" },
+    }));
+    let live = bounded(provider.create(&call("aws.ec2.nat_gateway"), &properties, &ownership()))
+        .await
+        .expect("created once available");
+    assert_eq!(live.id, "nat-1");
+    assert_eq!(live.outputs["state"], json!("available"));
+    assert_eq!(create.num_calls(), 1);
+    // 4 pending polls, 1 throttled poll, the available poll, then the final read.
+    assert!(polls.num_calls() >= 6, "{} polls", polls.num_calls());
+}
+
+#[tokio::test]
+async fn nat_gateway_stuck_pending_times_out_at_its_bound() {
+    use aws_sdk_ec2::operation::describe_nat_gateways::DescribeNatGatewaysOutput;
+    use aws_sdk_ec2::types::NatGatewayState;
+    let delete = mock!(aws_sdk_ec2::Client::delete_nat_gateway).then_output(|| {
+        aws_sdk_ec2::operation::delete_nat_gateway::DeleteNatGatewayOutput::builder()
+            .nat_gateway_id("nat-1")
+            .build()
+    });
+    let polls = mock!(aws_sdk_ec2::Client::describe_nat_gateways).then_output(|| {
+        DescribeNatGatewaysOutput::builder()
+            .nat_gateways(nat(NatGatewayState::Deleting))
+            .build()
+    });
+    let poll = PollSettings {
+        bound_scale: 0.0001, // 15 minutes -> 90 ms
+        ..fast()
+    };
+    let provider = provider(
+        Rules {
+            ec2: vec![&delete, &polls],
+            ..Rules::default()
+        },
+        poll,
+    );
+    let error = bounded(provider.delete(&call("aws.ec2.nat_gateway"), "nat-1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, ProviderError::Failed(m) if m.contains("timed out")),
+        "{error:?}"
+    );
+    assert!(polls.num_calls() > 2);
+}
+
+fn db(status: &str) -> aws_sdk_rds::types::DbInstance {
+    aws_sdk_rds::types::DbInstance::builder()
+        .db_instance_identifier("db-1")
+        .db_instance_arn("arn:aws:rds:us-east-1:123456789012:db:db-1")
+        .db_instance_status(status)
+        .engine("postgres")
+        .db_instance_class("db.t4g.medium")
+        .build()
+}
+
+#[tokio::test]
+async fn rds_instance_create_polls_creating_and_backing_up_and_never_echoes_the_password() {
+    use aws_sdk_rds::operation::create_db_instance::CreateDbInstanceOutput;
+    use aws_sdk_rds::operation::describe_db_instances::{
+        DescribeDBInstancesError, DescribeDbInstancesOutput,
+    };
+    use aws_sdk_rds::operation::list_tags_for_resource::ListTagsForResourceOutput;
+    let describe = mock!(aws_sdk_rds::Client::describe_db_instances)
+        .sequence()
+        .error(|| {
+            DescribeDBInstancesError::generic(
+                aws_sdk_rds::error::ErrorMetadata::builder()
+                    .code("DBInstanceNotFound")
+                    .build(),
+            )
+        })
+        .output(|| {
+            DescribeDbInstancesOutput::builder()
+                .db_instances(db("creating"))
+                .build()
+        })
+        .times(3)
+        .output(|| {
+            DescribeDbInstancesOutput::builder()
+                .db_instances(db("backing-up"))
+                .build()
+        })
+        .times(2)
+        .output(|| {
+            DescribeDbInstancesOutput::builder()
+                .db_instances(db("available"))
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let create = mock!(aws_sdk_rds::Client::create_db_instance)
+        .match_requests(|input| {
+            input.master_user_password() == Some("pw-never-printed")
+                && input.storage_encrypted() == Some(true)
+                && input.multi_az() == Some(false)
+        })
+        .then_output(|| {
+            CreateDbInstanceOutput::builder()
+                .db_instance(db("creating"))
+                .build()
+        });
+    let tags = mock!(aws_sdk_rds::Client::list_tags_for_resource)
+        .then_output(|| ListTagsForResourceOutput::builder().build());
+    let provider = provider(
+        Rules {
+            rds: vec![&describe, &create, &tags],
+            ..Rules::default()
+        },
+        fast(),
+    );
+    let properties = props(json!({
+        "identifier": "db-1",
+        "engine": "postgres",
+        "engine_version": "16.4",
+        "instance_class": "db.t4g.medium",
+        "allocated_storage": 20,
+        "multi_az": false,
+        "deletion_protection": false,
+        "backup_retention_period": 7,
+        "storage_encrypted": true,
+        "db_subnet_group_name": "db-1-subnets",
+        "parameter_group_name": "db-1-params",
+        "vpc_security_group_ids": ["sg-1"],
+        "master_username": "stacksmith",
+        "master_password": "pw-never-printed",
+        "tags": { "Name": "db-1" },
+    }));
+    let live = bounded(provider.create(&call("aws.rds.instance"), &properties, &ownership()))
+        .await
+        .expect("created once available");
+    assert_eq!(create.num_calls(), 1);
+    assert_eq!(live.outputs["status"], json!("available"));
+    assert!(describe.num_calls() >= 7, "{} polls", describe.num_calls());
+    let echoed = serde_json::to_string(&live).unwrap();
+    assert!(
+        !echoed.contains("pw-never-printed"),
+        "the password leaked: {echoed}"
+    );
+}
+
+#[tokio::test]
+async fn replication_group_delete_waits_through_deleting_until_it_is_gone() {
+    use aws_sdk_elasticache::operation::delete_replication_group::DeleteReplicationGroupOutput;
+    use aws_sdk_elasticache::operation::describe_replication_groups::{
+        DescribeReplicationGroupsError, DescribeReplicationGroupsOutput,
+    };
+    let group = |status: &str| {
+        aws_sdk_elasticache::types::ReplicationGroup::builder()
+            .replication_group_id("cache-1")
+            .status(status)
+            .build()
+    };
+    let describe = mock!(aws_sdk_elasticache::Client::describe_replication_groups)
+        .sequence()
+        .output(move || {
+            DescribeReplicationGroupsOutput::builder()
+                .replication_groups(group("available"))
+                .build()
+        })
+        .output(move || {
+            DescribeReplicationGroupsOutput::builder()
+                .replication_groups(group("deleting"))
+                .build()
+        })
+        .times(4)
+        .error(|| {
+            DescribeReplicationGroupsError::generic(
+                aws_sdk_elasticache::error::ErrorMetadata::builder()
+                    .code("ReplicationGroupNotFoundFault")
+                    .build(),
+            )
+        })
+        .repeatedly()
+        .build();
+    let delete = mock!(aws_sdk_elasticache::Client::delete_replication_group)
+        .then_output(|| DeleteReplicationGroupOutput::builder().build());
+    let provider = provider(
+        Rules {
+            elasticache: vec![&describe, &delete],
+            ..Rules::default()
+        },
+        fast(),
+    );
+    bounded(provider.delete(&call("aws.elasticache.replication_group"), "cache-1"))
+        .await
+        .expect("deleted");
+    assert_eq!(delete.num_calls(), 1);
+    assert_eq!(describe.num_calls(), 6);
+}
+
+fn cluster(
+    status: aws_sdk_eks::types::ClusterStatus,
+    version: &str,
+) -> aws_sdk_eks::types::Cluster {
+    let mut tags = std::collections::HashMap::new();
+    for (k, v) in ownership() {
+        tags.insert(k, v);
+    }
+    aws_sdk_eks::types::Cluster::builder()
+        .name("c1")
+        .arn("arn:aws:eks:us-east-1:123456789012:cluster/c1")
+        .version(version)
+        .status(status)
+        .set_tags(Some(tags))
+        .build()
+}
+
+#[tokio::test]
+async fn addon_latest_is_resolved_through_describe_addon_versions_and_pinned() {
+    use aws_sdk_eks::operation::create_addon::CreateAddonOutput;
+    use aws_sdk_eks::operation::describe_addon::{DescribeAddonError, DescribeAddonOutput};
+    use aws_sdk_eks::operation::describe_addon_versions::DescribeAddonVersionsOutput;
+    use aws_sdk_eks::operation::describe_cluster::DescribeClusterOutput;
+    use aws_sdk_eks::types::{Addon, AddonInfo, AddonStatus, AddonVersionInfo, ClusterStatus};
+    let describe_cluster = mock!(aws_sdk_eks::Client::describe_cluster).then_output(|| {
+        DescribeClusterOutput::builder()
+            .cluster(cluster(ClusterStatus::Active, "1.31"))
+            .build()
+    });
+    let versions = mock!(aws_sdk_eks::Client::describe_addon_versions)
+        .match_requests(|input| {
+            input.addon_name() == Some("coredns") && input.kubernetes_version() == Some("1.31")
+        })
+        .then_output(|| {
+            DescribeAddonVersionsOutput::builder()
+                .addons(
+                    AddonInfo::builder()
+                        .addon_name("coredns")
+                        .addon_versions(
+                            AddonVersionInfo::builder()
+                                .addon_version("v1.11.1-eksbuild.9")
+                                .build(),
+                        )
+                        .addon_versions(
+                            AddonVersionInfo::builder()
+                                .addon_version("v1.11.3-eksbuild.1")
+                                .build(),
+                        )
+                        .addon_versions(
+                            AddonVersionInfo::builder()
+                                .addon_version("v1.10.1-eksbuild.18")
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+        });
+    let create = mock!(aws_sdk_eks::Client::create_addon)
+        .match_requests(|input| input.addon_version() == Some("v1.11.3-eksbuild.1"))
+        .then_output(|| CreateAddonOutput::builder().build());
+    let addon = |status: AddonStatus| {
+        Addon::builder()
+            .addon_name("coredns")
+            .cluster_name("c1")
+            .addon_version("v1.11.3-eksbuild.1")
+            .status(status)
+            .build()
+    };
+    let describe = mock!(aws_sdk_eks::Client::describe_addon)
+        .sequence()
+        .output(move || {
+            DescribeAddonOutput::builder()
+                .addon(addon(AddonStatus::Creating))
+                .build()
+        })
+        .times(3)
+        .error(|| DescribeAddonError::generic(code("ThrottlingException")))
+        .output(move || {
+            DescribeAddonOutput::builder()
+                .addon(addon(AddonStatus::Active))
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let provider = provider(
+        Rules {
+            eks: vec![&describe_cluster, &versions, &create, &describe],
+            ..Rules::default()
+        },
+        fast(),
+    );
+    let properties = props(json!({
+        "cluster_name": "c1",
+        "addon_name": "coredns",
+        "addon_version": "latest",
+    }));
+    let live = bounded(provider.create(&call("aws.eks.addon"), &properties, &ownership()))
+        .await
+        .expect("created");
+    assert_eq!(live.id, "c1/coredns");
+    assert_eq!(
+        live.outputs["addon_version"],
+        json!("v1.11.3-eksbuild.1"),
+        "pinned"
+    );
+    assert_eq!(create.num_calls(), 1, "created with the newest version");
+    assert!(describe.num_calls() >= 5);
+}
+
+#[tokio::test]
+async fn cluster_version_upgrade_waits_for_the_update_and_the_cluster() {
+    use aws_sdk_eks::operation::describe_cluster::DescribeClusterOutput;
+    use aws_sdk_eks::operation::describe_update::DescribeUpdateOutput;
+    use aws_sdk_eks::operation::update_cluster_version::UpdateClusterVersionOutput;
+    use aws_sdk_eks::types::{ClusterStatus, Update, UpdateStatus};
+    // read (1.30, ACTIVE), then UPDATING while the upgrade runs, then 1.31 ACTIVE.
+    let describe = mock!(aws_sdk_eks::Client::describe_cluster)
+        .sequence()
+        .output(|| {
+            DescribeClusterOutput::builder()
+                .cluster(cluster(ClusterStatus::Active, "1.30"))
+                .build()
+        })
+        .output(|| {
+            DescribeClusterOutput::builder()
+                .cluster(cluster(ClusterStatus::Updating, "1.30"))
+                .build()
+        })
+        .times(3)
+        .output(|| {
+            DescribeClusterOutput::builder()
+                .cluster(cluster(ClusterStatus::Active, "1.31"))
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let upgrade = mock!(aws_sdk_eks::Client::update_cluster_version)
+        .match_requests(|input| input.version() == Some("1.31"))
+        .then_output(|| {
+            UpdateClusterVersionOutput::builder()
+                .update(
+                    Update::builder()
+                        .id("u-1")
+                        .status(UpdateStatus::InProgress)
+                        .build(),
+                )
+                .build()
+        });
+    let update = |status: UpdateStatus| {
+        DescribeUpdateOutput::builder()
+            .update(Update::builder().id("u-1").status(status).build())
+            .build()
+    };
+    let progress = mock!(aws_sdk_eks::Client::describe_update)
+        .match_requests(|input| input.update_id() == Some("u-1"))
+        .sequence()
+        .output(move || update(UpdateStatus::InProgress))
+        .times(4)
+        .output(move || update(UpdateStatus::Successful))
+        .build();
+    let provider = provider(
+        Rules {
+            eks: vec![&describe, &upgrade, &progress],
+            ..Rules::default()
+        },
+        fast(),
+    );
+    let properties = props(json!({
+        "name": "c1",
+        "version": "1.31",
+        "tags": {},
+    }));
+    let live = bounded(provider.update(&call("aws.eks.cluster"), "c1", &properties))
+        .await
+        .expect("upgraded");
+    assert_eq!(live.properties["version"], json!("1.31"));
+    assert_eq!(upgrade.num_calls(), 1);
+    assert_eq!(progress.num_calls(), 5, "polled until Successful");
+}
+
+#[tokio::test]
+async fn failed_cluster_update_is_reported_with_its_reasons() {
+    use aws_sdk_eks::operation::describe_cluster::DescribeClusterOutput;
+    use aws_sdk_eks::operation::describe_update::DescribeUpdateOutput;
+    use aws_sdk_eks::operation::update_cluster_version::UpdateClusterVersionOutput;
+    use aws_sdk_eks::types::{ClusterStatus, ErrorDetail, Update, UpdateStatus};
+    let describe = mock!(aws_sdk_eks::Client::describe_cluster).then_output(|| {
+        DescribeClusterOutput::builder()
+            .cluster(cluster(ClusterStatus::Active, "1.30"))
+            .build()
+    });
+    let upgrade = mock!(aws_sdk_eks::Client::update_cluster_version).then_output(|| {
+        UpdateClusterVersionOutput::builder()
+            .update(Update::builder().id("u-2").build())
+            .build()
+    });
+    let progress = mock!(aws_sdk_eks::Client::describe_update).then_output(|| {
+        DescribeUpdateOutput::builder()
+            .update(
+                Update::builder()
+                    .id("u-2")
+                    .status(UpdateStatus::Failed)
+                    .errors(
+                        ErrorDetail::builder()
+                            .error_message("add-ons are incompatible")
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+    });
+    let provider = provider(
+        Rules {
+            eks: vec![&describe, &upgrade, &progress],
+            ..Rules::default()
+        },
+        fast(),
+    );
+    let properties = props(json!({ "name": "c1", "version": "1.31", "tags": {} }));
+    let error = bounded(provider.update(&call("aws.eks.cluster"), "c1", &properties))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, ProviderError::Failed(m) if m.contains("add-ons are incompatible")),
+        "{error:?}"
+    );
+}
