@@ -632,7 +632,10 @@ fn up_refuses_every_unsafe_variant_before_touching_state_or_the_cloud() {
             .args(["--stack", case, "--yes"])
             .current_dir(workspace_root())
             .env("NO_COLOR", "1")
-            .env("STACKSMITH_STATE_URL", "postgres://stacksmith@127.0.0.1:1/closed")
+            .env(
+                "STACKSMITH_STATE_URL",
+                "postgres://stacksmith@127.0.0.1:1/closed",
+            )
             .env("STACKSMITH_PROVIDER", "fake")
             .env("STACKSMITH_FAKE_CLOUD_DIR", &cloud)
             .env("STACKSMITH_STATE_KEY", "policy-cli-test-key")

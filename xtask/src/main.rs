@@ -153,7 +153,7 @@ fn local() -> Result<ExitCode, String> {
         }
     }
     println!(
-        "xtask: the local stack is valid and planned against moto at {}; `provisioner up` provisions it once the AWS providers land",
+        "xtask: the local stack is valid and planned against moto at {}",
         environment.aws_endpoint
     );
     drop(environment);

@@ -307,6 +307,12 @@ impl FakeProvider {
                 Value::String(format!("{id}.fake.internal")),
             );
         }
+        if resource_type.as_str() == "aws.eks.cluster" {
+            outputs.insert(
+                "oidc_issuer".into(),
+                Value::String(format!("https://oidc.fake.internal/id/{id}")),
+            );
+        }
         outputs
     }
 }

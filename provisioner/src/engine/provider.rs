@@ -92,9 +92,7 @@ pub trait Provider: Send + Sync {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "no provider is registered for resource type `{0}` (the AWS and Kubernetes providers arrive in later issues)"
-)]
+#[error("no provider is registered for resource type `{0}`")]
 pub struct MissingProvider(pub ResourceType);
 
 /// Resource type -> provider. The real AWS/Kubernetes providers register here; tests register the
