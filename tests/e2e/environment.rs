@@ -31,12 +31,23 @@ fn moto_answers_on_loopback() {
         address.starts_with("127.0.0.1:"),
         "moto must listen on loopback, not {address}"
     );
+    // An STS query as the SDK sends it: moto routes by the credential scope of the signature
+    // and does not check the signature itself.
+    let body = "Action=GetCallerIdentity&Version=2011-06-15";
+    let authorization = "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/sts/aws4_request, \
+                         SignedHeaders=host, Signature=0";
     let reply = exchange(
         &address,
-        format!("GET /moto-api/data.json HTTP/1.0\r\nHost: {address}\r\n\r\n").as_bytes(),
+        format!(
+            "POST / HTTP/1.0\r\nHost: {address}\r\nAuthorization: {authorization}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
     );
     assert!(
-        reply.starts_with("HTTP/1.") && reply.contains(" 200 "),
+        reply.starts_with("HTTP/1.") && reply.contains(" 200 ") && reply.contains("<Account>"),
         "{reply}"
     );
 }

@@ -143,6 +143,9 @@ fn start_moto(venv_bin: &Path, scratch: &Path) -> Result<(String, Server), Strin
     let stderr = log.try_clone().map_err(|e| e.to_string())?;
     let child = Command::new(venv_bin.join("moto_server"))
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        // AWS managed policies (AmazonEKSWorkerNodePolicy, ...) exist in every real account; the
+        // node role attaches them.
+        .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(stderr)

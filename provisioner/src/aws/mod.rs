@@ -19,6 +19,7 @@ use aws_sdk_ec2::config::interceptors::BeforeSerializationInterceptorContextRef;
 use aws_sdk_ec2::config::{ConfigBag, Intercept};
 use aws_sdk_ec2::error::ProvideErrorMetadata;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use indexmap::IndexMap;
 use serde_json::Value;
 
@@ -63,7 +64,7 @@ pub const TYPES: &[&str] = &[
 pub fn register(registry: &mut ProviderRegistry, target: &AwsTarget) {
     let provider = Arc::new(AwsProvider::new(AwsContext::new(target.clone())));
     for name in TYPES {
-        registry.register(ResourceType::new(*name), provider.clone());
+        registry.register(ResourceType::new(name), provider.clone());
     }
 }
 
@@ -121,9 +122,12 @@ impl Intercept for CallLogInterceptor {
         "StacksmithCallLog"
     }
 
-    fn read_before_execution(
+    // Not `read_before_execution`: a client interceptor runs that hook before the operation's
+    // configuration (which holds its `Metadata`) is applied.
+    fn read_before_serialization(
         &self,
         _context: &BeforeSerializationInterceptorContextRef<'_>,
+        _components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), aws_sdk_ec2::error::BoxError> {
         if let Some(metadata) = cfg.load::<Metadata>() {
