@@ -303,6 +303,10 @@ class Store:
             obj["metadata"]["namespace"] = namespace
         else:
             obj["metadata"].pop("namespace", None)
+        if old is not None and unchanged(old, obj):
+            # Like the API server: a write that changes nothing keeps the resourceVersion and
+            # sends no watch event (a no-op server-side apply is how clients detect convergence).
+            return copy.deepcopy(old)
         if dry_run:
             obj["metadata"]["resourceVersion"] = str(self.rv)
             return copy.deepcopy(obj)
@@ -569,6 +573,22 @@ class Store:
             self.write(res, namespace, updated, created=False)
 
         self.spawn(reconcile())
+
+
+def comparable(obj: Obj) -> Obj:
+    """The object without what every write changes: resourceVersion and managedFields times."""
+    copied = copy.deepcopy(obj)
+    meta = copied.get("metadata") or {}
+    meta.pop("resourceVersion", None)
+    entries = meta.get("managedFields") or []
+    for entry in entries:
+        entry.pop("time", None)
+    entries.sort(key=lambda e: (e.get("manager", ""), e.get("operation", ""), e.get("subresource", "")))
+    return copied
+
+
+def unchanged(old: Obj, new: Obj) -> bool:
+    return comparable(old) == comparable(new)
 
 
 def scale_of(obj: Obj) -> Obj:

@@ -348,14 +348,21 @@ fn rollout_problem(deployment: &Json) -> Option<String> {
     if observed >= generation && updated >= wanted && available >= wanted {
         return None;
     }
-    let stalled = deployment
+    // `Progressing=False` names why a rollout is stuck (ProgressDeadlineExceeded, quota, image);
+    // `Available=False` only says that it is.
+    let conditions: Vec<&Json> = deployment
         .pointer("/status/conditions")
         .and_then(Json::as_array)
         .into_iter()
         .flatten()
-        .find(|c| {
-            c["status"] == "False" && (c["type"] == "Progressing" || c["type"] == "Available")
-        });
+        .collect();
+    let failing = |kind: &str| {
+        conditions
+            .iter()
+            .copied()
+            .find(|c| c["status"] == "False" && c["type"] == kind)
+    };
+    let stalled = failing("Progressing").or_else(|| failing("Available"));
     Some(match stalled {
         Some(condition) => format!(
             "{} ({}/{} replicas available)",
