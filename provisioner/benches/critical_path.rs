@@ -6,7 +6,8 @@
 //! against local-file state, and compares the wall time with the critical path computed from the
 //! same latencies. Fails when the apply takes more than 10% longer than the critical path.
 //!
-//! Run: `cargo bench -p provisioner --bench critical_path`
+//! Run: `cargo bench --workspace --bench critical_path` (add `--profile dev` to reuse the test
+//! build: the latencies are sleeps, so optimisation does not change the result).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
