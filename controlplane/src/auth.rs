@@ -56,7 +56,12 @@ pub fn hash_key(key: &str) -> [u8; 32] {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Principal {
     Admin,
-    Team { team_id: Uuid, key_id: Uuid },
+    /// A worker (the configured worker key): leases tasks of every team.
+    Worker,
+    Team {
+        team_id: Uuid,
+        key_id: Uuid,
+    },
 }
 
 impl Principal {
@@ -64,6 +69,7 @@ impl Principal {
     fn rate_key(self) -> Uuid {
         match self {
             Self::Admin => Uuid::nil(),
+            Self::Worker => Uuid::from_u128(1),
             Self::Team { key_id, .. } => key_id,
         }
     }
@@ -81,8 +87,8 @@ impl<S: Send + Sync> FromRequestParts<S> for TeamCaller {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         match parts.extensions.get::<Principal>() {
             Some(Principal::Team { team_id, .. }) => Ok(Self { team_id: *team_id }),
-            Some(Principal::Admin) => Err(ApiError::Forbidden(
-                "the admin key manages teams and keys; use a team key for tasks",
+            Some(Principal::Admin | Principal::Worker) => Err(ApiError::Forbidden(
+                "the admin and worker keys own no tasks; use a team key",
             )),
             None => Err(ApiError::Unauthorized("missing API key")),
         }
@@ -99,9 +105,27 @@ impl<S: Send + Sync> FromRequestParts<S> for AdminCaller {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         match parts.extensions.get::<Principal>() {
             Some(Principal::Admin) => Ok(Self),
-            Some(Principal::Team { .. }) => {
+            Some(Principal::Team { .. } | Principal::Worker) => {
                 Err(ApiError::Forbidden("this operation needs the admin key"))
             }
+            None => Err(ApiError::Unauthorized("missing API key")),
+        }
+    }
+}
+
+/// Extractor: a worker (the worker key or the admin key).
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerCaller;
+
+impl<S: Send + Sync> FromRequestParts<S> for WorkerCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        match parts.extensions.get::<Principal>() {
+            Some(Principal::Admin | Principal::Worker) => Ok(Self),
+            Some(Principal::Team { .. }) => Err(ApiError::Forbidden(
+                "leases need the worker key (or the admin key)",
+            )),
             None => Err(ApiError::Unauthorized("missing API key")),
         }
     }
@@ -117,6 +141,9 @@ async fn authenticate(state: &AppState, token: &str) -> Result<Principal, ApiErr
     let digest = hash_key(token);
     if state.admin_key_hash.is_some_and(|admin| admin == digest) {
         return Ok(Principal::Admin);
+    }
+    if state.worker_key_hash.is_some_and(|worker| worker == digest) {
+        return Ok(Principal::Worker);
     }
     if !token.starts_with(KEY_PREFIX) || token.len() > 128 {
         return Err(ApiError::Unauthorized("invalid API key"));

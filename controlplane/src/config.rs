@@ -17,6 +17,10 @@
 //! | `CONTROLPLANE_CONCURRENCY_LIMIT`    | `limits.concurrency_limit`     | `512`                   |
 //! | `CONTROLPLANE_SHUTDOWN_GRACE_MS`    | `shutdown_grace_ms`            | `20000`                 |
 //! | `CONTROLPLANE_DB_MAX_CONNECTIONS`   | `database_max_connections`     | `20`                    |
+//! | `CONTROLPLANE_WORKER_KEY`           | `worker_key`                   | (none: only the admin key leases) |
+//! | `CONTROLPLANE_MAX_LEASE_WAIT_MS`    | `scheduler.max_lease_wait_ms`  | `20000`                 |
+//! | `CONTROLPLANE_LEASE_POLL_MS`        | `scheduler.poll_interval_ms`   | `1000`                  |
+//! | `CONTROLPLANE_REAPER_INTERVAL_MS`   | `scheduler.reaper_interval_ms` | `1000`                  |
 //!
 //! A rate of `0` switches that limiter off. The global limiter's burst equals its rate.
 
@@ -128,6 +132,29 @@ impl Default for HttpLimits {
     }
 }
 
+/// Leasing: long-poll bounds and the reaper of expired leases.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// Longest long-poll of `POST /v1/leases` (also kept below the request timeout).
+    pub max_lease_wait_ms: u64,
+    /// How often a waiting long-poll looks again without a wake-up (the fallback of
+    /// LISTEN/NOTIFY, and how retries whose `run_at` arrives are noticed).
+    pub poll_interval_ms: u64,
+    /// How often expired leases are returned to the queue.
+    pub reaper_interval_ms: u64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            max_lease_wait_ms: 20_000,
+            poll_interval_ms: 1_000,
+            reaper_interval_ms: 1_000,
+        }
+    }
+}
+
 /// Everything `controlplane serve` needs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -141,6 +168,9 @@ pub struct Config {
     pub redis_key_prefix: String,
     /// Bearer key of the administrator (team and key management). `None` turns the admin API off.
     pub admin_key: Option<Secret>,
+    /// Bearer key of workers (leases). The admin key may lease as well.
+    pub worker_key: Option<Secret>,
+    pub scheduler: SchedulerConfig,
     pub rate_limit: RateLimitConfig,
     pub limits: HttpLimits,
     pub shutdown_grace_ms: u64,
@@ -155,6 +185,8 @@ impl Default for Config {
             redis_url: Secret::new("redis://127.0.0.1:6379"),
             redis_key_prefix: "stacksmith".to_owned(),
             admin_key: None,
+            worker_key: None,
+            scheduler: SchedulerConfig::default(),
             rate_limit: RateLimitConfig::default(),
             limits: HttpLimits::default(),
             shutdown_grace_ms: 20_000,
@@ -217,6 +249,24 @@ impl Config {
         if let Some(key) = lookup("CONTROLPLANE_ADMIN_KEY") {
             self.admin_key = Some(Secret::new(key));
         }
+        if let Some(key) = lookup("CONTROLPLANE_WORKER_KEY") {
+            self.worker_key = Some(Secret::new(key));
+        }
+        parse(
+            &lookup,
+            "CONTROLPLANE_MAX_LEASE_WAIT_MS",
+            &mut self.scheduler.max_lease_wait_ms,
+        )?;
+        parse(
+            &lookup,
+            "CONTROLPLANE_LEASE_POLL_MS",
+            &mut self.scheduler.poll_interval_ms,
+        )?;
+        parse(
+            &lookup,
+            "CONTROLPLANE_REAPER_INTERVAL_MS",
+            &mut self.scheduler.reaper_interval_ms,
+        )?;
         let rate = &mut self.rate_limit;
         parse(
             &lookup,
@@ -283,6 +333,20 @@ impl Config {
         {
             return Err(ConfigError::Invalid(
                 "the admin key must be at least 32 characters long",
+            ));
+        }
+        if self
+            .worker_key
+            .as_ref()
+            .is_some_and(|key| key.expose().len() < 32)
+        {
+            return Err(ConfigError::Invalid(
+                "the worker key must be at least 32 characters long",
+            ));
+        }
+        if self.scheduler.poll_interval_ms == 0 || self.scheduler.reaper_interval_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "the lease poll and reaper intervals must be positive",
             ));
         }
         if self.limits.body_limit_bytes == 0

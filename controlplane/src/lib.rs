@@ -11,9 +11,11 @@ pub mod metrics;
 pub mod openapi;
 pub mod problem;
 pub mod rate_limit;
+pub mod scheduler;
 pub mod server;
 pub mod shutdown;
 pub mod state;
+pub mod worker;
 
 pub use config::Config;
 pub use server::{ServeError, Server, connect, router, serve};

@@ -29,6 +29,35 @@ enum Command {
         #[arg(long)]
         address: Option<std::net::SocketAddr>,
     },
+    /// Lease tasks of a pool from the control plane and run them.
+    Worker {
+        /// Base URL of the control plane.
+        #[arg(long, env = "CONTROLPLANE_URL")]
+        url: String,
+        /// The worker key (or the admin key).
+        #[arg(long, env = "CONTROLPLANE_WORKER_KEY", hide_env_values = true)]
+        api_key: String,
+        #[arg(long)]
+        pool: String,
+        /// Tasks run at once.
+        #[arg(long, default_value_t = 1)]
+        concurrency: usize,
+        /// Lease duration; heartbeats every third of it.
+        #[arg(long, default_value_t = 30)]
+        lease_seconds: u32,
+        /// Long-poll wait of each lease request.
+        #[arg(long, default_value_t = 5)]
+        wait_seconds: u32,
+        /// Output kept per stream (stdout and stderr) of each task.
+        #[arg(long, default_value_t = 4096)]
+        max_output_bytes: usize,
+        /// After SIGTERM, how long running tasks may finish before they are killed and released.
+        #[arg(long, default_value_t = 30)]
+        drain_seconds: u64,
+        /// Name recorded with each attempt (default: host name and process id).
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Manage teams (talks to the database directly).
     Teams {
         #[command(subcommand)]
@@ -122,6 +151,34 @@ async fn main() -> anyhow::Result<()> {
             controlplane::serve(config).await?;
         }
         Command::Healthcheck { address } => healthcheck(address)?,
+        Command::Worker {
+            url,
+            api_key,
+            pool,
+            concurrency,
+            lease_seconds,
+            wait_seconds,
+            max_output_bytes,
+            drain_seconds,
+            name,
+        } => {
+            let name = name.unwrap_or_else(|| {
+                let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".to_owned());
+                format!("{host}-{}", std::process::id())
+            });
+            let options = controlplane::worker::WorkerOptions {
+                url,
+                api_key,
+                pool,
+                concurrency,
+                lease_seconds,
+                wait_seconds: wait_seconds.min(20),
+                max_output_bytes,
+                drain: std::time::Duration::from_secs(drain_seconds),
+                name,
+            };
+            controlplane::worker::run(options, controlplane::shutdown::signal()).await?;
+        }
         Command::Migrate => {
             controlplane::db::migrate(&database().await?).await?;
             tracing::info!("migrations applied");

@@ -19,12 +19,20 @@ pub const HTTP_DURATION: &str = "controlplane_http_request_duration_seconds";
 pub const RATE_LIMITED: &str = "controlplane_rate_limited_requests_total";
 pub const TASKS: &str = "controlplane_tasks";
 pub const QUEUE_DEPTH: &str = "controlplane_queue_depth";
-const TASK_STATES: [&str; 6] = [
+pub const LEASES: &str = "controlplane_leased_tasks_total";
+pub const LEASE_LATENCY: &str = "controlplane_lease_request_duration_seconds";
+pub const TASK_DURATION: &str = "controlplane_task_attempt_duration_seconds";
+pub const RETRIES: &str = "controlplane_task_retries_total";
+pub const DEAD_LETTERS: &str = "controlplane_dead_letters_total";
+pub const REAPED: &str = "controlplane_expired_leases_total";
+const TASK_STATES: [&str; 8] = [
+    "pending",
     "queued",
     "leased",
     "running",
     "succeeded",
     "failed",
+    "dead",
     "cancelled",
 ];
 const MAX_POOLS_REPORTED: i64 = 200;
@@ -43,6 +51,18 @@ pub fn prometheus_handle() -> PrometheusHandle {
                     ],
                 )
                 .expect("bucket list is not empty")
+                .set_buckets_for_metric(
+                    Matcher::Full(LEASE_LATENCY.to_owned()),
+                    &[
+                        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 20.0,
+                    ],
+                )
+                .expect("bucket list is not empty")
+                .set_buckets_for_metric(
+                    Matcher::Full(TASK_DURATION.to_owned()),
+                    &[0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0],
+                )
+                .expect("bucket list is not empty")
                 .build_recorder();
             let handle = recorder.handle();
             if metrics::set_global_recorder(recorder).is_err() {
@@ -51,6 +71,34 @@ pub fn prometheus_handle() -> PrometheusHandle {
             handle
         })
         .clone()
+}
+
+/// A lease request answered: how many tasks it leased and how long it took (long polls included).
+pub fn record_leases(pool: &str, leased: usize, elapsed: std::time::Duration) {
+    metrics::counter!(LEASES, "pool" => pool.to_owned()).increment(leased as u64);
+    metrics::histogram!(LEASE_LATENCY, "pool" => pool.to_owned()).record(elapsed.as_secs_f64());
+}
+
+/// An attempt reported: its duration (lease to report), and a retry or a dead letter.
+pub fn record_finished(task: &crate::api::tasks::Task, attempt_seconds: f64) {
+    use crate::api::tasks::TaskState;
+    let pool = task.pool.clone();
+    record_attempt_duration(&pool, attempt_seconds);
+    match task.state {
+        TaskState::Queued => metrics::counter!(RETRIES, "pool" => pool).increment(1),
+        TaskState::Dead => metrics::counter!(DEAD_LETTERS, "pool" => pool).increment(1),
+        _ => {}
+    }
+}
+
+/// Duration of one attempt, from its lease to its report.
+pub fn record_attempt_duration(pool: &str, seconds: f64) {
+    metrics::histogram!(TASK_DURATION, "pool" => pool.to_owned()).record(seconds);
+}
+
+/// Leases the reaper ended.
+pub fn record_reaped(count: usize) {
+    metrics::counter!(REAPED).increment(count as u64);
 }
 
 pub fn record_rate_limited(scope: Scope) {

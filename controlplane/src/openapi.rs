@@ -3,13 +3,16 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{health, tasks, teams};
+use crate::api::{dead_letters, health, leases, tasks, teams, workflows};
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Stacksmith control plane", description = "Tasks API for teams. Errors are RFC 9457 application/problem+json. Rate-limited responses carry RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset and Retry-After."),
     paths(
         tasks::create_task, tasks::list_tasks, tasks::get_task, tasks::cancel_task,
+        tasks::list_attempts, dead_letters::list_dead_letters, dead_letters::redrive,
+        workflows::create_workflow, workflows::get_workflow,
+        leases::create_leases, leases::heartbeat, leases::complete, leases::fail, leases::release,
         teams::create_team, teams::create_key, teams::revoke_key,
         health::healthz, health::readyz, health::startupz, crate::metrics::metrics_endpoint,
     ),
@@ -17,6 +20,7 @@ use crate::api::{health, tasks, teams};
     modifiers(&BearerAuth),
     tags(
         (name = "tasks", description = "A team's tasks"),
+        (name = "workers", description = "Leases for workers (worker key or admin key)"),
         (name = "admin", description = "Teams and API keys (admin key only)"),
         (name = "observability", description = "Probes and metrics"),
     )

@@ -137,6 +137,7 @@ impl Server {
                 }
             }
         });
+        let background = crate::scheduler::spawn_background(&state);
         let shutdown_started = Arc::new(tokio::sync::Notify::new());
         let lifecycle = state.lifecycle.clone();
         let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
@@ -168,6 +169,9 @@ impl Server {
             }
         };
         cleanup.abort();
+        for task in background {
+            task.abort();
+        }
         outcome
     }
 }

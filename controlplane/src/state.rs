@@ -41,6 +41,9 @@ pub struct AppState {
     pub redis: ConnectionManager,
     pub rate_limiters: Arc<RateLimiters>,
     pub admin_key_hash: Option<[u8; 32]>,
+    pub worker_key_hash: Option<[u8; 32]>,
+    /// Woken when tasks become queued (LISTEN/NOTIFY); long-polling lease requests wait on it.
+    pub task_queued: Arc<tokio::sync::Notify>,
     pub lifecycle: Arc<Lifecycle>,
     pub metrics: PrometheusHandle,
 }
@@ -50,6 +53,8 @@ impl AppState {
         Self {
             rate_limiters: Arc::new(RateLimiters::new(&config.rate_limit)),
             admin_key_hash: config.admin_key.as_ref().map(|key| hash_key(key.expose())),
+            worker_key_hash: config.worker_key.as_ref().map(|key| hash_key(key.expose())),
+            task_queued: Arc::default(),
             config: Arc::new(config),
             db,
             redis,

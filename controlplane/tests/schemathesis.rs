@@ -5,7 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ADMIN_KEY, TestServer};
+use common::{ADMIN_KEY, TestServer, WORKER_KEY};
+use controlplane::config::RateLimitConfig;
 use sqlx::PgPool;
 
 const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,\
@@ -43,11 +44,22 @@ async fn schemathesis(schema_url: &str, key: &str, selection: &[&str], max_examp
 
 #[sqlx::test(migrations = "./migrations")]
 async fn responses_conform_to_the_openapi_document(pool: PgPool) {
-    let server = TestServer::unlimited(pool).await;
+    let mut config = common::config(RateLimitConfig::disabled());
+    // Generated long polls would otherwise wait up to 20 s each.
+    config.scheduler.max_lease_wait_ms = 100;
+    let server = TestServer::start(pool, config).await;
     let (_, key) = server.team_with_key("schemathesis").await;
     let schema_url = server.url("/openapi.json");
-    // Team operations with a team key, admin operations with the admin key.
-    schemathesis(&schema_url, &key, &["--exclude-tag", "admin"], 40).await;
+    // Team operations with a team key, admin operations with the admin key, leases with the
+    // worker key.
+    schemathesis(
+        &schema_url,
+        &key,
+        &["--exclude-tag", "admin", "--exclude-tag", "workers"],
+        40,
+    )
+    .await;
     schemathesis(&schema_url, ADMIN_KEY, &["--include-tag", "admin"], 40).await;
+    schemathesis(&schema_url, WORKER_KEY, &["--include-tag", "workers"], 40).await;
     server.stop().await;
 }

@@ -1,8 +1,11 @@
 //! HTTP routes, one module per resource.
 
+pub mod dead_letters;
 pub mod health;
+pub mod leases;
 pub mod tasks;
 pub mod teams;
+pub mod workflows;
 
 use axum::Router;
 use axum::routing::{delete, get, post};
@@ -15,6 +18,16 @@ pub fn v1_routes() -> Router<AppState> {
         .route("/v1/tasks", post(tasks::create_task).get(tasks::list_tasks))
         .route("/v1/tasks/{task_id}", get(tasks::get_task))
         .route("/v1/tasks/{task_id}/cancel", post(tasks::cancel_task))
+        .route("/v1/tasks/{task_id}/attempts", get(tasks::list_attempts))
+        .route("/v1/dead-letters", get(dead_letters::list_dead_letters))
+        .route("/v1/dead-letters/redrive", post(dead_letters::redrive))
+        .route("/v1/workflows", post(workflows::create_workflow))
+        .route("/v1/workflows/{workflow_id}", get(workflows::get_workflow))
+        .route("/v1/leases", post(leases::create_leases))
+        .route("/v1/leases/{lease_id}/heartbeat", post(leases::heartbeat))
+        .route("/v1/leases/{lease_id}/complete", post(leases::complete))
+        .route("/v1/leases/{lease_id}/fail", post(leases::fail))
+        .route("/v1/leases/{lease_id}/release", post(leases::release))
         .route("/v1/teams", post(teams::create_team))
         .route("/v1/teams/{team_id}/keys", post(teams::create_key))
         .route(

@@ -29,39 +29,47 @@ pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
 const DEFAULT_PAGE_SIZE: u32 = 50;
 const MAX_PAGE_SIZE: u32 = 200;
 
-/// Lifecycle state of a task. Only `queued` and `cancelled` are reachable until the scheduler
-/// (leases and workers) exists.
+/// Lifecycle state of a task: `pending` (a workflow task waiting for its dependencies) ->
+/// `queued` -> `leased` -> `succeeded`, or back to `queued` (a failed attempt with attempts left,
+/// `run_at` later) or `dead` (attempts exhausted: a dead letter); `cancelled` at any point before
+/// a final state. `running` and `failed` are not written (kept for compatibility).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskState {
+    Pending,
     Queued,
     Leased,
     Running,
     Succeeded,
     Failed,
+    Dead,
     Cancelled,
 }
 
 impl TaskState {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Pending => "pending",
             Self::Queued => "queued",
             Self::Leased => "leased",
             Self::Running => "running",
             Self::Succeeded => "succeeded",
             Self::Failed => "failed",
+            Self::Dead => "dead",
             Self::Cancelled => "cancelled",
         }
     }
 
-    fn parse(value: &str) -> Result<Self, ApiError> {
+    pub fn parse(value: &str) -> Result<Self, ApiError> {
         serde_json::from_value(serde_json::Value::String(value.to_owned())).map_err(|_| {
             ApiError::Internal(format!("unknown task state {value:?} in the database"))
         })
     }
 }
 
-/// How often a failed task is tried again.
+/// How often a failed task is tried again. The delay before attempt n+1 is
+/// `min(backoff_seconds * 2^(n-1), max_backoff_seconds)`, minus up to `jitter_percent` percent
+/// of it at random.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
@@ -73,6 +81,14 @@ pub struct RetryPolicy {
     #[serde(default = "default_backoff_seconds")]
     #[schema(minimum = 0, maximum = 3600, default = 10)]
     pub backoff_seconds: u32,
+    /// Upper bound of the delay.
+    #[serde(default = "default_max_backoff_seconds")]
+    #[schema(minimum = 0, maximum = 86400, default = 3600)]
+    pub max_backoff_seconds: u32,
+    /// Random reduction of each delay, in percent of it.
+    #[serde(default = "default_jitter_percent")]
+    #[schema(minimum = 0, maximum = 100, default = 10)]
+    pub jitter_percent: u32,
 }
 
 impl Default for RetryPolicy {
@@ -80,8 +96,17 @@ impl Default for RetryPolicy {
         Self {
             max_attempts: default_max_attempts(),
             backoff_seconds: default_backoff_seconds(),
+            max_backoff_seconds: default_max_backoff_seconds(),
+            jitter_percent: default_jitter_percent(),
         }
     }
+}
+
+fn default_max_backoff_seconds() -> u32 {
+    3600
+}
+fn default_jitter_percent() -> u32 {
+    10
 }
 
 fn default_max_attempts() -> u32 {
@@ -128,7 +153,7 @@ fn invalid(detail: impl Into<String>) -> ApiError {
     ApiError::Unprocessable(detail.into())
 }
 
-fn valid_pool(pool: &str) -> bool {
+pub fn valid_pool(pool: &str) -> bool {
     (1..=63).contains(&pool.len())
         && pool
             .bytes()
@@ -207,6 +232,14 @@ impl CreateTaskRequest {
         if self.retry.backoff_seconds > 3600 {
             return Err(invalid("retry.backoff_seconds must be between 0 and 3600"));
         }
+        if self.retry.max_backoff_seconds > 86_400 {
+            return Err(invalid(
+                "retry.max_backoff_seconds must be between 0 and 86400",
+            ));
+        }
+        if self.retry.jitter_percent > 100 {
+            return Err(invalid("retry.jitter_percent must be between 0 and 100"));
+        }
         let to_i32 = |value: u32| i32::try_from(value).map_err(|_| invalid("number out of range"));
         Ok(NewTask {
             pool: self.pool.clone(),
@@ -216,12 +249,14 @@ impl CreateTaskRequest {
             priority: self.priority,
             max_attempts: to_i32(self.retry.max_attempts)?,
             retry_backoff_seconds: to_i32(self.retry.backoff_seconds)?,
+            retry_max_backoff_seconds: to_i32(self.retry.max_backoff_seconds)?,
+            retry_jitter_percent: to_i32(self.retry.jitter_percent)?,
         })
     }
 }
 
 /// A task as the API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Task {
     pub id: Uuid,
     pub pool: String,
@@ -239,6 +274,26 @@ pub struct Task {
     pub updated_at: DateTime<Utc>,
     /// When the task reached a final state.
     pub finished_at: Option<DateTime<Utc>>,
+    /// Incremented by every lease; the current lease's token.
+    pub fencing_token: i64,
+    /// Deadline of the current lease, while leased.
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// What the successful attempt reported (any JSON).
+    #[schema(value_type = Option<Value>)]
+    pub result: Option<serde_json::Value>,
+    /// Captured output of the last attempt (bounded).
+    pub output: Option<String>,
+    /// Exit code of the last attempt's process.
+    pub exit_code: Option<i32>,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// The workflow this task belongs to.
+    pub workflow_id: Option<Uuid>,
+    /// The task's name in its workflow.
+    pub workflow_task: Option<String>,
+    /// Results of the workflow dependencies, by task name (filled when the task is queued).
+    #[schema(value_type = Object)]
+    pub dependency_results: serde_json::Value,
 }
 
 /// The retry policy as stored.
@@ -246,6 +301,8 @@ pub struct Task {
 pub struct TaskRetry {
     pub max_attempts: i32,
     pub backoff_seconds: i32,
+    pub max_backoff_seconds: i32,
+    pub jitter_percent: i32,
 }
 
 impl TryFrom<TaskRow> for Task {
@@ -263,12 +320,23 @@ impl TryFrom<TaskRow> for Task {
             retry: TaskRetry {
                 max_attempts: row.max_attempts,
                 backoff_seconds: row.retry_backoff_seconds,
+                max_backoff_seconds: row.retry_max_backoff_seconds,
+                jitter_percent: row.retry_jitter_percent,
             },
             attempts: row.attempts,
             run_at: row.run_at,
             created_at: row.created_at,
             updated_at: row.updated_at,
             finished_at: row.finished_at,
+            fencing_token: row.fencing_token,
+            lease_expires_at: row.lease_expires_at,
+            result: row.result.map(|json| json.0),
+            output: row.output,
+            exit_code: row.exit_code,
+            last_error: row.last_error,
+            workflow_id: row.workflow_id,
+            workflow_task: row.workflow_node,
+            dependency_results: row.dependency_results.0,
         })
     }
 }
@@ -298,11 +366,11 @@ pub struct ListTasksQuery {
     pub cursor: Option<String>,
 }
 
-fn encode_cursor(id: Uuid) -> String {
+pub fn encode_cursor(id: Uuid) -> String {
     URL_SAFE_NO_PAD.encode(id.as_bytes())
 }
 
-fn decode_cursor(cursor: &str) -> Result<Uuid, ApiError> {
+pub fn decode_cursor(cursor: &str) -> Result<Uuid, ApiError> {
     let bytes = URL_SAFE_NO_PAD
         .decode(cursor)
         .map_err(|_| ApiError::BadRequest("invalid cursor".to_owned()))?;
@@ -370,7 +438,7 @@ fn replay(
     Ok(response)
 }
 
-async fn publish_event(state: &AppState, event: &str, task: &Task) {
+pub async fn publish_event(state: &AppState, event: &str, task: &Task) {
     let mut redis = state.redis.clone();
     let result: redis::RedisResult<String> = redis::cmd("XADD")
         .arg(state.redis_key("task-events"))
@@ -560,6 +628,12 @@ pub async fn cancel_task(
 ) -> Result<axum::Json<Task>, ApiError> {
     match db::tasks::cancel(&state.db, caller.team_id, task_id).await? {
         CancelOutcome::Cancelled(row) => {
+            db::scheduler::end_lease_cancelled(&state.db, row.id).await?;
+            if row.workflow_id.is_some() {
+                // Dependents can never run now.
+                let mut connection = state.db.acquire().await?;
+                db::scheduler::stop_dependents(&mut connection, row.id).await?;
+            }
             let task = Task::try_from(row)?;
             publish_event(&state, "cancelled", &task).await;
             Ok(axum::Json(task))
@@ -570,4 +644,60 @@ pub async fn cancel_task(
         ))),
         CancelOutcome::NotFound => Err(ApiError::NotFound("task")),
     }
+}
+
+/// One attempt (lease) of a task.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Attempt {
+    pub attempt: i32,
+    pub lease_id: Uuid,
+    pub fencing_token: i64,
+    pub worker: Option<String>,
+    pub leased_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// `succeeded`, `failed`, `expired`, `released` or `cancelled`; absent while leased.
+    pub outcome: Option<String>,
+    pub error: Option<String>,
+    /// When a failed attempt was followed by a retry: the earliest time of the next attempt.
+    pub next_run_at: Option<DateTime<Utc>>,
+}
+
+/// The attempts of one task of the calling team, oldest first.
+#[utoipa::path(get, path = "/v1/tasks/{task_id}/attempts", tag = "tasks", security(("api_key" = [])),
+    params(("task_id" = Uuid, Path, description = "Task id")),
+    responses(
+        (status = 200, description = "The attempts", body = Vec<Attempt>),
+        (status = 400, description = "Malformed task id", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid API key", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a team key", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task for this team", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = crate::problem::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_attempts(
+    State(state): State<AppState>,
+    caller: TeamCaller,
+    ApiPath(task_id): ApiPath<Uuid>,
+) -> Result<axum::Json<Vec<Attempt>>, ApiError> {
+    if db::tasks::find(&state.db, caller.team_id, task_id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::NotFound("task"));
+    }
+    let rows = db::scheduler::attempts(&state.db, caller.team_id, task_id).await?;
+    Ok(axum::Json(
+        rows.into_iter()
+            .map(|row| Attempt {
+                attempt: row.attempt,
+                lease_id: row.lease_id,
+                fencing_token: row.fencing_token,
+                worker: row.worker,
+                leased_at: row.leased_at,
+                finished_at: row.finished_at,
+                outcome: row.outcome,
+                error: row.error,
+                next_run_at: row.next_run_at,
+            })
+            .collect(),
+    ))
 }

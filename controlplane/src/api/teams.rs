@@ -30,12 +30,23 @@ pub fn validate_name(name: &str) -> Result<(), ApiError> {
 pub struct CreateTeamRequest {
     #[schema(min_length = 1, max_length = 100, example = "payments")]
     pub name: String,
+    /// At most this many of the team's tasks are leased at once (all pools); none: no cap.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 100000)]
+    pub max_concurrent_tasks: Option<u32>,
+    /// Fair-share weight: a team with share 2 gets twice the leased tasks of a team with 1 when
+    /// both have a backlog.
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 1000, default = 1)]
+    pub share: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Team {
     pub id: Uuid,
     pub name: String,
+    pub max_concurrent_tasks: Option<i32>,
+    pub share: i32,
     pub created_at: DateTime<Utc>,
 }
 
@@ -79,6 +90,21 @@ pub async fn create_team(
     ApiJson(request): ApiJson<CreateTeamRequest>,
 ) -> Result<(StatusCode, axum::Json<Team>), ApiError> {
     validate_name(&request.name)?;
+    if request
+        .max_concurrent_tasks
+        .is_some_and(|quota| !(1..=100_000).contains(&quota))
+    {
+        return Err(ApiError::Unprocessable(
+            "max_concurrent_tasks must be between 1 and 100000".to_owned(),
+        ));
+    }
+    let share = request.share.unwrap_or(1);
+    if !(1..=1000).contains(&share) {
+        return Err(ApiError::Unprocessable(
+            "share must be between 1 and 1000".to_owned(),
+        ));
+    }
+    let quota = request.max_concurrent_tasks.map(|quota| quota as i32);
     let row = db::teams::create(&state.db, &request.name)
         .await
         .map_err(|error| match error {
@@ -87,11 +113,14 @@ pub async fn create_team(
             }
             CreateTeamError::Database(error) => ApiError::Database(error),
         })?;
+    db::teams::set_scheduling(&state.db, row.id, quota, share as i32).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(Team {
             id: row.id,
             name: row.name,
+            max_concurrent_tasks: quota,
+            share: share as i32,
             created_at: row.created_at,
         }),
     ))

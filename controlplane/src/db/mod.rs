@@ -2,8 +2,10 @@
 
 pub mod api_keys;
 pub mod idempotency;
+pub mod scheduler;
 pub mod tasks;
 pub mod teams;
+pub mod workflows;
 
 use std::time::Duration;
 

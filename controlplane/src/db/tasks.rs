@@ -23,12 +23,26 @@ pub struct TaskRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    pub retry_max_backoff_seconds: i32,
+    pub retry_jitter_percent: i32,
+    pub fencing_token: i64,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub result: Option<Json<serde_json::Value>>,
+    pub output: Option<String>,
+    pub exit_code: Option<i32>,
+    pub last_error: Option<String>,
+    pub workflow_id: Option<Uuid>,
+    pub workflow_node: Option<String>,
+    pub dependency_results: Json<serde_json::Value>,
 }
 
+#[macro_export]
 macro_rules! task_columns {
     () => {
         "id, team_id, pool, command, env, timeout_seconds, priority, max_attempts, \
-     retry_backoff_seconds, state, attempts, run_at, created_at, updated_at, finished_at"
+     retry_backoff_seconds, state, attempts, run_at, created_at, updated_at, finished_at, \
+     retry_max_backoff_seconds, retry_jitter_percent, fencing_token, lease_expires_at, result, \
+     output, exit_code, last_error, workflow_id, workflow_node, dependency_results"
     };
 }
 
@@ -42,6 +56,8 @@ pub struct NewTask {
     pub priority: i32,
     pub max_attempts: i32,
     pub retry_backoff_seconds: i32,
+    pub retry_max_backoff_seconds: i32,
+    pub retry_jitter_percent: i32,
 }
 
 pub async fn insert(
@@ -49,10 +65,26 @@ pub async fn insert(
     team_id: Uuid,
     task: &NewTask,
 ) -> Result<TaskRow, sqlx::Error> {
+    insert_in_workflow(executor, team_id, task, None).await
+}
+
+/// Inserts a task; a workflow task (`workflow`: its workflow, its name, whether it waits for
+/// dependencies) starts `pending` when it has dependencies.
+pub async fn insert_in_workflow(
+    executor: impl PgExecutor<'_>,
+    team_id: Uuid,
+    task: &NewTask,
+    workflow: Option<(Uuid, &str, bool)>,
+) -> Result<TaskRow, sqlx::Error> {
+    let state = match workflow {
+        Some((_, _, true)) => "pending",
+        _ => "queued",
+    };
     sqlx::query_as::<_, TaskRow>(concat!(
         "INSERT INTO tasks (id, team_id, pool, command, env, timeout_seconds, priority,
-                            max_attempts, retry_backoff_seconds)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                            max_attempts, retry_backoff_seconds, retry_max_backoff_seconds,
+                            retry_jitter_percent, state, workflow_id, workflow_node)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
          RETURNING ",
         task_columns!()
     ))
@@ -65,6 +97,11 @@ pub async fn insert(
     .bind(task.priority)
     .bind(task.max_attempts)
     .bind(task.retry_backoff_seconds)
+    .bind(task.retry_max_backoff_seconds)
+    .bind(task.retry_jitter_percent)
+    .bind(state)
+    .bind(workflow.map(|(id, _, _)| id))
+    .bind(workflow.map(|(_, name, _)| name))
     .fetch_one(executor)
     .await
 }
@@ -138,8 +175,8 @@ pub async fn cancel(
     let cancelled = sqlx::query_as::<_, TaskRow>(concat!(
         "UPDATE tasks
          SET state = 'cancelled', updated_at = now(), finished_at = now(),
-             lease_owner = NULL, lease_expires_at = NULL
-         WHERE id = $1 AND team_id = $2 AND state IN ('queued', 'leased', 'running')
+             lease_owner = NULL, lease_expires_at = NULL, lease_id = NULL
+         WHERE id = $1 AND team_id = $2 AND state IN ('pending', 'queued', 'leased', 'running')
          RETURNING ",
         task_columns!()
     ))

@@ -42,3 +42,19 @@ pub async fn find(pool: &PgPool, id: Uuid) -> Result<Option<TeamRow>, sqlx::Erro
         .fetch_optional(pool)
         .await
 }
+
+/// Sets a team's concurrency quota (`None`: no cap) and fair-share weight.
+pub async fn set_scheduling(
+    pool: &PgPool,
+    id: Uuid,
+    max_concurrent_tasks: Option<i32>,
+    share: i32,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE teams SET max_concurrent_tasks = $2, share = $3 WHERE id = $1")
+        .bind(id)
+        .bind(max_concurrent_tasks)
+        .bind(share)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

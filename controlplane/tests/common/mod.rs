@@ -12,6 +12,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 pub const ADMIN_KEY: &str = "test-admin-key-0123456789abcdef-0123456789";
+pub const WORKER_KEY: &str = "test-worker-key-0123456789abcdef-0123456789";
 
 pub struct TestServer {
     pub base: String,
@@ -30,6 +31,7 @@ pub fn config(rate_limit: RateLimitConfig) -> Config {
         redis_url: Secret::new(stacksmith_testkit::redis_url()),
         redis_key_prefix: stacksmith_testkit::unique_name("cp_test"),
         admin_key: Some(Secret::new(ADMIN_KEY)),
+        worker_key: Some(Secret::new(WORKER_KEY)),
         rate_limit,
         limits: HttpLimits {
             body_limit_bytes: 16 * 1024,

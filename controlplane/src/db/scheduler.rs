@@ -1,0 +1,534 @@
+//! Leasing, retries, the reaper, dead letters and workflow progress: every state change of a
+//! task after its submission.
+//!
+//! Claims are short transactions, one per task: pick the team that is furthest below its fair
+//! share in the pool (fewest leased tasks relative to its `share`, then the team served least
+//! recently), check its quota under a row lock on the team (only when it has one), then take its
+//! best task (priority, then age) with `FOR UPDATE SKIP LOCKED`.
+
+use chrono::{DateTime, Utc};
+use sqlx::types::Json;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use super::tasks::TaskRow;
+use crate::task_columns;
+
+/// Added to a task's timeout to get the latest deadline of any of its leases: a worker that
+/// neither finishes nor reports is noticed by the reaper even while it heartbeats.
+pub const TIMEOUT_GRACE_SECONDS: i32 = 30;
+
+/// A task leased to a worker.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub lease_id: Uuid,
+    pub task: TaskRow,
+}
+
+/// The claim of one task of `team_id`, or `None` when it has none ready (or they are all being
+/// claimed by someone else).
+async fn claim_one(
+    connection: &mut PgConnection,
+    team_id: Uuid,
+    pool: &str,
+    lease_seconds: i32,
+    worker: &str,
+) -> Result<Option<Claimed>, sqlx::Error> {
+    let lease_id = Uuid::now_v7();
+    let task = sqlx::query_as::<_, TaskRow>(concat!(
+        "UPDATE tasks
+         SET state = 'leased', attempts = attempts + 1, fencing_token = fencing_token + 1,
+             lease_id = $4, lease_owner = $5, leased_at = now(), updated_at = now(),
+             lease_expires_at = least(now() + make_interval(secs => $3),
+                                      now() + make_interval(secs => timeout_seconds + $6))
+         WHERE id = (SELECT id FROM tasks
+                     WHERE team_id = $1 AND pool = $2 AND state = 'queued' AND run_at <= now()
+                     ORDER BY priority DESC, run_at, id
+                     LIMIT 1
+                     FOR UPDATE SKIP LOCKED)
+         RETURNING ",
+        task_columns!()
+    ))
+    .bind(team_id)
+    .bind(pool)
+    .bind(f64::from(lease_seconds))
+    .bind(lease_id)
+    .bind(worker)
+    .bind(TIMEOUT_GRACE_SECONDS)
+    .fetch_optional(&mut *connection)
+    .await?;
+    let Some(task) = task else {
+        return Ok(None);
+    };
+    sqlx::query(
+        "INSERT INTO task_attempts (lease_id, task_id, attempt, fencing_token, worker)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(lease_id)
+    .bind(task.id)
+    .bind(task.attempts)
+    .bind(task.fencing_token)
+    .bind(worker)
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query(
+        "INSERT INTO team_pool_usage (team_id, pool, last_leased_at) VALUES ($1, $2, clock_timestamp())
+         ON CONFLICT (team_id, pool) DO UPDATE SET last_leased_at = EXCLUDED.last_leased_at",
+    )
+    .bind(team_id)
+    .bind(pool)
+    .execute(&mut *connection)
+    .await?;
+    Ok(Some(Claimed { lease_id, task }))
+}
+
+/// Leases up to `max` ready tasks of `pool`, fairly across teams and within their quotas.
+pub async fn claim(
+    db: &PgPool,
+    pool: &str,
+    max: usize,
+    lease_seconds: i32,
+    worker: &str,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    let mut claimed = Vec::new();
+    // Teams with nothing left to give in this call (all locked, or at their quota).
+    let mut skipped: Vec<Uuid> = Vec::new();
+    // Bounded: every iteration either claims a task or skips a team.
+    while claimed.len() < max {
+        let mut transaction = db.begin().await?;
+        let team: Option<(Uuid, Option<i32>)> = sqlx::query_as(
+            "SELECT t.id, t.max_concurrent_tasks FROM teams t
+             LEFT JOIN team_pool_usage u ON u.team_id = t.id AND u.pool = $1
+             WHERE t.id <> ALL($2)
+               AND EXISTS (SELECT 1 FROM tasks q
+                           WHERE q.team_id = t.id AND q.pool = $1 AND q.state = 'queued'
+                             AND q.run_at <= now())
+               AND (t.max_concurrent_tasks IS NULL
+                    OR (SELECT count(*) FROM tasks a
+                        WHERE a.team_id = t.id AND a.state IN ('leased', 'running'))
+                       < t.max_concurrent_tasks)
+             ORDER BY (SELECT count(*) FROM tasks a
+                       WHERE a.team_id = t.id AND a.pool = $1
+                         AND a.state IN ('leased', 'running'))::float8 / t.share,
+                      u.last_leased_at NULLS FIRST, t.id
+             LIMIT 1",
+        )
+        .bind(pool)
+        .bind(&skipped)
+        .fetch_optional(&mut *transaction)
+        .await?;
+        let Some((team_id, quota)) = team else {
+            break;
+        };
+        if let Some(quota) = quota {
+            // Serialises the claims of this team so concurrent claimers cannot both take the
+            // last slot of its quota.
+            sqlx::query("SELECT 1 FROM teams WHERE id = $1 FOR NO KEY UPDATE")
+                .bind(team_id)
+                .execute(&mut *transaction)
+                .await?;
+            let active: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM tasks WHERE team_id = $1 AND state IN ('leased', 'running')",
+            )
+            .bind(team_id)
+            .fetch_one(&mut *transaction)
+            .await?;
+            if active >= i64::from(quota) {
+                skipped.push(team_id);
+                transaction.rollback().await?;
+                continue;
+            }
+        }
+        match claim_one(&mut transaction, team_id, pool, lease_seconds, worker).await? {
+            Some(task) => {
+                transaction.commit().await?;
+                claimed.push(task);
+            }
+            None => {
+                transaction.rollback().await?;
+                skipped.push(team_id);
+            }
+        }
+    }
+    Ok(claimed)
+}
+
+/// Why an operation on a lease was refused.
+#[derive(Debug)]
+pub enum LeaseError {
+    /// No lease with this id ever existed.
+    NotFound,
+    /// The lease ended (expired, completed, failed, released, cancelled) or the token is not
+    /// the lease's.
+    Stale(String),
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for LeaseError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Database(error)
+    }
+}
+
+/// Locks the task of a live lease whose fencing token matches.
+async fn lock_lease(
+    connection: &mut PgConnection,
+    lease_id: Uuid,
+    fencing_token: i64,
+) -> Result<TaskRow, LeaseError> {
+    let row = sqlx::query_as::<_, TaskRow>(concat!(
+        "SELECT ",
+        task_columns!(),
+        " FROM tasks WHERE lease_id = $1 AND state = 'leased' FOR UPDATE"
+    ))
+    .bind(lease_id)
+    .fetch_optional(&mut *connection)
+    .await?;
+    let Some(row) = row else {
+        let known: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT outcome FROM task_attempts WHERE lease_id = $1")
+                .bind(lease_id)
+                .fetch_optional(&mut *connection)
+                .await?;
+        return Err(match known {
+            Some((outcome,)) => LeaseError::Stale(format!(
+                "the lease is no longer held (it ended: {})",
+                outcome
+                    .as_deref()
+                    .unwrap_or("the task left the leased state")
+            )),
+            None => LeaseError::NotFound,
+        });
+    };
+    if row.fencing_token != fencing_token {
+        return Err(LeaseError::Stale(format!(
+            "fencing token {fencing_token} is stale; the current token is {}",
+            row.fencing_token
+        )));
+    }
+    if row
+        .lease_expires_at
+        .is_none_or(|deadline| deadline <= Utc::now())
+    {
+        return Err(LeaseError::Stale(
+            "the lease expired; the task goes back to the queue".to_owned(),
+        ));
+    }
+    Ok(row)
+}
+
+/// Extends a live lease by `lease_seconds` (never beyond the task's timeout plus the grace).
+pub async fn heartbeat(
+    db: &PgPool,
+    lease_id: Uuid,
+    fencing_token: i64,
+    lease_seconds: i32,
+) -> Result<DateTime<Utc>, LeaseError> {
+    let mut transaction = db.begin().await?;
+    let row = lock_lease(&mut transaction, lease_id, fencing_token).await?;
+    let deadline: DateTime<Utc> = sqlx::query_scalar(
+        "UPDATE tasks
+         SET lease_expires_at = least(now() + make_interval(secs => $2),
+                                      leased_at + make_interval(secs => timeout_seconds + $3)),
+             updated_at = now()
+         WHERE id = $1 RETURNING lease_expires_at",
+    )
+    .bind(row.id)
+    .bind(f64::from(lease_seconds))
+    .bind(TIMEOUT_GRACE_SECONDS)
+    .fetch_one(&mut *transaction)
+    .await?;
+    transaction.commit().await?;
+    Ok(deadline)
+}
+
+/// What a worker reports about an attempt.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub result: Option<serde_json::Value>,
+    pub output: Option<String>,
+    pub exit_code: Option<i32>,
+    pub error: Option<String>,
+}
+
+/// Marks the task of a live lease succeeded and releases the workflow tasks waiting for it.
+pub async fn complete(
+    db: &PgPool,
+    lease_id: Uuid,
+    fencing_token: i64,
+    report: &Report,
+) -> Result<(TaskRow, f64), LeaseError> {
+    let mut transaction = db.begin().await?;
+    let row = lock_lease(&mut transaction, lease_id, fencing_token).await?;
+    let task = sqlx::query_as::<_, TaskRow>(concat!(
+        "UPDATE tasks
+         SET state = 'succeeded', result = $2, output = $3, exit_code = $4, last_error = NULL,
+             finished_at = now(), updated_at = now(),
+             lease_id = NULL, lease_owner = NULL, lease_expires_at = NULL
+         WHERE id = $1 RETURNING ",
+        task_columns!()
+    ))
+    .bind(row.id)
+    .bind(report.result.as_ref().map(Json))
+    .bind(&report.output)
+    .bind(report.exit_code)
+    .fetch_one(&mut *transaction)
+    .await?;
+    let seconds: f64 = sqlx::query_scalar(
+        "UPDATE task_attempts SET finished_at = now(), outcome = 'succeeded' WHERE lease_id = $1
+         RETURNING extract(epoch FROM finished_at - leased_at)::float8",
+    )
+    .bind(lease_id)
+    .fetch_one(&mut *transaction)
+    .await?;
+    if task.workflow_id.is_some() {
+        release_dependents(&mut transaction, task.id).await?;
+    }
+    transaction.commit().await?;
+    Ok((task, seconds))
+}
+
+/// Ends the attempt of a locked, leased task as failed: queued again after the retry delay,
+/// or dead when it has no attempts left. `outcome` is `failed` or `expired`.
+async fn fail_locked(
+    connection: &mut PgConnection,
+    task_id: Uuid,
+    lease_id: Uuid,
+    outcome: &str,
+    report: &Report,
+) -> Result<(TaskRow, f64), sqlx::Error> {
+    let task = sqlx::query_as::<_, TaskRow>(concat!(
+        "UPDATE tasks
+         SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
+             run_at = CASE WHEN attempts >= max_attempts THEN run_at
+                           ELSE now() + stacksmith_retry_delay(retry_backoff_seconds,
+                                  retry_max_backoff_seconds, retry_jitter_percent, attempts) END,
+             finished_at = CASE WHEN attempts >= max_attempts THEN now() END,
+             last_error = $2, output = coalesce($3, output), exit_code = $4, updated_at = now(),
+             lease_id = NULL, lease_owner = NULL, lease_expires_at = NULL
+         WHERE id = $1 RETURNING ",
+        task_columns!()
+    ))
+    .bind(task_id)
+    .bind(&report.error)
+    .bind(&report.output)
+    .bind(report.exit_code)
+    .fetch_one(&mut *connection)
+    .await?;
+    let seconds: Option<f64> = sqlx::query_scalar(
+        "UPDATE task_attempts
+         SET finished_at = now(), outcome = $2, error = $3,
+             next_run_at = CASE WHEN $4::text = 'queued' THEN $5::timestamptz END
+         WHERE lease_id = $1
+         RETURNING extract(epoch FROM finished_at - leased_at)::float8",
+    )
+    .bind(lease_id)
+    .bind(outcome)
+    .bind(&report.error)
+    .bind(&task.state)
+    .bind(task.run_at)
+    .fetch_optional(&mut *connection)
+    .await?;
+    if task.state == "dead" && task.workflow_id.is_some() {
+        stop_dependents(connection, task.id).await?;
+    }
+    Ok((task, seconds.unwrap_or(0.0)))
+}
+
+/// A worker reports a failed attempt.
+pub async fn fail(
+    db: &PgPool,
+    lease_id: Uuid,
+    fencing_token: i64,
+    report: &Report,
+) -> Result<(TaskRow, f64), LeaseError> {
+    let mut transaction = db.begin().await?;
+    let row = lock_lease(&mut transaction, lease_id, fencing_token).await?;
+    let task = fail_locked(&mut transaction, row.id, lease_id, "failed", report).await?;
+    transaction.commit().await?;
+    Ok(task)
+}
+
+/// A worker gives a task back without running it to the end (shutdown): queued again at once,
+/// and the attempt does not count.
+pub async fn release(
+    db: &PgPool,
+    lease_id: Uuid,
+    fencing_token: i64,
+) -> Result<TaskRow, LeaseError> {
+    let mut transaction = db.begin().await?;
+    let row = lock_lease(&mut transaction, lease_id, fencing_token).await?;
+    let task = sqlx::query_as::<_, TaskRow>(concat!(
+        "UPDATE tasks
+         SET state = 'queued', attempts = greatest(attempts - 1, 0), run_at = now(),
+             updated_at = now(), lease_id = NULL, lease_owner = NULL, lease_expires_at = NULL
+         WHERE id = $1 RETURNING ",
+        task_columns!()
+    ))
+    .bind(row.id)
+    .fetch_one(&mut *transaction)
+    .await?;
+    sqlx::query(
+        "UPDATE task_attempts SET finished_at = now(), outcome = 'released' WHERE lease_id = $1",
+    )
+    .bind(lease_id)
+    .execute(&mut *transaction)
+    .await?;
+    transaction.commit().await?;
+    Ok(task)
+}
+
+/// Ends expired leases as failed attempts (retry or dead letter). Returns the tasks as they are
+/// now.
+pub async fn reap_expired(db: &PgPool, batch: i64) -> Result<Vec<TaskRow>, sqlx::Error> {
+    let mut transaction = db.begin().await?;
+    let expired: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "SELECT id, lease_id FROM tasks
+         WHERE state = 'leased' AND lease_expires_at <= now()
+         ORDER BY lease_expires_at
+         LIMIT $1
+         FOR UPDATE SKIP LOCKED",
+    )
+    .bind(batch)
+    .fetch_all(&mut *transaction)
+    .await?;
+    let report = Report {
+        error: Some("the lease expired (no heartbeat or report in time)".to_owned()),
+        ..Report::default()
+    };
+    let mut reaped = Vec::with_capacity(expired.len());
+    for (task_id, lease_id) in &expired {
+        let (task, _) =
+            fail_locked(&mut transaction, *task_id, *lease_id, "expired", &report).await?;
+        reaped.push(task);
+    }
+    transaction.commit().await?;
+    Ok(reaped)
+}
+
+/// Marks the lease of a task that was cancelled while leased.
+pub async fn end_lease_cancelled(db: &PgPool, task_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE task_attempts SET finished_at = now(), outcome = 'cancelled'
+         WHERE task_id = $1 AND outcome IS NULL",
+    )
+    .bind(task_id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Queues the pending dependents of `task_id` whose dependencies all succeeded, with their
+/// dependencies' results.
+pub async fn release_dependents(
+    connection: &mut PgConnection,
+    task_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    // Lock the dependents first: two dependencies finishing at once then check one after the
+    // other, and the second sees the first one's success.
+    sqlx::query(
+        "SELECT id FROM tasks
+         WHERE id IN (SELECT task_id FROM task_dependencies WHERE depends_on = $1)
+         ORDER BY id FOR UPDATE",
+    )
+    .bind(task_id)
+    .execute(&mut *connection)
+    .await?;
+    sqlx::query(
+        "UPDATE tasks t
+         SET state = 'queued', run_at = now(), updated_at = now(),
+             dependency_results = coalesce((
+                 SELECT jsonb_object_agg(d.workflow_node, coalesce(d.result, 'null'::jsonb))
+                 FROM task_dependencies td JOIN tasks d ON d.id = td.depends_on
+                 WHERE td.task_id = t.id), '{}'::jsonb)
+         WHERE t.state = 'pending'
+           AND t.id IN (SELECT task_id FROM task_dependencies WHERE depends_on = $1)
+           AND NOT EXISTS (SELECT 1 FROM task_dependencies td JOIN tasks d ON d.id = td.depends_on
+                           WHERE td.task_id = t.id AND d.state <> 'succeeded')",
+    )
+    .bind(task_id)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+/// A workflow task will never succeed (dead or cancelled): its transitive dependents can never
+/// run and are cancelled; under `fail_fast` every task of the workflow that has not started is
+/// cancelled too. Returns the number of tasks cancelled.
+pub async fn stop_dependents(
+    connection: &mut PgConnection,
+    task_id: Uuid,
+) -> Result<u64, sqlx::Error> {
+    let cancelled = sqlx::query(
+        "WITH RECURSIVE dependents(id) AS (
+             SELECT task_id FROM task_dependencies WHERE depends_on = $1
+             UNION
+             SELECT td.task_id FROM task_dependencies td JOIN dependents d ON td.depends_on = d.id
+         ),
+         failed AS (SELECT workflow_id FROM tasks WHERE id = $1)
+         UPDATE tasks t
+         SET state = 'cancelled', finished_at = now(), updated_at = now(),
+             last_error = 'cancelled: a workflow dependency failed or was cancelled'
+         WHERE t.state IN ('pending', 'queued')
+           AND (t.id IN (SELECT id FROM dependents)
+                OR t.workflow_id = (SELECT f.workflow_id FROM failed f JOIN workflows w
+                                    ON w.id = f.workflow_id AND w.failure_policy = 'fail_fast'))",
+    )
+    .bind(task_id)
+    .execute(&mut *connection)
+    .await?;
+    Ok(cancelled.rows_affected())
+}
+
+/// Queues dead tasks of `team_id` again with fresh attempts. Returns the tasks redriven.
+pub async fn redrive(
+    db: &PgPool,
+    team_id: Uuid,
+    task_ids: &[Uuid],
+) -> Result<Vec<TaskRow>, sqlx::Error> {
+    sqlx::query_as::<_, TaskRow>(concat!(
+        "UPDATE tasks
+         SET state = 'queued', attempts = 0, run_at = now(), finished_at = NULL,
+             updated_at = now()
+         WHERE team_id = $1 AND id = ANY($2) AND state = 'dead'
+         RETURNING ",
+        task_columns!()
+    ))
+    .bind(team_id)
+    .bind(task_ids)
+    .fetch_all(db)
+    .await
+}
+
+/// One recorded attempt of a task.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct AttemptRow {
+    pub lease_id: Uuid,
+    pub attempt: i32,
+    pub fencing_token: i64,
+    pub worker: Option<String>,
+    pub leased_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub outcome: Option<String>,
+    pub error: Option<String>,
+    pub next_run_at: Option<DateTime<Utc>>,
+}
+
+/// The attempts of a task of `team_id`, oldest first.
+pub async fn attempts(
+    db: &PgPool,
+    team_id: Uuid,
+    task_id: Uuid,
+) -> Result<Vec<AttemptRow>, sqlx::Error> {
+    sqlx::query_as::<_, AttemptRow>(
+        "SELECT a.lease_id, a.attempt, a.fencing_token, a.worker, a.leased_at, a.finished_at,
+                a.outcome, a.error, a.next_run_at
+         FROM task_attempts a JOIN tasks t ON t.id = a.task_id
+         WHERE a.task_id = $1 AND t.team_id = $2
+         ORDER BY a.leased_at, a.attempt",
+    )
+    .bind(task_id)
+    .bind(team_id)
+    .fetch_all(db)
+    .await
+}

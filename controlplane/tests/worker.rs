@@ -1,0 +1,297 @@
+//! The real `controlplane worker` binary against an in-process server (real Postgres and Redis):
+//! a workflow with result passing, timeouts and bounded output, SIGKILL mid-task (the lease
+//! expires, the task runs again, the late report is rejected) and SIGTERM (drain and release).
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{TestServer, WORKER_KEY, expect_problem};
+use controlplane::config::RateLimitConfig;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::process::{Child, Command};
+
+fn worker(server: &TestServer, pool: &str, extra: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_controlplane"))
+        .arg("worker")
+        .args(["--url", &server.base])
+        .args(["--api-key", WORKER_KEY])
+        .args(["--pool", pool])
+        .args(["--wait-seconds", "1"])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start the worker")
+}
+
+async fn server(pool: PgPool) -> TestServer {
+    let mut config = common::config(RateLimitConfig::disabled());
+    config.scheduler.reaper_interval_ms = 200;
+    config.scheduler.poll_interval_ms = 200;
+    TestServer::start(pool, config).await
+}
+
+async fn get(server: &TestServer, key: &str, path: &str) -> Value {
+    let response = server
+        .client
+        .get(server.url(path))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200, "GET {path}");
+    response.json().await.expect("JSON")
+}
+
+/// Polls `path` until `done` holds (bounded by `limit`).
+async fn wait_for(
+    server: &TestServer,
+    key: &str,
+    path: &str,
+    limit: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let started = Instant::now();
+    loop {
+        let value = get(server, key, path).await;
+        if done(&value) {
+            return value;
+        }
+        assert!(started.elapsed() < limit, "{path} after {limit:?}: {value}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn stop_worker(mut child: Child) {
+    let _ = child.start_kill();
+    let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn a_worker_runs_a_workflow_passing_results_through_the_environment(pool: PgPool) {
+    let server = server(pool).await;
+    let (_, key) = server.team_with_key("alice").await;
+    // Each task prints JSON: its name and the results it received.
+    let node = |name: &str, deps: &[&str]| {
+        json!({"name": name, "depends_on": deps, "pool": "wf", "command": [
+            "sh", "-c", format!("printf '{{\"name\":\"{name}\",\"received\":%s}}' \"$STACKSMITH_DEPENDENCY_RESULTS\"")
+        ]})
+    };
+    let created = server
+        .client
+        .post(server.url("/v1/workflows"))
+        .bearer_auth(&key)
+        .json(
+            &json!({"tasks": [node("fetch", &[]), node("left", &["fetch"]),
+                                node("right", &["fetch"]), node("join", &["left", "right"])]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let worker = worker(&server, "wf", &["--concurrency", "2"]);
+    let workflow = wait_for(
+        &server,
+        &key,
+        &format!("/v1/workflows/{id}"),
+        Duration::from_secs(30),
+        |w| w["state"] != "running",
+    )
+    .await;
+    assert_eq!(workflow["state"], "succeeded", "{workflow}");
+    let join = workflow["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "join")
+        .unwrap();
+    let result = &join["task"]["result"];
+    assert_eq!(result["name"], "join");
+    assert_eq!(
+        result["received"]["left"]["received"]["fetch"]["name"],
+        "fetch"
+    );
+    assert_eq!(result["received"]["right"]["name"], "right");
+    assert_eq!(join["task"]["exit_code"], 0);
+    stop_worker(worker).await;
+    server.stop().await;
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn a_timeout_kills_the_command_and_output_is_bounded(pool: PgPool) {
+    let server = server(pool).await;
+    let (_, key) = server.team_with_key("alice").await;
+    let slow: Value = server
+        .submit(
+            &key,
+            json!({"pool": "t", "command": ["sleep", "30"], "timeout_seconds": 1}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let noisy: Value = server
+        .submit(
+            &key,
+            json!({"pool": "t", "command": ["sh", "-c", "head -c 100000 /dev/zero | tr '\\0' x; echo oops >&2; exit 3"]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let worker = worker(
+        &server,
+        "t",
+        &["--concurrency", "2", "--max-output-bytes", "1000"],
+    );
+    let started = Instant::now();
+    let slow = wait_for(
+        &server,
+        &key,
+        &format!("/v1/tasks/{}", slow["id"].as_str().unwrap()),
+        Duration::from_secs(20),
+        |t| t["state"] == "dead",
+    )
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(
+        slow["last_error"].as_str().unwrap().contains("timed out"),
+        "{slow}"
+    );
+    let noisy = wait_for(
+        &server,
+        &key,
+        &format!("/v1/tasks/{}", noisy["id"].as_str().unwrap()),
+        Duration::from_secs(20),
+        |t| t["state"] == "dead",
+    )
+    .await;
+    assert_eq!(noisy["exit_code"], 3);
+    let output = noisy["output"].as_str().unwrap();
+    assert!(output.starts_with("xxxx"));
+    assert!(
+        output.contains("[truncated]") && output.contains("oops"),
+        "{output}"
+    );
+    assert!(output.len() < 1200, "{} bytes kept", output.len());
+    stop_worker(worker).await;
+    server.stop().await;
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn a_worker_killed_mid_task_loses_its_lease_and_the_task_runs_again(pool: PgPool) {
+    let server = server(pool).await;
+    let (_, key) = server.team_with_key("alice").await;
+    // The first attempt hangs; the second finishes at once.
+    let task: Value = server
+        .submit(
+            &key,
+            json!({"pool": "k", "retry": {"max_attempts": 3, "backoff_seconds": 0},
+                   "command": ["sh", "-c", "if [ \"$STACKSMITH_ATTEMPT\" = 1 ]; then sleep 15; fi; echo second"]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = task["id"].as_str().unwrap().to_owned();
+    let mut first = worker(&server, "k", &["--lease-seconds", "2", "--name", "first"]);
+    let attempts_path = format!("/v1/tasks/{id}/attempts");
+    let attempts = wait_for(
+        &server,
+        &key,
+        &attempts_path,
+        Duration::from_secs(15),
+        |a| a.as_array().is_some_and(|a| !a.is_empty()),
+    )
+    .await;
+    let old_lease = attempts[0]["lease_id"].as_str().unwrap().to_owned();
+    let old_token = attempts[0]["fencing_token"].as_i64().unwrap();
+    // SIGKILL: no release, no report.
+    first.start_kill().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), first.wait())
+        .await
+        .unwrap()
+        .unwrap();
+
+    let second = worker(&server, "k", &["--lease-seconds", "2", "--name", "second"]);
+    let done = wait_for(
+        &server,
+        &key,
+        &format!("/v1/tasks/{id}"),
+        Duration::from_secs(30),
+        |t| t["state"] == "succeeded",
+    )
+    .await;
+    assert_eq!(done["result"], "second");
+    let attempts = get(&server, &key, &attempts_path).await;
+    assert_eq!(attempts[0]["outcome"], "expired");
+    assert_eq!(attempts[0]["worker"], "first");
+    assert_eq!(attempts[1]["outcome"], "succeeded");
+    assert_eq!(attempts[1]["worker"], "second");
+
+    // The killed worker's late completion is rejected.
+    let late = server
+        .client
+        .post(server.url(&format!("/v1/leases/{old_lease}/complete")))
+        .bearer_auth(WORKER_KEY)
+        .json(&json!({"fencing_token": old_token, "result": "late"}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(late, 409).await;
+    assert_eq!(
+        get(&server, &key, &format!("/v1/tasks/{id}")).await["result"],
+        "second"
+    );
+    stop_worker(second).await;
+    server.stop().await;
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn sigterm_stops_leasing_and_releases_unfinished_tasks(pool: PgPool) {
+    let server = server(pool).await;
+    let (_, key) = server.team_with_key("alice").await;
+    let task: Value = server
+        .submit(&key, json!({"pool": "s", "command": ["sleep", "20"]}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = task["id"].as_str().unwrap().to_owned();
+    let mut worker = worker(&server, "s", &["--drain-seconds", "1"]);
+    wait_for(
+        &server,
+        &key,
+        &format!("/v1/tasks/{id}"),
+        Duration::from_secs(15),
+        |t| t["state"] == "leased",
+    )
+    .await;
+    let pid = worker.id().unwrap().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    let exit = tokio::time::timeout(Duration::from_secs(20), worker.wait())
+        .await
+        .expect("the worker exits after its drain period")
+        .unwrap();
+    assert!(exit.success(), "{exit}");
+    let task = get(&server, &key, &format!("/v1/tasks/{id}")).await;
+    assert_eq!(task["state"], "queued", "{task}");
+    assert_eq!(task["attempts"], 0);
+    let attempts = get(&server, &key, &format!("/v1/tasks/{id}/attempts")).await;
+    assert_eq!(attempts[0]["outcome"], "released");
+    server.stop().await;
+}
