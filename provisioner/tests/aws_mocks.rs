@@ -54,17 +54,22 @@ struct Rules<'a> {
     eks: Vec<&'a Rule>,
     rds: Vec<&'a Rule>,
     elasticache: Vec<&'a Rule>,
+    logs: Vec<&'a Rule>,
 }
 
 fn provider(rules: Rules<'_>, poll: PollSettings) -> AwsProvider {
-    let clients = Clients {
+    AwsProvider::new(AwsContext::with_clients(clients(rules), poll))
+}
+
+fn clients(rules: Rules<'_>) -> Clients {
+    Clients {
         ec2: client!(aws_sdk_ec2, &rules.ec2),
         iam: client!(aws_sdk_iam, &[]),
         eks: client!(aws_sdk_eks, &rules.eks),
         rds: client!(aws_sdk_rds, &rules.rds),
         elasticache: client!(aws_sdk_elasticache, &rules.elasticache),
-    };
-    AwsProvider::new(AwsContext::with_clients(clients, poll))
+        logs: client!(aws_sdk_cloudwatchlogs, &rules.logs),
+    }
 }
 
 fn call(resource_type: &str) -> CallContext {
@@ -661,4 +666,120 @@ async fn failed_cluster_update_is_reported_with_its_reasons() {
         matches!(&error, ProviderError::Failed(m) if m.contains("add-ons are incompatible")),
         "{error:?}"
     );
+}
+
+#[tokio::test]
+async fn cache_subnet_group_delete_retries_while_the_group_is_in_use() {
+    // moto has no DeleteCacheSubnetGroup (aws_moto.rs says so): the real behaviour is here.
+    use aws_sdk_elasticache::operation::delete_cache_subnet_group::{
+        DeleteCacheSubnetGroupError, DeleteCacheSubnetGroupOutput,
+    };
+    let delete = mock!(aws_sdk_elasticache::Client::delete_cache_subnet_group)
+        .sequence()
+        .error(|| {
+            DeleteCacheSubnetGroupError::generic(
+                aws_sdk_elasticache::error::ErrorMetadata::builder()
+                    .code("CacheSubnetGroupInUse")
+                    .build(),
+            )
+        })
+        .times(3)
+        .output(|| DeleteCacheSubnetGroupOutput::builder().build())
+        .build();
+    let provider = provider(
+        Rules {
+            elasticache: vec![&delete],
+            ..Rules::default()
+        },
+        fast(),
+    );
+    bounded(provider.delete(&call("aws.elasticache.subnet_group"), "cache-1-subnets"))
+        .await
+        .expect("deleted once the replication group is gone");
+    assert_eq!(delete.num_calls(), 4);
+}
+
+fn protected_db() -> aws_sdk_rds::types::DbInstance {
+    aws_sdk_rds::types::DbInstance::builder()
+        .db_instance_identifier("db-1")
+        .db_instance_status("available")
+        .deletion_protection(true)
+        .build()
+}
+
+#[tokio::test]
+async fn rds_delete_of_a_protected_instance_is_refused_unless_allowed() {
+    use aws_sdk_rds::operation::delete_db_instance::DeleteDbInstanceOutput;
+    use aws_sdk_rds::operation::describe_db_instances::{
+        DescribeDBInstancesError, DescribeDbInstancesOutput,
+    };
+    use aws_sdk_rds::operation::modify_db_instance::ModifyDbInstanceOutput;
+    let not_found = || {
+        DescribeDBInstancesError::generic(
+            aws_sdk_rds::error::ErrorMetadata::builder()
+                .code("DBInstanceNotFound")
+                .build(),
+        )
+    };
+
+    // Not allowed: refused, naming the instance, with no mutating call.
+    let describe = mock!(aws_sdk_rds::Client::describe_db_instances).then_output(|| {
+        DescribeDbInstancesOutput::builder()
+            .db_instances(protected_db())
+            .build()
+    });
+    let modify = mock!(aws_sdk_rds::Client::modify_db_instance)
+        .then_output(|| ModifyDbInstanceOutput::builder().build());
+    let delete = mock!(aws_sdk_rds::Client::delete_db_instance)
+        .then_output(|| DeleteDbInstanceOutput::builder().build());
+    let refusing = provider(
+        Rules {
+            rds: vec![&describe, &modify, &delete],
+            ..Rules::default()
+        },
+        fast(),
+    );
+    let error = bounded(refusing.delete(&call("aws.rds.instance"), "db-1"))
+        .await
+        .expect_err("refused");
+    let message = error.to_string();
+    assert!(
+        message.contains("db-1") && message.contains("--allow-deletion-protected"),
+        "{message}"
+    );
+    assert_eq!((modify.num_calls(), delete.num_calls()), (0, 0));
+
+    // Allowed: protection off first, then the delete, then gone.
+    let describe = mock!(aws_sdk_rds::Client::describe_db_instances)
+        .sequence()
+        .output(|| {
+            DescribeDbInstancesOutput::builder()
+                .db_instances(protected_db())
+                .build()
+        })
+        .error(not_found)
+        .repeatedly()
+        .build();
+    let modify = mock!(aws_sdk_rds::Client::modify_db_instance)
+        .match_requests(|input| {
+            input.deletion_protection() == Some(false) && input.apply_immediately() == Some(true)
+        })
+        .then_output(|| ModifyDbInstanceOutput::builder().build());
+    let delete = mock!(aws_sdk_rds::Client::delete_db_instance)
+        .match_requests(|input| input.skip_final_snapshot() == Some(false))
+        .then_output(|| DeleteDbInstanceOutput::builder().build());
+    let allowing = AwsProvider::new(
+        AwsContext::with_clients(
+            clients(Rules {
+                rds: vec![&describe, &modify, &delete],
+                ..Rules::default()
+            }),
+            fast(),
+        )
+        .allowing_deletion_protected(true),
+    );
+    bounded(allowing.delete(&call("aws.rds.instance"), "db-1"))
+        .await
+        .expect("deleted");
+    assert_eq!((modify.num_calls(), delete.num_calls()), (1, 1));
 }

@@ -41,6 +41,7 @@ fn target() -> AwsTarget {
             max: Duration::from_millis(200),
             bound_scale: 0.05,
         },
+        allow_deletion_protected: false,
     }
 }
 
@@ -64,23 +65,19 @@ fn network(loaded: &LoadedStack) -> DesiredSet {
         let a = r.address.to_string();
         // IRSA needs the cluster's OIDC issuer: it belongs to the platform test.
         let irsa = a.starts_with("iam.oidc_provider") || a.ends_with("ebs_csi");
-        !irsa && !unserved(t) && (t.starts_with("aws.ec2.") || t.starts_with("aws.iam."))
+        !irsa
+            && (t.starts_with("aws.ec2.")
+                || t.starts_with("aws.iam.")
+                || t.starts_with("aws.logs."))
     });
     set
 }
 
-/// Not served yet: the flow logs' CloudWatch log group (the flow log takes its name).
-fn unserved(resource_type: &str) -> bool {
-    matches!(resource_type, "aws.logs.log_group" | "aws.ec2.flow_log")
-}
-
-/// Everything but the EKS add-ons (moto answers 404 to the add-on APIs) and the unserved types.
+/// Everything but the EKS add-ons (moto answers 404 to the add-on APIs).
 fn platform(loaded: &LoadedStack) -> DesiredSet {
     let mut set = desired::derive(loaded);
-    set.resources.retain(|r| {
-        let t = r.resource_type.as_str();
-        t != "aws.eks.addon" && !unserved(t)
-    });
+    set.resources
+        .retain(|r| r.resource_type.as_str() != "aws.eks.addon");
     assert!(
         set.resources
             .iter()
@@ -436,7 +433,64 @@ async fn check_network(loaded: &LoadedStack, instance: &str) {
         assert_eq!(rule.user_id_group_pairs()[0].group_id(), cluster.group_id());
     }
 
+    // Flow logs: the VPC's traffic goes to the stack's log group (moto serves CreateFlowLogs
+    // with a CloudWatch Logs destination and checks that the group exists).
     let sdk = target().load().await;
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk);
+    let group_name = format!("/stacksmith/{}/vpc-flow-logs", loaded.names.qualified);
+    let groups = logs
+        .describe_log_groups()
+        .log_group_name_prefix(&group_name)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(groups.log_groups().len(), 1, "one flow log group");
+    let log_group = &groups.log_groups()[0];
+    assert_eq!(log_group.log_group_name(), Some(group_name.as_str()));
+    assert_eq!(log_group.retention_in_days(), Some(30));
+    let group_tags = logs
+        .list_tags_for_resource()
+        .resource_arn(log_group.log_group_arn().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let group_tags = group_tags.tags().unwrap();
+    assert_eq!(
+        group_tags.get("stacksmith:instance").map(String::as_str),
+        Some(instance)
+    );
+    assert_eq!(
+        group_tags.get("stacksmith:address").map(String::as_str),
+        Some("network.flow_log_group")
+    );
+    assert_eq!(group_tags.get("team").map(String::as_str), Some("platform"));
+    let flow_logs = ec2
+        .describe_flow_logs()
+        .filter(instance_filter(instance))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(flow_logs.flow_logs().len(), 1, "one flow log");
+    let flow_log = &flow_logs.flow_logs()[0];
+    assert_eq!(flow_log.resource_id(), Some(vpc_id));
+    assert_eq!(flow_log.log_group_name(), Some(group_name.as_str()));
+    assert_eq!(
+        flow_log.traffic_type(),
+        Some(&aws_sdk_ec2::types::TrafficType::All)
+    );
+    assert_eq!(
+        flow_log.deliver_logs_status(),
+        Some("SUCCESS"),
+        "the log group existed when the flow log was created"
+    );
+    let flow_role = format!("{}-vpc-flow-logs", loaded.names.qualified);
+    assert!(
+        flow_log
+            .deliver_logs_permission_arn()
+            .is_some_and(|arn| arn.ends_with(&format!("role/{flow_role}"))),
+        "flow log delivers as {flow_role}"
+    );
+
     let iam = aws_sdk_iam::Client::new(&sdk);
     for (role, service, policies) in [
         (
@@ -582,21 +636,161 @@ async fn network_scenario() {
         "converged after the update"
     );
 
-    // 5. Removing every resource deletes them all, dependents first.
+    // 5. Removing every resource (what `down` plans) deletes them all, dependents first.
+    let before = recorded(&world).await;
     let empty = DesiredSet {
         resources: Vec::new(),
         ..changed.clone()
     };
     let plan = world.up(&empty).await;
     assert!(plan.actions.iter().all(|a| a.action == ActionKind::Delete));
-    let vpcs = ec2()
-        .await
-        .describe_vpcs()
-        .filters(instance_filter(&instance))
+    assert_eq!(plan.actions.len(), before.len());
+    check_nothing_left(&world, &before, &instance).await;
+    let state = world.backend().load().await.unwrap().unwrap();
+    assert!(state.resources.is_empty(), "state records nothing");
+}
+
+/// After `down`: every object state recorded reads back as gone through its provider, and no
+/// EC2 object, IAM role or OIDC provider, EKS cluster or log group carries the instance's tag
+/// (or name) any more. `kept` lists the addresses deliberately left (see the callers).
+async fn check_nothing_left(world: &World, recorded: &[(String, String, String)], instance: &str) {
+    use provisioner::engine::Address;
+    use provisioner::engine::provider::{CallContext, Provider};
+    for (address, resource_type, id) in recorded {
+        let context = CallContext {
+            address: Address::new(address),
+            resource_type: ResourceType::new(resource_type),
+        };
+        let live = world.provider.read(&context, id).await.unwrap();
+        assert!(live.is_none(), "{address} ({resource_type} {id}) is gone");
+    }
+    let ec2 = ec2().await;
+    let filter = || instance_filter(instance);
+    let vpcs = ec2.describe_vpcs().filters(filter()).send().await.unwrap();
+    assert!(vpcs.vpcs().is_empty(), "no VPC left");
+    let subnets = ec2
+        .describe_subnets()
+        .filters(filter())
         .send()
         .await
         .unwrap();
-    assert!(vpcs.vpcs().is_empty(), "the VPC is gone");
+    assert!(subnets.subnets().is_empty(), "no subnet left");
+    let groups = ec2
+        .describe_security_groups()
+        .filters(filter())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        groups.security_groups().is_empty(),
+        "no security group left"
+    );
+    let gateways = ec2
+        .describe_internet_gateways()
+        .filters(filter())
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        gateways.internet_gateways().is_empty(),
+        "no internet gateway left"
+    );
+    let tables = ec2
+        .describe_route_tables()
+        .filters(filter())
+        .send()
+        .await
+        .unwrap();
+    assert!(tables.route_tables().is_empty(), "no route table left");
+    let addresses = ec2
+        .describe_addresses()
+        .filters(filter())
+        .send()
+        .await
+        .unwrap();
+    assert!(addresses.addresses().is_empty(), "no elastic IP left");
+    let flow_logs = ec2
+        .describe_flow_logs()
+        .filter(filter())
+        .send()
+        .await
+        .unwrap();
+    assert!(flow_logs.flow_logs().is_empty(), "no flow log left");
+    let nats = ec2.describe_nat_gateways().send().await.unwrap();
+    assert!(
+        nats.nat_gateways()
+            .iter()
+            .filter(|n| tag(n.tags(), "stacksmith:instance") == Some(instance))
+            .all(|n| n.state() == Some(&aws_sdk_ec2::types::NatGatewayState::Deleted)),
+        "every NAT gateway deleted"
+    );
+
+    let sdk = target().load().await;
+    let iam = aws_sdk_iam::Client::new(&sdk);
+    let roles = iam.list_roles().max_items(1000).send().await.unwrap();
+    for role in roles.roles() {
+        let tags = iam
+            .list_role_tags()
+            .role_name(role.role_name())
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            !tags
+                .tags()
+                .iter()
+                .any(|t| t.key() == "stacksmith:instance" && t.value() == instance),
+            "role {} left",
+            role.role_name()
+        );
+    }
+    let providers = iam.list_open_id_connect_providers().send().await.unwrap();
+    for oidc in providers.open_id_connect_provider_list() {
+        let arn = oidc.arn().unwrap();
+        let tags = iam
+            .list_open_id_connect_provider_tags()
+            .open_id_connect_provider_arn(arn)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            !tags
+                .tags()
+                .iter()
+                .any(|t| t.key() == "stacksmith:instance" && t.value() == instance),
+            "OIDC provider {arn} left"
+        );
+    }
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk);
+    let groups = logs
+        .describe_log_groups()
+        .log_group_name_prefix("/stacksmith/")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !groups
+            .log_groups()
+            .iter()
+            .any(|g| g.log_group_name().is_some_and(|n| n.contains(instance))),
+        "no log group left"
+    );
+}
+
+/// (address, type, id) of every recorded resource.
+async fn recorded(world: &World) -> Vec<(String, String, String)> {
+    let state = world.backend().load().await.unwrap().unwrap();
+    state
+        .resources
+        .values()
+        .map(|r| {
+            (
+                r.address.to_string(),
+                r.resource_type.to_string(),
+                r.id.clone(),
+            )
+        })
+        .collect()
 }
 
 /// EKS, RDS and ElastiCache as the stack says, checked with their own describe calls.
@@ -964,5 +1158,77 @@ async fn platform_scenario() {
     assert!(
         !world.plan(&changed_set, false).await.has_changes(),
         "converged"
+    );
+
+    // 4. `down`: the plan against an empty desired set deletes everything, dependents first.
+    // Except the cache, which moto cannot take down: it never finishes deleting a replication
+    // group (the status stays `deleting`) and has no DeleteCacheSubnetGroup. So the cache's two
+    // records leave state before `down`, the replication group is only asked to delete, and both
+    // are checked to be what is left. aws_mocks.rs covers the real behaviour:
+    // `replication_group_delete_waits_through_deleting_until_it_is_gone` and
+    // `cache_subnet_group_delete_retries_while_the_group_is_in_use`.
+    let journal = Journal::open(world.backend(), &world.stack, Some(instance.as_str()))
+        .await
+        .unwrap();
+    let cache_records: Vec<(String, String)> = journal
+        .record(|document| {
+            let cache: Vec<_> = document
+                .resources
+                .values()
+                .filter(|r| r.resource_type.as_str().starts_with("aws.elasticache."))
+                .map(|r| (r.resource_type.to_string(), r.id.clone()))
+                .collect();
+            document
+                .resources
+                .retain(|_, r| !r.resource_type.as_str().starts_with("aws.elasticache."));
+            cache
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        cache_records.len(),
+        2,
+        "cache subnet group and replication group"
+    );
+    let before = recorded(&world).await;
+    let nothing = DesiredSet {
+        resources: Vec::new(),
+        ..changed_set.clone()
+    };
+    let plan = world.up(&nothing).await;
+    assert!(plan.actions.iter().all(|a| a.action == ActionKind::Delete));
+    assert_eq!(plan.actions.len(), before.len());
+    check_nothing_left(&world, &before, &instance).await;
+    let eks = aws_sdk_eks::Client::new(&target().load().await);
+    let clusters = eks.list_clusters().send().await.unwrap();
+    assert!(
+        !clusters.clusters().contains(&loaded.names.cluster),
+        "the cluster is gone"
+    );
+    let state = world.backend().load().await.unwrap().unwrap();
+    assert!(state.resources.is_empty(), "state records nothing");
+
+    let cache = aws_sdk_elasticache::Client::new(&target().load().await);
+    let group_id = &cache_records
+        .iter()
+        .find(|(t, _)| t == "aws.elasticache.replication_group")
+        .unwrap()
+        .1;
+    cache
+        .delete_replication_group()
+        .replication_group_id(group_id)
+        .send()
+        .await
+        .unwrap();
+    let groups = cache
+        .describe_replication_groups()
+        .replication_group_id(group_id)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        groups.replication_groups()[0].status(),
+        Some("deleting"),
+        "moto leaves a deleted replication group `deleting` for ever"
     );
 }

@@ -532,3 +532,183 @@ fn plan_refresh_shows_drift_and_out_of_band_deletes() {
     );
     assert!(shown.contains("deleted outside Stacksmith"), "{shown}");
 }
+
+/// The sealed secrets in the state file (`{"$encrypted": ...}` values), as text.
+fn sealed_values(sandbox: &Sandbox) -> Vec<String> {
+    let state: serde_json::Value = serde_json::from_str(&sandbox.state_text()).unwrap();
+    let mut found = Vec::new();
+    for record in state["resources"].as_object().unwrap().values() {
+        for value in record["properties"].as_object().unwrap().values() {
+            if let Some(sealed) = value.get("$encrypted").and_then(|v| v.as_str()) {
+                found.push(sealed.to_owned());
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn output_reads_state_and_shows_secrets_only_when_asked() {
+    let sandbox = Sandbox::new(None);
+    let before = sandbox.run(0, &["output", "--stack", "demo"]);
+    assert_eq!(before.status.code(), Some(1), "{}", describe(&before));
+    assert!(
+        text(&before.stderr).contains("nothing is deployed"),
+        "{}",
+        describe(&before)
+    );
+
+    let up = sandbox.run(0, &["up", "--stack", "demo", "--yes"]);
+    assert!(up.status.success(), "{}", describe(&up));
+    assert_eq!(
+        sealed_values(&sandbox).len(),
+        2,
+        "password and auth token sealed"
+    );
+    // `output` reads state only: with the fake cloud gone it still answers.
+    std::fs::rename(sandbox.cloud(), sandbox.dir.join("cloud-away")).unwrap();
+
+    let plain = sandbox.run(0, &["output", "--stack", "demo"]);
+    assert!(plain.status.success(), "{}", describe(&plain));
+    let shown = text(&plain.stdout);
+    for expected in [
+        "cluster:",
+        "database:",
+        "cache:",
+        ".fake.internal",
+        "(sensitive)",
+    ] {
+        assert!(shown.contains(expected), "{expected} in:\n{shown}");
+    }
+
+    let json = sandbox.run(0, &["output", "--stack", "demo", "--json"]);
+    assert!(json.status.success(), "{}", describe(&json));
+    let document: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(document["stack"], "demo");
+    assert!(
+        document["cluster"]["endpoint"]
+            .as_str()
+            .unwrap()
+            .ends_with(".fake.internal")
+    );
+    assert!(document["database"]["address"].as_str().is_some());
+    assert!(document["cache"]["address"].as_str().is_some());
+    assert_eq!(document["database"]["username"], "stacksmith");
+    assert_eq!(document["database"]["password"], "(sensitive)");
+    assert_eq!(document["cache"]["auth_token"], "(sensitive)");
+
+    let secret = sandbox.run(
+        0,
+        &["output", "--stack", "demo", "--json", "--show-secrets"],
+    );
+    assert!(secret.status.success(), "{}", describe(&secret));
+    let document: serde_json::Value = serde_json::from_slice(&secret.stdout).unwrap();
+    let password = document["database"]["password"].as_str().unwrap();
+    let token = document["cache"]["auth_token"].as_str().unwrap();
+    assert_eq!(
+        (password.len(), token.len()),
+        (32, 64),
+        "the generated lengths"
+    );
+    assert!(!text(&secret.stderr).contains(password));
+    for other in [&plain, &json] {
+        let all = format!("{}{}", text(&other.stdout), text(&other.stderr));
+        assert!(
+            !all.contains(password) && !all.contains(token),
+            "no secret without the flag"
+        );
+    }
+
+    // Another key cannot open them: an error, no garbage.
+    let wrong = sandbox
+        .command(0, &["output", "--stack", "demo", "--show-secrets"])
+        .env("STACKSMITH_STATE_KEY", "another-key")
+        .output()
+        .unwrap();
+    assert_eq!(wrong.status.code(), Some(1), "{}", describe(&wrong));
+    assert!(
+        text(&wrong.stderr).contains("cannot decrypt"),
+        "{}",
+        describe(&wrong)
+    );
+}
+
+#[test]
+fn down_refuses_unattended_then_deletes_everything_and_empties_state() {
+    let sandbox = Sandbox::new(None);
+    let up = sandbox.run(0, &["up", "--stack", "demo", "--yes"]);
+    assert!(up.status.success(), "{}", describe(&up));
+    assert_eq!(per_address(&sandbox.objects()).len(), DEMO_RESOURCES);
+
+    let refused = sandbox.run(0, &["down", "--stack", "demo"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", describe(&refused));
+    assert!(
+        text(&refused.stderr).contains("--yes"),
+        "{}",
+        describe(&refused)
+    );
+    assert_eq!(per_address(&sandbox.objects()).len(), DEMO_RESOURCES);
+    assert!(!sandbox.lock_file().exists(), "the lock was released");
+
+    let down = sandbox.run(0, &["down", "--stack", "demo", "--yes", "--json"]);
+    assert!(down.status.success(), "{}", describe(&down));
+    let events: Vec<serde_json::Value> = text(&down.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events[0]["event"], "plan");
+    assert_eq!(events[0]["summary"]["delete"], DEMO_RESOURCES);
+    assert_eq!(events.last().unwrap()["event"], "summary");
+    assert_eq!(events.last().unwrap()["succeeded"], true);
+    assert!(sandbox.objects().is_empty(), "the fake cloud is empty");
+    let listing = sandbox.run(0, &["state", "list", "--stack", "demo"]);
+    assert!(listing.status.success(), "{}", describe(&listing));
+    assert_eq!(text(&listing.stdout), "", "state records nothing");
+    assert!(!sandbox.lock_file().exists(), "the lock was released");
+
+    let again = sandbox.run(0, &["down", "--stack", "demo", "--yes"]);
+    assert!(again.status.success(), "{}", describe(&again));
+    assert!(
+        text(&again.stderr).contains("Nothing to delete"),
+        "{}",
+        describe(&again)
+    );
+}
+
+#[test]
+fn down_refuses_deletion_protected_resources_unless_allowed() {
+    let sandbox = Sandbox::new(None);
+    let path = sandbox.dir.join("stacks/demo.yaml");
+    let stack = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        stack.replace("deletion_protection: false", "deletion_protection: true"),
+    )
+    .unwrap();
+    let up = sandbox.run(0, &["up", "--stack", "demo", "--yes"]);
+    assert!(up.status.success(), "{}", describe(&up));
+
+    let refused = sandbox.run(0, &["down", "--stack", "demo", "--yes"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", describe(&refused));
+    let stderr = text(&refused.stderr);
+    assert!(stderr.contains("database.instance"), "{stderr}");
+    assert!(stderr.contains("--allow-deletion-protected"), "{stderr}");
+    assert_eq!(
+        per_address(&sandbox.objects()).len(),
+        DEMO_RESOURCES,
+        "nothing deleted"
+    );
+
+    let allowed = sandbox.run(
+        0,
+        &[
+            "down",
+            "--stack",
+            "demo",
+            "--yes",
+            "--allow-deletion-protected",
+        ],
+    );
+    assert!(allowed.status.success(), "{}", describe(&allowed));
+    assert!(sandbox.objects().is_empty());
+}

@@ -21,6 +21,9 @@ pub struct AwsTarget {
     pub static_credentials: Option<(String, String)>,
     /// How waiters poll (real AWS: seconds; tests: milliseconds).
     pub poll: PollSettings,
+    /// Whether a delete may turn deletion protection off first (`down --allow-deletion-protected`);
+    /// otherwise deleting a protected object fails and names it.
+    pub allow_deletion_protected: bool,
 }
 
 impl std::fmt::Debug for AwsTarget {
@@ -34,6 +37,7 @@ impl std::fmt::Debug for AwsTarget {
                 &self.static_credentials.as_ref().map(|_| ".."),
             )
             .field("poll", &self.poll)
+            .field("allow_deletion_protected", &self.allow_deletion_protected)
             .finish()
     }
 }
@@ -46,6 +50,7 @@ impl AwsTarget {
             profile: stack.aws.profile.clone(),
             static_credentials: None,
             poll: PollSettings::default(),
+            allow_deletion_protected: false,
         }
     }
 

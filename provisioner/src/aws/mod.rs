@@ -8,6 +8,7 @@ pub mod ec2;
 pub mod eks;
 pub mod elasticache;
 pub mod iam;
+pub mod logs;
 pub mod rds;
 
 use std::future::Future;
@@ -47,6 +48,7 @@ pub const TYPES: &[&str] = &[
     "aws.ec2.security_group",
     "aws.ec2.security_group_rule",
     "aws.ec2.flow_log",
+    "aws.logs.log_group",
     "aws.iam.role",
     "aws.iam.oidc_provider",
     "aws.iam.role_policy_attachment",
@@ -146,6 +148,7 @@ pub struct Clients {
     pub eks: aws_sdk_eks::Client,
     pub rds: aws_sdk_rds::Client,
     pub elasticache: aws_sdk_elasticache::Client,
+    pub logs: aws_sdk_cloudwatchlogs::Client,
 }
 
 impl Clients {
@@ -174,6 +177,11 @@ impl Clients {
             ),
             elasticache: aws_sdk_elasticache::Client::from_conf(
                 aws_sdk_elasticache::config::Builder::from(sdk)
+                    .interceptor(interceptor.clone())
+                    .build(),
+            ),
+            logs: aws_sdk_cloudwatchlogs::Client::from_conf(
+                aws_sdk_cloudwatchlogs::config::Builder::from(sdk)
                     .interceptor(interceptor)
                     .build(),
             ),
@@ -220,6 +228,17 @@ impl AwsContext {
 
     pub fn poll(&self) -> PollSettings {
         self.target.poll
+    }
+
+    /// Whether deletes may turn deletion protection off (`down --allow-deletion-protected`).
+    pub fn allow_deletion_protected(&self) -> bool {
+        self.target.allow_deletion_protected
+    }
+
+    /// The same context, allowing deletes to turn deletion protection off (tests).
+    pub fn allowing_deletion_protected(mut self, allow: bool) -> Self {
+        self.target.allow_deletion_protected = allow;
+        self
     }
 }
 
@@ -561,6 +580,7 @@ impl Provider for AwsProvider {
                 Some("eks") => eks::create(ctx, t, properties, tags).await,
                 Some("rds") => rds::create(ctx, t, properties, tags).await,
                 Some("elasticache") => elasticache::create(ctx, t, properties, tags).await,
+                Some("logs") => logs::create(ctx, t, properties, tags).await,
                 _ => Err(unknown(&context.resource_type)),
             }
         })
@@ -580,6 +600,7 @@ impl Provider for AwsProvider {
                 Some("eks") => eks::read(ctx, t, id).await,
                 Some("rds") => rds::read(ctx, t, id).await,
                 Some("elasticache") => elasticache::read(ctx, t, id).await,
+                Some("logs") => logs::read(ctx, t, id).await,
                 _ => Err(unknown(&context.resource_type)),
             }
         })
@@ -595,9 +616,10 @@ impl Provider for AwsProvider {
             let t = context.resource_type.as_str();
             match service(t) {
                 Some("ec2") => ec2::find_by_tags(ctx, t, tags).await,
-                // Named objects (IAM, EKS, RDS and ElastiCache) are found by name when a
-                // retried create meets them, and adopted when they carry the ownership tags.
-                Some("iam" | "rds" | "elasticache" | "eks") => Ok(Vec::new()),
+                // Named objects (IAM, EKS, RDS, ElastiCache and log groups) are found by name
+                // when a retried create meets them, and adopted when they carry the ownership
+                // tags.
+                Some("iam" | "rds" | "elasticache" | "eks" | "logs") => Ok(Vec::new()),
                 _ => Err(unknown(&context.resource_type)),
             }
         })
@@ -618,6 +640,7 @@ impl Provider for AwsProvider {
                 Some("eks") => eks::update(ctx, t, id, properties).await,
                 Some("rds") => rds::update(ctx, t, id, properties).await,
                 Some("elasticache") => elasticache::update(ctx, t, id, properties).await,
+                Some("logs") => logs::update(ctx, t, id, properties).await,
                 _ => Err(unknown(&context.resource_type)),
             }
         })
@@ -637,6 +660,7 @@ impl Provider for AwsProvider {
                 Some("eks") => eks::delete(ctx, t, id).await,
                 Some("rds") => rds::delete(ctx, t, id).await,
                 Some("elasticache") => elasticache::delete(ctx, t, id).await,
+                Some("logs") => logs::delete(ctx, t, id).await,
                 _ => Err(unknown(&context.resource_type)),
             }
         })

@@ -559,8 +559,25 @@ pub async fn delete(ctx: &AwsContext, kind: &str, id: &str) -> Result<(), Provid
             let Some(db) = describe_instance(ctx, id).await? else {
                 return Ok(());
             };
+            if db.deletion_protection() == Some(true) && db.db_instance_status() != Some("deleting")
+            {
+                if !ctx.allow_deletion_protected() {
+                    return Err(failed(format!(
+                        "DB instance {id} has deletion protection; `provisioner down \
+                         --allow-deletion-protected` turns it off before deleting"
+                    )));
+                }
+                rds.modify_db_instance()
+                    .db_instance_identifier(id)
+                    .deletion_protection(false)
+                    .apply_immediately(true)
+                    .send()
+                    .await
+                    .map_err(api("ModifyDBInstance"))?;
+            }
             if db.db_instance_status() != Some("deleting") {
-                // A final snapshot keeps the data; deletion protection is honoured (AWS refuses).
+                // A final snapshot keeps the data; deletion protection is turned off above only
+                // when the user allowed it (otherwise AWS would refuse anyway).
                 let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S");
                 let result = rds
                     .delete_db_instance()

@@ -1,8 +1,11 @@
 //! The `provisioner` command line: one module per verb, each with its `Args` and `run`.
 
+mod apply_plan;
 mod deployment;
+mod down;
 mod graph;
 mod output;
+mod output_verb;
 mod plan;
 mod policy;
 mod progress;
@@ -57,6 +60,12 @@ pub enum Command {
     Plan(plan::Args),
     /// Settle interrupted operations, plan, confirm and apply. Exit 0 applied, 1 failed.
     Up(up::Args),
+    /// Print the deployment's cluster endpoint and CA, database and cache endpoints, from state
+    /// only; secrets only with --show-secrets.
+    Output(output_verb::Args),
+    /// Delete everything the deployment's state records, dependents first. Exit 0 deleted, 1
+    /// failed or refused.
+    Down(down::Args),
     /// Print the resource graph as Graphviz DOT with the critical path marked.
     Graph(graph::Args),
     /// Inspect state (`list`, `show ADDR`) or remove a stale lock (`unlock`).
@@ -76,6 +85,8 @@ pub fn main() -> ExitCode {
         Command::Render(args) => render::run(&args, &cli.stacks_dir),
         Command::Plan(args) => plan::run(&args, &cli.stacks_dir, &output),
         Command::Up(args) => up::run(&args, &cli.stacks_dir, &output),
+        Command::Output(args) => output_verb::run(&args, &cli.stacks_dir, &output),
+        Command::Down(args) => down::run(&args, &cli.stacks_dir, &output),
         Command::Graph(args) => graph::run(&args, &cli.stacks_dir, &output),
         Command::State(args) => state::run(&args, &cli.stacks_dir, &output),
         Command::Policy(args) => policy::run(&args, &cli.stacks_dir, &output),
