@@ -164,6 +164,25 @@ async fn a_lease_is_fenced_and_a_task_completes_once(pool: PgPool) {
     let attempts = get(&server, &key, &format!("/v1/tasks/{id}/attempts")).await;
     assert_eq!(attempts.as_array().unwrap().len(), 1);
     assert_eq!(attempts[0]["outcome"], "succeeded");
+
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "controlplane_leased_tasks_total{pool=\"build\"}",
+        "controlplane_lease_request_duration_seconds_bucket",
+        "controlplane_task_attempt_duration_seconds_bucket",
+        "controlplane_tasks{state=\"succeeded\"}",
+        "controlplane_tasks{state=\"dead\"}",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics");
+    }
     server.stop().await;
 }
 
