@@ -144,10 +144,11 @@ fn remove_key(node: &mut Node, key: &str) {
     }
 }
 
-/// Merges `overlay` into `base`: mappings key by key, anything else replaced.
+/// Merges `overlay` into `base`: mappings key by key, anything else replaced. An empty mapping
+/// (`addons: {}`) replaces too: it is how an extending file says "none of the base's".
 pub fn merge(base: &mut Node, overlay: Node) {
     match (&mut base.value, overlay.value) {
-        (Value::Map(base_entries), Value::Map(overlay_entries)) => {
+        (Value::Map(base_entries), Value::Map(overlay_entries)) if !overlay_entries.is_empty() => {
             for entry in overlay_entries {
                 match base_entries.iter_mut().find(|e| e.key == entry.key) {
                     Some(existing) => {
@@ -356,6 +357,23 @@ mod tests {
             "cost $5 ${env:X}"
         );
         assert_eq!(substitute("${env:UNSET:-}", &env).ok().unwrap().text, "");
+    }
+
+    #[test]
+    fn mappings_merge_key_by_key_and_an_empty_mapping_clears() {
+        let mut sources = SourceMap::default();
+        let mut parse = |name: &str, text: &str| {
+            let id = sources.add(name.into(), Path::new(name), text.into());
+            crate::stack::yaml::parse(id, sources.file(id)).unwrap()
+        };
+        let base = parse("base.yaml", "a: { x: 1, y: 2 }\nb: { z: 3 }\n");
+        let overlay = parse("over.yaml", "a: { y: 5 }\nb: {}\n");
+        let mut merged = base;
+        merge(&mut merged, overlay);
+        assert_eq!(
+            merged.to_json(),
+            serde_json::json!({ "a": { "x": 1, "y": 5 }, "b": {} })
+        );
     }
 
     #[test]
