@@ -23,7 +23,8 @@ usage: cargo xtask <command>
 commands:
   test [ARGS...]   start the test servers, run every test (cargo nextest, or cargo test when
                    nextest is absent) with ARGS passed to the runner, stop the servers
-  local            the main job: start the emulators; validate, plan and render the `local` stack
+  local            the main job: start the emulators; validate, plan and render the `local`
+                   stack, create it in moto (`up`, from clean local state) and print its outputs
   env              start the test servers, print their environment variables, wait for Ctrl-C
   help             this text
 
@@ -120,31 +121,37 @@ fn local() -> Result<ExitCode, String> {
     let environment = TestEnvironment::start()?;
     let provisioner = target_dir().join("debug").join("provisioner");
     let manifests = root().join(".stacksmith").join("manifests").join("local");
-    let steps: [(&str, Vec<String>); 3] = [
-        (
-            "validate the stack",
-            vec!["validate".into(), "--stack".into(), "local".into()],
-        ),
-        (
-            "plan it (checked against policies/)",
-            vec!["plan".into(), "--stack".into(), "local".into()],
-        ),
-        (
-            "render its in-cluster objects",
-            vec![
-                "render".into(),
-                "--stack".into(),
-                "local".into(),
-                "--out".into(),
-                manifests.display().to_string(),
-            ],
-        ),
+    // The moto server is fresh each run: state left by an earlier run would name objects this
+    // one never had, so the local stack starts from clean local state.
+    clear_local_state(&root().join(".stacksmith").join("state"))?;
+    let local = |args: &[&str]| -> Vec<String> {
+        args.iter()
+            .map(|a| a.to_string())
+            .chain(["--stack".into(), "local".into()])
+            .collect()
+    };
+    let mut render = local(&["render"]);
+    render.extend(["--out".into(), manifests.display().to_string()]);
+    let steps: [(&str, Vec<String>); 5] = [
+        ("validate the stack", local(&["validate"])),
+        ("plan it (checked against policies/)", local(&["plan"])),
+        ("render its in-cluster objects", render),
+        ("create it in moto", local(&["up", "--yes"])),
+        ("print its outputs", local(&["output"])),
     ];
     for (what, args) in steps {
         println!("xtask: {what}: provisioner {}", args.join(" "));
         let mut command = Command::new(&provisioner);
         command.current_dir(root()).args(&args);
         environment.apply(&mut command);
+        // moto accepts any credentials; these keep a developer's real ones (and the instance
+        // metadata service) out of a run against the emulator.
+        command
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .env("AWS_EC2_METADATA_DISABLED", "true");
         let status = command
             .status()
             .map_err(|e| format!("cannot run {}: {e}", provisioner.display()))?;
@@ -153,11 +160,32 @@ fn local() -> Result<ExitCode, String> {
         }
     }
     println!(
-        "xtask: the local stack is valid and planned against moto at {}",
+        "xtask: the local stack is up in moto at {} (the outputs are above)",
         environment.aws_endpoint
     );
     drop(environment);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Removes the `local` stack's state files (`local.json`, its lock and key, `local-<instance>`).
+fn clear_local_state(dir: &Path) -> Result<(), String> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let ours = name.starts_with("local.") || name.starts_with("local-");
+        if ours && entry.path().is_file() {
+            println!(
+                "xtask: removing {} (moto starts empty every run)",
+                entry.path().display()
+            );
+            std::fs::remove_file(entry.path())
+                .map_err(|e| format!("cannot remove {}: {e}", entry.path().display()))?;
+        }
+    }
+    Ok(())
 }
 
 fn hold_environment() -> Result<ExitCode, String> {
