@@ -43,3 +43,12 @@ test_missing_baseline_is_denied if {
 	some d in denies
 	d.address == "baseline"
 }
+
+test_the_control_planes_namespace_is_the_system_namespace if {
+	ops := object.union(baseline("restricted"), {"namespaces": [{"address": "baseline.namespace.ops", "name": "ops", "pod_security": "baseline"}]})
+	input_doc := object.union(plan(ops), {"platform": {"controlplane": {"namespace": "ops"}}})
+	denies := pod_security.deny with input as input_doc
+	some d in denies
+	d.address == "baseline.namespace.ops"
+	contains(d.msg, "`ops` enforces Pod Security `baseline`")
+}

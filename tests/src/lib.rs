@@ -6,7 +6,7 @@
 //! single test can also be run with plain `cargo test` on a machine that has them; the emulators
 //! have no fallback, and a test that needs one fails with an instruction instead of skipping.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// `STACKSMITH_TEST_DATABASE_URL`: a Postgres URL whose user may create databases.
 pub const DATABASE_URL_VAR: &str = "STACKSMITH_TEST_DATABASE_URL";
@@ -61,9 +61,18 @@ pub fn venv_tool(name: &str) -> PathBuf {
 }
 
 /// The workspace root (the folder holding `Cargo.toml`, `stacks/`, `tests/`).
+///
+/// Found at run time from the package under test (cargo and nextest set `CARGO_MANIFEST_DIR`
+/// when they run a test): the path compiled into this crate can name another checkout when one
+/// target directory serves several (cargo hashes path dependencies relative to the workspace).
 pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
+    let compiled = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let start = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| compiled.to_path_buf(), PathBuf::from);
+    start
+        .ancestors()
+        .find(|dir| dir.join("Cargo.toml").is_file() && dir.join("stacks").is_dir())
+        .or_else(|| compiled.parent())
         .expect("tests/ sits in the workspace root")
         .to_path_buf()
 }

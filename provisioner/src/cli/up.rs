@@ -15,6 +15,8 @@ use crate::engine::plan::Plan;
 use crate::engine::planner::{self, PlanInput};
 use crate::engine::recovery::resolve_pending;
 use crate::engine::render::render_plan;
+use crate::kubernetes::apply::{Applier, Change};
+use crate::kubernetes::install;
 use crate::policy;
 use crate::state::LockInfo;
 use crate::state::journal::Journal;
@@ -43,6 +45,9 @@ pub struct Args {
     /// Wait this long for another run's lock (default: the stack's `state.lock_timeout`).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub lock_timeout: Option<std::time::Duration>,
+    /// How long the in-cluster Deployments may take to roll out.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub rollout_timeout: std::time::Duration,
 }
 
 fn parse_parallelism(text: &str) -> Result<usize, String> {
@@ -203,7 +208,8 @@ async fn locked_apply(
     if !plan.has_changes() {
         drop(sender);
         let _ = renderer.await;
-        return Ok(ExitCode::SUCCESS);
+        let state = journal.snapshot().await;
+        return install_in_cluster(args, deployment, &state).await;
     }
     if !confirm(args)? {
         eprintln!("Not applied.");
@@ -229,7 +235,7 @@ async fn locked_apply(
     });
     let report = executor::apply(
         &plan,
-        journal,
+        journal.clone(),
         registry,
         ExecutorOptions {
             parallelism: args.parallelism,
@@ -256,9 +262,66 @@ async fn locked_apply(
         println!("{summary}");
     }
     eprintln!("{}", report.summary());
-    Ok(if report.succeeded() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    if !report.succeeded() {
+        return Ok(ExitCode::FAILURE);
+    }
+    let state = journal.snapshot().await;
+    install_in_cluster(args, deployment, &state).await
+}
+
+/// The in-cluster half of `up`: renders the baseline and the control plane with the provisioned
+/// outputs and applies them (server-side apply, prune, rollout wait). Runs on every `up`, so the
+/// cluster converges like the cloud side does.
+async fn install_in_cluster(
+    args: &Args,
+    deployment: &deployment::Deployment,
+    state: &crate::state::StateDocument,
+) -> miette::Result<ExitCode> {
+    let loaded = &deployment.loaded;
+    if loaded.stack.baseline.is_none() && loaded.stack.controlplane.is_none() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let Some(kubeconfig) = install::kubeconfig_of(loaded) else {
+        eprintln!(
+            "note: in-cluster objects were not applied: the stack sets no `cluster.kubeconfig` \
+             (applying through the EKS endpoint with a token is not built yet); \
+             `provisioner render` writes them for GitOps"
+        );
+        return Ok(ExitCode::SUCCESS);
+    };
+    let cipher = deployment.cipher()?;
+    let secrets = install::secret_values(loaded, state, &cipher).map_err(|e| miette!("{e}"))?;
+    eprintln!(
+        "Applying the cluster baseline and control plane through {} ...",
+        kubeconfig.display()
+    );
+    let applier = Applier::connect(&kubeconfig)
+        .await
+        .map_err(|e| miette!("{e}"))?;
+    let report = install::install(&applier, loaded, &secrets, args.rollout_timeout)
+        .await
+        .map_err(|e| miette!("{e}"))?;
+    let count = |change: Change| report.applied.iter().filter(|(_, c)| *c == change).count();
+    let (created, configured, unchanged) = (
+        count(Change::Created),
+        count(Change::Configured),
+        count(Change::Unchanged),
+    );
+    if args.json {
+        let event = serde_json::json!({
+            "event": "cluster",
+            "at": chrono::Utc::now(),
+            "created": created,
+            "configured": configured,
+            "unchanged": unchanged,
+            "pruned": report.pruned,
+        });
+        println!("{event}");
+    }
+    eprintln!(
+        "Cluster: {created} created, {configured} configured, {unchanged} unchanged, {} pruned; \
+         every Deployment rolled out.",
+        report.pruned.len()
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -40,6 +40,8 @@ pub fn is_encrypted(value: &Value) -> bool {
 #[derive(Clone)]
 pub struct StateCipher {
     cipher: ChaCha20Poly1305,
+    /// Key material for [`StateCipher::derive_secret`], separate from the encryption key.
+    derivation_key: [u8; 32],
 }
 
 impl std::fmt::Debug for StateCipher {
@@ -55,8 +57,12 @@ impl StateCipher {
     }
 
     pub fn from_key(key: [u8; 32]) -> Self {
+        let mut derivation = Sha256::new();
+        derivation.update(b"stacksmith secret derivation v1\0");
+        derivation.update(key);
         Self {
             cipher: ChaCha20Poly1305::new(Key::from_slice(&key)),
+            derivation_key: derivation.finalize().into(),
         }
     }
 
@@ -126,6 +132,35 @@ impl StateCipher {
     }
 }
 
+impl StateCipher {
+    /// A secret that is the same on every run of this deployment and stored nowhere: 43
+    /// characters derived from the state key and `label` (e.g. the control plane's bootstrap admin
+    /// key). Whoever holds the state key can derive it again; nobody else can.
+    pub fn derive_secret(&self, label: &str) -> String {
+        let mut digest = Sha256::new();
+        digest.update(self.derivation_key);
+        digest.update(label.as_bytes());
+        let bytes: [u8; 32] = digest.finalize().into();
+        // base64url without padding, written out to avoid a dependency for 32 bytes.
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut bits: u32 = 0;
+        let mut count = 0;
+        let mut out = String::with_capacity(43);
+        for byte in bytes {
+            bits = (bits << 8) | u32::from(byte);
+            count += 8;
+            while count >= 6 {
+                count -= 6;
+                out.push(ALPHABET[((bits >> count) & 63) as usize] as char);
+            }
+        }
+        if count > 0 {
+            out.push(ALPHABET[((bits << (6 - count)) & 63) as usize] as char);
+        }
+        out
+    }
+}
+
 /// A random secret of `length` characters from an unambiguous alphabet.
 pub fn generate_secret(length: usize) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
@@ -162,6 +197,27 @@ mod tests {
         assert_eq!(cipher.decrypt(&sealed).unwrap(), "hunter2-password");
         let other = StateCipher::from_passphrase("battery staple");
         assert!(matches!(other.decrypt(&sealed), Err(SecretError::Decrypt)));
+    }
+
+    #[test]
+    fn derived_secrets_are_stable_per_key_and_label_and_distinct_otherwise() {
+        let cipher = StateCipher::from_passphrase("correct horse");
+        let admin = cipher.derive_secret("admin-key:local");
+        assert_eq!(admin.len(), 43);
+        assert!(
+            admin
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
+        assert_eq!(
+            StateCipher::from_passphrase("correct horse").derive_secret("admin-key:local"),
+            admin
+        );
+        assert_ne!(cipher.derive_secret("worker-key:local"), admin);
+        assert_ne!(
+            StateCipher::from_passphrase("battery staple").derive_secret("admin-key:local"),
+            admin
+        );
     }
 
     #[test]

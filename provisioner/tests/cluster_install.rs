@@ -1,0 +1,208 @@
+//! `provisioner up` installs the cluster baseline and the control plane after the cloud side: the
+//! real binary, the fake cloud provider, and the Kubernetes emulator of `cargo xtask test`
+//! (through `cluster.kubeconfig`, the bring-your-own-cluster path the `local` stack uses).
+//!
+//! Every run uses its own namespaces, priority classes and stack name, so runs never meet.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::Api;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use stacksmith_testkit::{kubeconfig, unique_name, workspace_root};
+
+struct Sandbox {
+    dir: PathBuf,
+    suffix: String,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        let name = unique_name("cluster-install")
+            .replace('_', "-")
+            .to_lowercase();
+        let suffix = name[name.len() - 8..].to_owned();
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(dir.join("stacks")).unwrap();
+        // The demo stack without its baseline: maps merge under `extends`, and this stack brings
+        // its own namespaces.
+        let demo = std::fs::read_to_string(
+            workspace_root().join("tests/fixtures/engine/stacks/demo.yaml"),
+        )
+        .unwrap();
+        let cut = demo.find("\nbaseline:").expect("demo.yaml has a baseline");
+        let end = demo[cut + 1..]
+            .find("\n\n")
+            .map_or(demo.len(), |offset| cut + 1 + offset);
+        let demo = format!("{}{}", &demo[..cut], &demo[end..]);
+        std::fs::write(dir.join("stacks/demo.yaml"), demo).unwrap();
+        let s = &suffix;
+        let stack = format!(
+            "extends: demo.yaml\n\
+             name: k{s}\n\
+             cluster: {{ kubeconfig: {kubeconfig} }}\n\
+             baseline:\n  \
+               namespaces: [sys-{s}, work-{s}]\n  \
+               pod_security: {{ sys-{s}: restricted, work-{s}: baseline }}\n  \
+               network_policies: default-deny\n  \
+               priority_classes: {{ standard-{s}: 500 }}\n\
+             controlplane:\n  \
+               image: ghcr.io/acme/stacksmith-controlplane:1.0.0\n  \
+               replicas: 2\n  \
+               namespace: sys-{s}\n  \
+               worker_namespace: work-{s}\n  \
+               api_client_namespaces: []\n  \
+               resources: {{ requests: {{ cpu: 100m, memory: 128Mi }}, limits: {{ cpu: 500m, memory: 512Mi }} }}\n  \
+               rate_limit: {{ per_key_rps: 50, burst: 100, global_rps: 500 }}\n  \
+               worker_pools:\n    \
+                 default: {{ tier: standard-{s}, concurrency: 2, replicas: {{ min: 1, max: 3 }}, tasks_per_replica: 10 }}\n",
+            kubeconfig = kubeconfig().display(),
+        );
+        std::fs::write(dir.join("stacks/cluster.yaml"), stack).unwrap();
+        Self { dir, suffix }
+    }
+
+    fn up(&self) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_provisioner"))
+            .args([
+                "up",
+                "--stack",
+                "cluster",
+                "--yes",
+                "--rollout-timeout",
+                "60s",
+            ])
+            .current_dir(&self.dir)
+            .env("STACKSMITH_PROVIDER", "fake")
+            .env("STACKSMITH_FAKE_CLOUD_DIR", self.dir.join("cloud"))
+            .env("STACKSMITH_POLICIES_DIR", workspace_root().join("policies"))
+            .env("STACKSMITH_STATE_KEY", "cluster-install-test-key")
+            .env("NO_COLOR", "1")
+            .env_remove("STACKSMITH_FAKE_FAIL")
+            .env_remove("STACKSMITH_FAKE_THROTTLE")
+            .env_remove("STACKSMITH_FAKE_LATENCY_MS")
+            .stdin(Stdio::null())
+            .output()
+            .expect("the provisioner binary runs")
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+async fn client() -> kube::Client {
+    let file = Kubeconfig::read_from(kubeconfig()).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+fn secret_value(secret: &Secret, key: &str) -> String {
+    if let Some(value) = secret.data.as_ref().and_then(|d| d.get(key)) {
+        return String::from_utf8(value.0.clone()).unwrap();
+    }
+    secret
+        .string_data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .cloned()
+        .unwrap_or_else(|| panic!("the secret has no {key}"))
+}
+
+#[tokio::test]
+async fn up_installs_the_baseline_and_control_plane_then_changes_nothing() {
+    let sandbox = Sandbox::new();
+    let s = &sandbox.suffix;
+
+    let first = sandbox.up();
+    assert!(first.status.success(), "{}", describe(&first));
+    let stderr = String::from_utf8_lossy(&first.stderr).into_owned();
+    assert!(
+        stderr.contains("Applying the cluster baseline and control plane"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(" created, 0 configured, 0 unchanged, 0 pruned"),
+        "{stderr}"
+    );
+
+    let client = client().await;
+    let namespace = Api::<Namespace>::all(client.clone())
+        .get(&format!("sys-{s}"))
+        .await
+        .expect("the system namespace exists");
+    let labels = namespace.metadata.labels.unwrap_or_default();
+    assert_eq!(
+        labels
+            .get("pod-security.kubernetes.io/enforce")
+            .map(String::as_str),
+        Some("restricted")
+    );
+    let deployment = Api::<Deployment>::namespaced(client.clone(), &format!("sys-{s}"))
+        .get("stacksmith-controlplane")
+        .await
+        .expect("the control plane Deployment exists");
+    assert_eq!(deployment.spec.unwrap().replicas, Some(2));
+    Api::<Deployment>::namespaced(client.clone(), &format!("work-{s}"))
+        .get("stacksmith-worker-default")
+        .await
+        .expect("the worker pool Deployment exists");
+
+    // The connection strings come from the provisioned outputs and the secrets in state.
+    let secret = Api::<Secret>::namespaced(client.clone(), &format!("sys-{s}"))
+        .get("stacksmith-controlplane")
+        .await
+        .expect("the control plane Secret exists");
+    let database_url = secret_value(&secret, "DATABASE_URL");
+    let rest = database_url
+        .strip_prefix("postgres://stacksmith:")
+        .unwrap_or_else(|| panic!("a Postgres URL with the master user: {database_url}"));
+    let (password, host) = rest.split_once('@').unwrap();
+    assert!(password.len() >= 16, "a generated password");
+    assert!(
+        host.contains(".fake.internal:5432/"),
+        "the database endpoint from state: {host}"
+    );
+    assert!(secret_value(&secret, "REDIS_URL").starts_with("rediss://:"));
+    let admin_key = secret_value(&secret, "CONTROLPLANE_ADMIN_KEY");
+    assert_eq!(admin_key.len(), 43);
+    // Secrets reach the cluster only: not the output, not the state file.
+    let state = std::fs::read_to_string(sandbox.dir.join(format!(".stacksmith/state/k{s}.json")))
+        .expect("local state");
+    for secret in [password, admin_key.as_str()] {
+        assert!(!describe(&first).contains(secret), "a secret was printed");
+        assert!(
+            !state.contains(secret),
+            "a secret is in state in plain text"
+        );
+    }
+
+    // A second `up` changes nothing, in the cloud or in the cluster, and keeps the same keys.
+    let second = sandbox.up();
+    assert!(second.status.success(), "{}", describe(&second));
+    let stderr = String::from_utf8_lossy(&second.stderr).into_owned();
+    assert!(
+        stderr.contains("Cluster: 0 created, 0 configured, ") && stderr.contains(" 0 pruned"),
+        "{stderr}"
+    );
+    let again = Api::<Secret>::namespaced(client, &format!("sys-{s}"))
+        .get("stacksmith-controlplane")
+        .await
+        .unwrap();
+    assert_eq!(secret_value(&again, "CONTROLPLANE_ADMIN_KEY"), admin_key);
+}
