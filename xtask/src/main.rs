@@ -116,7 +116,8 @@ fn test(runner_args: &[String]) -> Result<ExitCode, String> {
 fn local() -> Result<ExitCode, String> {
     process::run(
         "building the workspace",
-        cargo().args(["build", "--workspace"]),
+        // --all-targets: the same feature set as `cargo xtask test`, so the two share one build.
+        cargo().args(["build", "--workspace", "--all-targets"]),
     )?;
     let environment = TestEnvironment::start()?;
     let provisioner = target_dir().join("debug").join("provisioner");

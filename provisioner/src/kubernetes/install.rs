@@ -47,9 +47,16 @@ pub enum InstallError {
     Apply(#[from] ApplyError),
 }
 
-/// How `up` reaches the cluster: `cluster.kubeconfig` of the stack when set.
+/// How `up` reaches the cluster: `cluster.kubeconfig` of the stack when set and not empty (an
+/// empty value, e.g. `${env:STACKSMITH_KUBECONFIG:-}` with the variable unset, means none).
 pub fn kubeconfig_of(loaded: &LoadedStack) -> Option<PathBuf> {
-    loaded.stack.cluster.kubeconfig.as_ref().map(PathBuf::from)
+    loaded
+        .stack
+        .cluster
+        .kubeconfig
+        .as_deref()
+        .filter(|path| !path.trim().is_empty())
+        .map(PathBuf::from)
 }
 
 /// The secret values of the manifests, from state and the state key.
