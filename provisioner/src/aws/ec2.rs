@@ -14,8 +14,8 @@ use indexmap::IndexMap;
 use serde_json::{Value, json};
 
 use super::{
-    AwsContext, Props, api, bounds, carries, client_token, failed, retry_on, tag_diff, user_tags,
-    wait_for,
+    AwsContext, Props, api, bounds, carries, client_token, failed, object_map, retry_on, tag_diff,
+    user_tags, wait_for,
 };
 use crate::engine::provider::{LiveResource, ProviderError};
 
@@ -52,18 +52,14 @@ fn live(
     outputs: Value,
     tags: IndexMap<String, String>,
 ) -> LiveResource {
-    let object = |v: Value| match v {
-        Value::Object(map) => map.into_iter().collect(),
-        _ => IndexMap::new(),
-    };
-    let mut properties: IndexMap<String, Value> = object(properties);
+    let mut properties = object_map(properties);
     if !tags.is_empty() {
         properties.insert("tags".to_owned(), user_tags(&tags));
     }
     LiveResource {
         id: id.to_owned(),
         properties,
-        outputs: object(outputs),
+        outputs: object_map(outputs),
         tags,
     }
 }

@@ -14,7 +14,8 @@ use indexmap::IndexMap;
 use serde_json::{Value, json};
 
 use super::{
-    AwsContext, Props, api, carries, client_token, failed, retry_on, tag_diff, user_tags, wait_for,
+    AwsContext, Props, api, carries, client_token, failed, object_map, retry_on, tag_diff,
+    user_tags, wait_for,
 };
 use crate::engine::provider::{LiveResource, ProviderError};
 
@@ -31,13 +32,6 @@ const ALL_LOG_TYPES: &[&str] = &[
     "controllerManager",
     "scheduler",
 ];
-
-fn map(value: Value) -> IndexMap<String, Value> {
-    match value {
-        Value::Object(m) => m.into_iter().collect(),
-        _ => IndexMap::new(),
-    }
-}
 
 fn tags_of(tags: Option<&HashMap<String, String>>) -> IndexMap<String, String> {
     let mut tags: Vec<(String, String)> = tags
@@ -124,7 +118,7 @@ async fn read_cluster(ctx: &AwsContext, name: &str) -> Result<Option<LiveResourc
     let tags = tags_of(cluster.tags());
     Ok(Some(LiveResource {
         id: name.to_owned(),
-        properties: map(json!({
+        properties: object_map(json!({
             "name": name,
             "version": cluster.version(),
             "role_arn": cluster.role_arn(),
@@ -136,7 +130,7 @@ async fn read_cluster(ctx: &AwsContext, name: &str) -> Result<Option<LiveResourc
             "enabled_log_types": enabled_log_types(&cluster),
             "tags": user_tags(&tags),
         })),
-        outputs: map(json!({
+        outputs: object_map(json!({
             "name": name,
             "arn": cluster.arn(),
             "version": cluster.version(),
@@ -499,7 +493,7 @@ async fn read_nodegroup(ctx: &AwsContext, id: &str) -> Result<Option<LiveResourc
     let tags = tags_of(group.tags());
     Ok(Some(LiveResource {
         id: id.to_owned(),
-        properties: map(json!({
+        properties: object_map(json!({
             "cluster_name": cluster,
             "node_group_name": name,
             "node_role_arn": group.node_role(),
@@ -516,7 +510,7 @@ async fn read_nodegroup(ctx: &AwsContext, id: &str) -> Result<Option<LiveResourc
             "taints": taints_of(&group),
             "tags": user_tags(&tags),
         })),
-        outputs: map(json!({
+        outputs: object_map(json!({
             "name": name,
             "arn": group.nodegroup_arn(),
             "status": group.status().map(|s| s.as_str()),
@@ -847,12 +841,12 @@ async fn read_addon(ctx: &AwsContext, id: &str) -> Result<Option<LiveResource>, 
     // property compared with the stack.
     Ok(Some(LiveResource {
         id: id.to_owned(),
-        properties: map(json!({
+        properties: object_map(json!({
             "cluster_name": cluster,
             "addon_name": name,
             "service_account_role_arn": addon.service_account_role_arn(),
         })),
-        outputs: map(json!({
+        outputs: object_map(json!({
             "name": name,
             "arn": addon.addon_arn(),
             "addon_version": addon.addon_version(),

@@ -6,7 +6,9 @@ use aws_sdk_elasticache::types::Tag;
 use indexmap::IndexMap;
 use serde_json::{Value, json};
 
-use super::{AwsContext, Props, api, carries, failed, retry_on, tag_diff, user_tags, wait_for};
+use super::{
+    AwsContext, Props, api, carries, failed, object_map, retry_on, tag_diff, user_tags, wait_for,
+};
 use crate::engine::provider::{LiveResource, ProviderError};
 
 /// Sized for real AWS: a replication group create or resize can take an hour.
@@ -22,13 +24,6 @@ fn to_tags(tags: &IndexMap<String, String>) -> Vec<Tag> {
     tags.iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect()
-}
-
-fn map(value: Value) -> IndexMap<String, Value> {
-    match value {
-        Value::Object(m) => m.into_iter().collect(),
-        _ => IndexMap::new(),
-    }
 }
 
 async fn tags_of(ctx: &AwsContext, arn: &str) -> Result<IndexMap<String, String>, ProviderError> {
@@ -73,8 +68,8 @@ async fn read_subnet_group(
     let tags = tags_of(ctx, &arn).await?;
     Ok(Some(LiveResource {
         id: name.to_owned(),
-        properties: map(json!({ "name": name, "tags": user_tags(&tags) })),
-        outputs: map(json!({ "name": name, "arn": arn })),
+        properties: object_map(json!({ "name": name, "tags": user_tags(&tags) })),
+        outputs: object_map(json!({ "name": name, "arn": arn })),
         tags,
     }))
 }
@@ -117,7 +112,7 @@ async fn read_group(ctx: &AwsContext, id: &str) -> Result<Option<LiveResource>, 
         .and_then(|n| n.primary_endpoint());
     Ok(Some(LiveResource {
         id: id.to_owned(),
-        properties: map(json!({
+        properties: object_map(json!({
             "replication_group_id": id,
             "node_type": group.cache_node_type(),
             "num_cache_clusters": group.member_clusters().len(),
@@ -126,7 +121,7 @@ async fn read_group(ctx: &AwsContext, id: &str) -> Result<Option<LiveResource>, 
             "at_rest_encryption_enabled": group.at_rest_encryption_enabled(),
             "tags": user_tags(&tags),
         })),
-        outputs: map(json!({
+        outputs: object_map(json!({
             "replication_group_id": id,
             "arn": arn,
             "primary_endpoint": endpoint.and_then(|e| e.address()),

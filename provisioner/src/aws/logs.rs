@@ -4,17 +4,10 @@
 use indexmap::IndexMap;
 use serde_json::{Value, json};
 
-use super::{AwsContext, Props, api, carries, failed, tag_diff, user_tags};
+use super::{AwsContext, Props, api, carries, failed, object_map, tag_diff, user_tags};
 use crate::engine::provider::{LiveResource, ProviderError};
 
 const NOT_FOUND: &[&str] = &["ResourceNotFoundException"];
-
-fn map(value: Value) -> IndexMap<String, Value> {
-    match value {
-        Value::Object(m) => m.into_iter().collect(),
-        _ => IndexMap::new(),
-    }
-}
 
 fn unserved(kind: &str) -> ProviderError {
     failed(format!(
@@ -100,12 +93,12 @@ async fn read_group(ctx: &AwsContext, name: &str) -> Result<Option<LiveResource>
     let tags = tags_of(ctx, &arn).await?;
     Ok(Some(LiveResource {
         id: name.to_owned(),
-        properties: map(json!({
+        properties: object_map(json!({
             "name": name,
             "retention_in_days": group.retention_in_days(),
             "tags": user_tags(&tags),
         })),
-        outputs: map(json!({ "name": name, "arn": arn })),
+        outputs: object_map(json!({ "name": name, "arn": arn })),
         tags,
     }))
 }

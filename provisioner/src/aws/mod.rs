@@ -406,6 +406,15 @@ pub fn carries(have: &IndexMap<String, String>, want: &IndexMap<String, String>)
     want.iter().all(|(k, v)| have.get(k) == Some(v))
 }
 
+/// A JSON object as a property or output map (anything else is empty): how providers turn a
+/// `json!({...})` describing a live object into `LiveResource` fields.
+pub fn object_map(value: Value) -> IndexMap<String, Value> {
+    match value {
+        Value::Object(map) => map.into_iter().collect(),
+        _ => IndexMap::new(),
+    }
+}
+
 /// The `tags` property as recorded: the object's tags without the ownership tags.
 pub fn user_tags(tags: &IndexMap<String, String>) -> Value {
     Value::Object(

@@ -7,7 +7,9 @@ use aws_sdk_rds::types::{ApplyMethod, Parameter, Tag};
 use indexmap::IndexMap;
 use serde_json::{Value, json};
 
-use super::{AwsContext, Props, api, carries, failed, retry_on, tag_diff, user_tags, wait_for};
+use super::{
+    AwsContext, Props, api, carries, failed, object_map, retry_on, tag_diff, user_tags, wait_for,
+};
 use crate::engine::provider::{LiveResource, ProviderError};
 
 /// Bounds sized for real AWS: an instance create or modification can take 40 minutes.
@@ -25,13 +27,6 @@ fn to_tags(tags: &IndexMap<String, String>) -> Vec<Tag> {
     tags.iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect()
-}
-
-fn map(value: Value) -> IndexMap<String, Value> {
-    match value {
-        Value::Object(m) => m.into_iter().collect(),
-        _ => IndexMap::new(),
-    }
 }
 
 async fn tags_of(ctx: &AwsContext, arn: &str) -> Result<IndexMap<String, String>, ProviderError> {
@@ -110,8 +105,8 @@ async fn read_subnet_group(
     // Subnet ids are not reported: AWS lists them in its own order, state keeps the stack's.
     Ok(Some(LiveResource {
         id: name.to_owned(),
-        properties: map(json!({ "name": name, "tags": user_tags(&tags) })),
-        outputs: map(json!({ "name": name, "arn": arn, "vpc_id": group.vpc_id() })),
+        properties: object_map(json!({ "name": name, "tags": user_tags(&tags) })),
+        outputs: object_map(json!({ "name": name, "arn": arn, "vpc_id": group.vpc_id() })),
         tags,
     }))
 }
@@ -155,13 +150,13 @@ async fn read_parameter_group(
     let tags = tags_of(ctx, &arn).await?;
     Ok(Some(LiveResource {
         id: name.to_owned(),
-        properties: map(json!({
+        properties: object_map(json!({
             "name": name,
             "family": group.db_parameter_group_family(),
             "parameters": parameters,
             "tags": user_tags(&tags),
         })),
-        outputs: map(json!({ "name": name, "arn": arn })),
+        outputs: object_map(json!({ "name": name, "arn": arn })),
         tags,
     }))
 }
@@ -271,7 +266,7 @@ async fn read_instance(ctx: &AwsContext, id: &str) -> Result<Option<LiveResource
         .and_then(|g| g.db_parameter_group_name());
     Ok(Some(LiveResource {
         id: id.to_owned(),
-        properties: map(json!({
+        properties: object_map(json!({
             "identifier": id,
             "engine": db.engine(),
             "engine_version": db.engine_version(),
@@ -287,7 +282,7 @@ async fn read_instance(ctx: &AwsContext, id: &str) -> Result<Option<LiveResource
             "master_username": db.master_username(),
             "tags": user_tags(&tags),
         })),
-        outputs: map(json!({
+        outputs: object_map(json!({
             "identifier": id,
             "arn": arn,
             "address": db.endpoint().and_then(|e| e.address()),
