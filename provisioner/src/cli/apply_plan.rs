@@ -1,4 +1,4 @@
-//! What the verbs that change things (`down`; `up` has the same steps inline) share once they
+//! What the verbs that change things (`up`, `down`) share once they
 //! hold a plan: the state lock around the work, the progress renderer, the confirmation, and the
 //! executor run under Ctrl-C with its summary.
 

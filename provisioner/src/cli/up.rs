@@ -1,6 +1,6 @@
 //! `provisioner up`: settles what an interrupted run left pending, plans, asks, and applies.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -8,9 +8,9 @@ use std::sync::Arc;
 use miette::{IntoDiagnostic, miette};
 
 use super::Output;
+use super::apply_plan::{self, Progress};
 use super::deployment::{self, Target};
-use super::progress::{self, ProgressMode};
-use crate::engine::executor::{self, DEFAULT_PARALLELISM, ExecutorOptions, Interrupt};
+use crate::engine::executor::DEFAULT_PARALLELISM;
 use crate::engine::plan::Plan;
 use crate::engine::planner::{self, PlanInput};
 use crate::engine::recovery::resolve_pending;
@@ -18,7 +18,6 @@ use crate::engine::render::render_plan;
 use crate::kubernetes::apply::{Applier, Change};
 use crate::kubernetes::install;
 use crate::policy;
-use crate::state::LockInfo;
 use crate::state::journal::Journal;
 
 /// Arguments of `up`. Exit codes: 0 applied (or nothing to do), 1 error, failure or interrupt.
@@ -57,26 +56,6 @@ fn parse_parallelism(text: &str) -> Result<usize, String> {
     }
 }
 
-fn confirm(args: &Args) -> miette::Result<bool> {
-    if args.yes {
-        return Ok(true);
-    }
-    if !std::io::stdin().is_terminal() {
-        return Err(miette!(
-            help = "review with `provisioner plan`, then pass --yes",
-            "refusing to apply unattended: stdin is not a terminal and --yes was not given"
-        ));
-    }
-    eprint!("Apply these changes? Only `yes` is accepted: ");
-    std::io::stderr().flush().into_diagnostic()?;
-    let mut answer = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut answer)
-        .into_diagnostic()?;
-    Ok(answer.trim() == "yes")
-}
-
 pub fn run(args: &Args, stacks_dir: &Path, output: &Output) -> miette::Result<ExitCode> {
     let runtime = deployment::runtime()?;
     runtime.block_on(apply(args, stacks_dir, output))
@@ -99,17 +78,13 @@ async fn apply(args: &Args, stacks_dir: &Path, output: &Output) -> miette::Resul
         None => None,
     };
     let timeout = args.lock_timeout.unwrap_or(deployment.lock_timeout);
-    eprintln!("Locking the state ({}) ...", deployment.backend.describe());
-    let lock = deployment
-        .backend
-        .lock(LockInfo::for_this_process("up"), timeout)
-        .await
-        .map_err(|e| miette!("{e}"))?;
-    let result = locked_apply(args, &deployment, &registry, saved_plan).await;
-    let released = lock.release().await;
-    let code = result?;
-    released.map_err(|e| miette!("releasing the state lock: {e}"))?;
-    Ok(code)
+    apply_plan::locked(
+        &deployment,
+        "up",
+        timeout,
+        locked_apply(args, &deployment, &registry, saved_plan),
+    )
+    .await
 }
 
 async fn locked_apply(
@@ -127,15 +102,7 @@ async fn locked_apply(
         .await
         .into_diagnostic()?,
     );
-    let mode = if args.json {
-        ProgressMode::Json
-    } else if std::io::stderr().is_terminal() {
-        ProgressMode::Live
-    } else {
-        ProgressMode::Lines
-    };
-    let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
-    let renderer = tokio::spawn(progress::render(mode, receiver));
+    let progress = Progress::start(args.json);
 
     let plan = match saved_plan {
         Some(plan) => {
@@ -168,7 +135,7 @@ async fn locked_apply(
             plan
         }
         None => {
-            let recovered = resolve_pending(&journal, registry, Some(&sender))
+            let recovered = resolve_pending(&journal, registry, Some(&progress.sender))
                 .await
                 .map_err(|e| miette!("{e}"))?;
             if !recovered.is_empty() {
@@ -206,12 +173,15 @@ async fn locked_apply(
         eprint!("{}", policy::render::human(&report));
     }
     if !plan.has_changes() {
-        drop(sender);
-        let _ = renderer.await;
+        progress.finish().await;
         let state = journal.snapshot().await;
         return install_in_cluster(args, deployment, &state).await;
     }
-    if !confirm(args)? {
+    if !apply_plan::confirm(
+        args.yes,
+        "Apply these changes?",
+        "review with `provisioner plan`, then pass --yes",
+    )? {
         eprintln!("Not applied.");
         return Ok(ExitCode::FAILURE);
     }
@@ -226,43 +196,17 @@ async fn locked_apply(
     } else {
         None
     };
-    let interrupt = Interrupt::new();
-    let on_signal = interrupt.clone();
-    let signal_task = tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            on_signal.trigger();
-        }
-    });
-    let report = executor::apply(
+    let succeeded = apply_plan::execute(
         &plan,
         journal.clone(),
         registry,
-        ExecutorOptions {
-            parallelism: args.parallelism,
-            events: Some(sender),
-            interrupt,
-            cipher,
-            ..ExecutorOptions::default()
-        },
+        args.parallelism,
+        args.json,
+        progress,
+        cipher,
     )
-    .await
-    .map_err(|e| miette!("{e}"))?;
-    signal_task.abort();
-    let _ = renderer.await;
-    if args.json {
-        let summary = serde_json::json!({
-            "event": "summary",
-            "succeeded": report.succeeded(),
-            "completed": report.completed.len(),
-            "failed": report.failed.len(),
-            "not_started": report.not_started.len(),
-            "interrupted": report.interrupted,
-            "elapsed_ms": report.elapsed.as_millis() as u64,
-        });
-        println!("{summary}");
-    }
-    eprintln!("{}", report.summary());
-    if !report.succeeded() {
+    .await?;
+    if !succeeded {
         return Ok(ExitCode::FAILURE);
     }
     let state = journal.snapshot().await;
