@@ -76,8 +76,8 @@ pub fn secret_values(
             let password = record.secret("master_password", cipher)?;
             format!(
                 "postgres://{}:{}@{host}:{port}/postgres?sslmode=require",
-                encode(&user),
-                encode(&password)
+                percent_encode(&user),
+                percent_encode(&password)
             )
         }
     };
@@ -93,7 +93,7 @@ pub fn secret_values(
                 "redis"
             };
             match record.optional_secret("auth_token", cipher)? {
-                Some(token) => format!("{scheme}://:{}@{host}:{port}", encode(&token)),
+                Some(token) => format!("{scheme}://:{}@{host}:{port}", percent_encode(&token)),
                 None => format!("{scheme}://{host}:{port}"),
             }
         }
@@ -122,8 +122,8 @@ pub async fn install(
     Ok(applier.apply(&files, &options).await?)
 }
 
-/// Percent-encodes everything but RFC 3986 unreserved characters (for URL userinfo).
-fn encode(text: &str) -> String {
+/// Percent-encodes everything but RFC 3986 unreserved characters (URL userinfo, query values).
+pub(crate) fn percent_encode(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for byte in text.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
@@ -221,11 +221,11 @@ impl<'a> Record<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::encode;
+    use super::percent_encode;
 
     #[test]
     fn userinfo_is_percent_encoded() {
-        assert_eq!(encode("a-Z_0.~"), "a-Z_0.~");
-        assert_eq!(encode("p@ss:w/rd%"), "p%40ss%3Aw%2Frd%25");
+        assert_eq!(percent_encode("a-Z_0.~"), "a-Z_0.~");
+        assert_eq!(percent_encode("p@ss:w/rd%"), "p%40ss%3Aw%2Frd%25");
     }
 }

@@ -6,6 +6,7 @@
 //! break the YAML around it. Rendering does no IO.
 
 pub mod apply;
+pub mod eks_auth;
 pub mod install;
 mod values;
 
