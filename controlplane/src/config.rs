@@ -21,12 +21,17 @@
 //! | `CONTROLPLANE_MAX_LEASE_WAIT_MS`    | `scheduler.max_lease_wait_ms`  | `20000`                 |
 //! | `CONTROLPLANE_LEASE_POLL_MS`        | `scheduler.poll_interval_ms`   | `1000`                  |
 //! | `CONTROLPLANE_REAPER_INTERVAL_MS`   | `scheduler.reaper_interval_ms` | `1000`                  |
+//! | `CONTROLPLANE_AUTOSCALER_NAMESPACE` | `autoscaler.namespace`         | (none: autoscaler off)  |
+//! | `CONTROLPLANE_AUTOSCALER_KUBECONFIG`| `autoscaler.kubeconfig`        | (none: `KUBECONFIG`, then in-cluster) |
+//! | `CONTROLPLANE_AUTOSCALER_INTERVAL_MS` | `autoscaler.interval_ms`     | `15000`                 |
+//! | `CONTROLPLANE_AUTOSCALER_SCALE_UP_WINDOW_MS` | `autoscaler.scale_up_window_ms` | `0`       |
+//! | `CONTROLPLANE_AUTOSCALER_SCALE_DOWN_WINDOW_MS` | `autoscaler.scale_down_window_ms` | `300000` |
 //!
 //! A rate of `0` switches that limiter off. The global limiter's burst equals its rate.
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::Deserialize;
@@ -155,6 +160,36 @@ impl Default for SchedulerConfig {
     }
 }
 
+/// The pool autoscaler (`crate::autoscaler`): on when a namespace is set.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AutoscalerConfig {
+    /// The namespace of the worker Deployments (the stack's `controlplane.worker_namespace`).
+    /// `None` switches the autoscaler off.
+    pub namespace: Option<String>,
+    /// A kubeconfig file (its current context). Without it: `KUBECONFIG` or `~/.kube/config`,
+    /// then the in-cluster service account.
+    pub kubeconfig: Option<PathBuf>,
+    /// How often the leader reads the backlog and scales.
+    pub interval_ms: u64,
+    /// Scale up only to the lowest recommendation of this window (`0`: follow at once).
+    pub scale_up_window_ms: u64,
+    /// Scale down only to the highest recommendation of this window.
+    pub scale_down_window_ms: u64,
+}
+
+impl Default for AutoscalerConfig {
+    fn default() -> Self {
+        Self {
+            namespace: None,
+            kubeconfig: None,
+            interval_ms: 15_000,
+            scale_up_window_ms: 0,
+            scale_down_window_ms: 300_000,
+        }
+    }
+}
+
 /// Everything `controlplane serve` needs.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -171,6 +206,7 @@ pub struct Config {
     /// Bearer key of workers (leases). The admin key may lease as well.
     pub worker_key: Option<Secret>,
     pub scheduler: SchedulerConfig,
+    pub autoscaler: AutoscalerConfig,
     pub rate_limit: RateLimitConfig,
     pub limits: HttpLimits,
     pub shutdown_grace_ms: u64,
@@ -187,6 +223,7 @@ impl Default for Config {
             admin_key: None,
             worker_key: None,
             scheduler: SchedulerConfig::default(),
+            autoscaler: AutoscalerConfig::default(),
             rate_limit: RateLimitConfig::default(),
             limits: HttpLimits::default(),
             shutdown_grace_ms: 20_000,
@@ -266,6 +303,28 @@ impl Config {
             &lookup,
             "CONTROLPLANE_REAPER_INTERVAL_MS",
             &mut self.scheduler.reaper_interval_ms,
+        )?;
+        let autoscaler = &mut self.autoscaler;
+        if let Some(namespace) = lookup("CONTROLPLANE_AUTOSCALER_NAMESPACE") {
+            autoscaler.namespace = Some(namespace.trim().to_owned()).filter(|n| !n.is_empty());
+        }
+        if let Some(path) = lookup("CONTROLPLANE_AUTOSCALER_KUBECONFIG") {
+            autoscaler.kubeconfig = Some(PathBuf::from(path)).filter(|p| !p.as_os_str().is_empty());
+        }
+        parse(
+            &lookup,
+            "CONTROLPLANE_AUTOSCALER_INTERVAL_MS",
+            &mut autoscaler.interval_ms,
+        )?;
+        parse(
+            &lookup,
+            "CONTROLPLANE_AUTOSCALER_SCALE_UP_WINDOW_MS",
+            &mut autoscaler.scale_up_window_ms,
+        )?;
+        parse(
+            &lookup,
+            "CONTROLPLANE_AUTOSCALER_SCALE_DOWN_WINDOW_MS",
+            &mut autoscaler.scale_down_window_ms,
         )?;
         let rate = &mut self.rate_limit;
         parse(
@@ -349,6 +408,19 @@ impl Config {
                 "the lease poll and reaper intervals must be positive",
             ));
         }
+        if self.autoscaler.interval_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "the autoscaler interval must be positive",
+            ));
+        }
+        if self
+            .autoscaler
+            .namespace
+            .as_ref()
+            .is_some_and(|namespace| namespace.is_empty())
+        {
+            return Err(ConfigError::Invalid("the autoscaler namespace is empty"));
+        }
         if self.limits.body_limit_bytes == 0
             || self.limits.request_timeout_ms == 0
             || self.limits.concurrency_limit == 0
@@ -389,6 +461,27 @@ mod tests {
         let debug = format!("{config:?}");
         assert!(!debug.contains("hunter2"), "{debug}");
         assert!(!debug.contains("a-very-long-admin-key"), "{debug}");
+    }
+
+    #[test]
+    fn the_autoscaler_is_off_until_a_namespace_is_given() {
+        let mut config: Config =
+            serde_json::from_str(r#"{"database_url":"postgres://db/x"}"#).unwrap();
+        assert_eq!(config.autoscaler.namespace, None);
+        let env = HashMap::from([
+            ("CONTROLPLANE_AUTOSCALER_NAMESPACE", "workers"),
+            ("CONTROLPLANE_AUTOSCALER_SCALE_DOWN_WINDOW_MS", "60000"),
+        ]);
+        config
+            .apply_env(|name| env.get(name).map(|v| (*v).to_owned()))
+            .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.autoscaler.namespace.as_deref(), Some("workers"));
+        assert_eq!(config.autoscaler.scale_down_window_ms, 60_000);
+        assert_eq!(config.autoscaler.scale_up_window_ms, 0);
+        assert_eq!(config.autoscaler.interval_ms, 15_000);
+        config.autoscaler.interval_ms = 0;
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid(_))));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Prometheus metrics: HTTP requests by route and status, latency histograms, rate-limited
-//! requests, and (computed at scrape time from Postgres) tasks by state and queue depth per pool.
+//! requests, (computed at scrape time from Postgres) tasks by state and queue depth per pool, and
+//! the pool autoscaler's gauges and scaling events (recorded by `crate::autoscaler`).
 
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
@@ -25,6 +26,16 @@ pub const TASK_DURATION: &str = "controlplane_task_attempt_duration_seconds";
 pub const RETRIES: &str = "controlplane_task_retries_total";
 pub const DEAD_LETTERS: &str = "controlplane_dead_letters_total";
 pub const REAPED: &str = "controlplane_expired_leases_total";
+/// 1 on the replica leading the pool autoscaler, 0 on the others.
+pub const AUTOSCALER_LEADER: &str = "controlplane_autoscaler_leader";
+/// Per pool: the backlog the autoscaler sized the pool for (ready plus running tasks).
+pub const AUTOSCALER_BACKLOG: &str = "controlplane_autoscaler_backlog_tasks";
+/// Per pool: the worker Deployment's `spec.replicas` as the autoscaler found it.
+pub const AUTOSCALER_CURRENT_REPLICAS: &str = "controlplane_autoscaler_current_replicas";
+/// Per pool: the stabilized replica count the autoscaler decided.
+pub const AUTOSCALER_DESIRED_REPLICAS: &str = "controlplane_autoscaler_desired_replicas";
+/// Per pool and direction (`up`, `down`): replica changes the autoscaler made.
+pub const AUTOSCALER_SCALINGS: &str = "controlplane_autoscaler_scaling_events_total";
 const TASK_STATES: [&str; 8] = [
     "pending",
     "queued",

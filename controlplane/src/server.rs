@@ -20,6 +20,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::autoscaler::{self, Autoscaler, AutoscalerSettings};
 use crate::config::Config;
 use crate::state::AppState;
 use crate::{api, auth, db, metrics, openapi, problem};
@@ -35,6 +36,8 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error("the server task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("cannot start the pool autoscaler: {0}")]
+    Autoscaler(#[from] crate::autoscaler::AutoscalerError),
 }
 
 const RATE_LIMIT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
@@ -176,10 +179,32 @@ impl Server {
     }
 }
 
-/// `controlplane serve`: connect, bind, serve until SIGTERM/SIGINT.
+/// `controlplane serve`: connect, bind, start the pool autoscaler when configured, serve until
+/// SIGTERM/SIGINT.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
     let state = connect(config).await?;
+    // The pod name in a cluster: names this replica in the autoscaler's logs and leader session.
+    let identity = std::env::var("HOSTNAME")
+        .unwrap_or_else(|_| format!("controlplane-{}", std::process::id()));
+    let autoscaler = match AutoscalerSettings::from_config(&state.config.autoscaler, &identity) {
+        Some(settings) => {
+            let client =
+                autoscaler::kube_client(state.config.autoscaler.kubeconfig.as_deref()).await?;
+            Some(Autoscaler::new(
+                settings,
+                &state.db.connect_options(),
+                client,
+            ))
+        }
+        None => None,
+    };
     let server = Server::bind(state).await?;
     tracing::info!(address = %server.local_addr()?, "listening");
-    server.run(crate::shutdown::signal()).await
+    let autoscaling = autoscaler.map(|autoscaler| tokio::spawn(autoscaler.run()));
+    let outcome = server.run(crate::shutdown::signal()).await;
+    if let Some(task) = autoscaling {
+        // Ends the leader session, which releases the lock for another replica.
+        task.abort();
+    }
+    outcome
 }

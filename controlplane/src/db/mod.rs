@@ -1,6 +1,7 @@
 //! Postgres: the pool, the embedded migrations and one repository module per table.
 
 pub mod api_keys;
+pub mod backlog;
 pub mod idempotency;
 pub mod scheduler;
 pub mod tasks;

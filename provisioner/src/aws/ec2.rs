@@ -17,7 +17,10 @@ use super::{
     AwsContext, Props, api, bounds, carries, client_token, failed, object_map, retry_on, tag_diff,
     user_tags, wait_for,
 };
-use crate::engine::provider::{LiveResource, ProviderError};
+use crate::engine::ResourceType;
+use crate::engine::provider::{LiveResource, MemberOf, OwnedObject, ProviderError};
+
+use super::owned;
 
 fn tags_of(tags: &[Tag]) -> IndexMap<String, String> {
     tags.iter()
@@ -340,6 +343,128 @@ pub async fn find_by_tags(
         return Ok(Vec::new());
     }
     describe(ctx, kind, Select::Tags(tags)).await
+}
+
+/// The taggable kinds `list_owned` searches by tag.
+const TAGGABLE: &[&str] = &[
+    "aws.ec2.vpc",
+    "aws.ec2.subnet",
+    "aws.ec2.internet_gateway",
+    "aws.ec2.eip",
+    "aws.ec2.nat_gateway",
+    "aws.ec2.route_table",
+    "aws.ec2.security_group",
+    "aws.ec2.flow_log",
+];
+
+/// Every taggable EC2 object carrying `ownership`, then the routes of those route tables and the
+/// rules of those security groups. AWS defaults are left out: a table's `local` route and routes
+/// propagated from a virtual private gateway, and a group's default "all traffic out" egress rule.
+pub async fn list_owned(
+    ctx: &AwsContext,
+    ownership: &IndexMap<String, String>,
+) -> Result<Vec<OwnedObject>, ProviderError> {
+    let mut found = Vec::new();
+    let mut tables = Vec::new();
+    let mut groups = Vec::new();
+    for kind in TAGGABLE {
+        for object in describe(ctx, kind, Select::Tags(ownership)).await? {
+            match *kind {
+                "aws.ec2.route_table" => tables.push(object.id.clone()),
+                "aws.ec2.security_group" => groups.push(object.id.clone()),
+                _ => {}
+            }
+            found.push(owned(kind, object, None));
+        }
+    }
+    let ec2 = &ctx.clients().await.ec2;
+    if !tables.is_empty() {
+        let out = ec2
+            .describe_route_tables()
+            .set_route_table_ids(Some(tables))
+            .send()
+            .await
+            .map_err(api("DescribeRouteTables"))?;
+        for table in out.route_tables() {
+            let table_id = table.route_table_id().unwrap_or_default();
+            for route in table.routes() {
+                let default = route.gateway_id() == Some("local")
+                    || route.origin()
+                        == Some(&aws_sdk_ec2::types::RouteOrigin::EnableVgwRoutePropagation);
+                let Some(destination) = route.destination_cidr_block().filter(|_| !default) else {
+                    continue;
+                };
+                let id = route_id(table_id, destination);
+                let mut properties = json!({
+                    "route_table_id": table_id,
+                    "destination_cidr_block": destination,
+                });
+                for (name, target) in [
+                    ("gateway_id", route.gateway_id()),
+                    ("nat_gateway_id", route.nat_gateway_id()),
+                    ("transit_gateway_id", route.transit_gateway_id()),
+                    (
+                        "vpc_peering_connection_id",
+                        route.vpc_peering_connection_id(),
+                    ),
+                    ("network_interface_id", route.network_interface_id()),
+                ] {
+                    if let Some(target) = target {
+                        properties[name] = json!(target);
+                    }
+                }
+                let object = live(&id, properties, json!({ "id": id }), IndexMap::new());
+                let parent = MemberOf {
+                    resource_type: ResourceType::new("aws.ec2.route_table"),
+                    id: table_id.to_owned(),
+                    attribute: "routes".to_owned(),
+                };
+                found.push(owned("aws.ec2.route", object, Some(parent)));
+            }
+        }
+    }
+    if !groups.is_empty() {
+        let mut next_token = None;
+        loop {
+            let out = ec2
+                .describe_security_group_rules()
+                .filters(
+                    Filter::builder()
+                        .name("group-id")
+                        .set_values(Some(groups.clone()))
+                        .build(),
+                )
+                .set_next_token(next_token)
+                .send()
+                .await
+                .map_err(api("DescribeSecurityGroupRules"))?;
+            for rule in out.security_group_rules() {
+                let egress = rule.is_egress() == Some(true);
+                let everywhere = matches!(rule.cidr_ipv4(), Some("0.0.0.0/0"))
+                    || matches!(rule.cidr_ipv6(), Some("::/0"));
+                if egress && rule.ip_protocol() == Some("-1") && everywhere {
+                    continue;
+                }
+                let object = rule_live(rule);
+                let parent = MemberOf {
+                    resource_type: ResourceType::new("aws.ec2.security_group"),
+                    id: rule.group_id().unwrap_or_default().to_owned(),
+                    attribute: if egress {
+                        "egress_rules"
+                    } else {
+                        "ingress_rules"
+                    }
+                    .to_owned(),
+                };
+                found.push(owned("aws.ec2.security_group_rule", object, Some(parent)));
+            }
+            next_token = out.next_token().map(str::to_owned);
+            if next_token.is_none() {
+                break;
+            }
+        }
+    }
+    Ok(found)
 }
 
 pub async fn read(

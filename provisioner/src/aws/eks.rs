@@ -17,7 +17,7 @@ use super::{
     AwsContext, Props, api, carries, client_token, failed, object_map, retry_on, tag_diff,
     user_tags, wait_for,
 };
-use crate::engine::provider::{LiveResource, ProviderError};
+use crate::engine::provider::{LiveResource, OwnedObject, ProviderError};
 
 /// Sized for real AWS: a cluster takes 10-20 minutes, node groups and add-ons a few.
 pub const CLUSTER_BOUND: std::time::Duration = std::time::Duration::from_secs(25 * 60);
@@ -1072,6 +1072,61 @@ pub async fn delete(ctx: &AwsContext, kind: &str, id: &str) -> Result<(), Provid
         "aws.eks.addon" => delete_addon(ctx, id).await,
         other => Err(failed(format!("the EKS provider does not serve `{other}`"))),
     }
+}
+
+/// Clusters carrying `ownership`, and those clusters' node groups carrying it.
+pub async fn list_owned(
+    ctx: &AwsContext,
+    ownership: &IndexMap<String, String>,
+) -> Result<Vec<OwnedObject>, ProviderError> {
+    let eks = &ctx.clients().await.eks;
+    let mut clusters = Vec::new();
+    let mut token = None;
+    loop {
+        let out = eks
+            .list_clusters()
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(api("ListClusters"))?;
+        clusters.extend(out.clusters().iter().cloned());
+        token = out.next_token().map(str::to_owned);
+        if token.is_none() {
+            break;
+        }
+    }
+    let mut found = Vec::new();
+    for name in clusters {
+        let Some(cluster) = read_cluster(ctx, &name).await? else {
+            continue;
+        };
+        if !carries(&cluster.tags, ownership) {
+            continue;
+        }
+        found.push(super::owned("aws.eks.cluster", cluster, None));
+        let mut token = None;
+        loop {
+            let out = eks
+                .list_nodegroups()
+                .cluster_name(&name)
+                .set_next_token(token)
+                .send()
+                .await
+                .map_err(api("ListNodegroups"))?;
+            for group in out.nodegroups() {
+                if let Some(group) = read_nodegroup(ctx, &format!("{name}/{group}")).await?
+                    && carries(&group.tags, ownership)
+                {
+                    found.push(super::owned("aws.eks.node_group", group, None));
+                }
+            }
+            token = out.next_token().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+    }
+    Ok(found)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::{
     AwsContext, Props, api, carries, failed, object_map, retry_on, tag_diff, user_tags, wait_for,
 };
-use crate::engine::provider::{LiveResource, ProviderError};
+use crate::engine::provider::{LiveResource, OwnedObject, ProviderError};
 
 /// Sized for real AWS: a replication group create or resize can take an hour.
 pub const GROUP_BOUND: std::time::Duration = std::time::Duration::from_secs(60 * 60);
@@ -417,4 +417,44 @@ pub async fn delete(ctx: &AwsContext, kind: &str, id: &str) -> Result<(), Provid
         }
         other => other,
     }
+}
+
+/// Replication groups carrying `ownership`.
+pub async fn list_owned(
+    ctx: &AwsContext,
+    ownership: &IndexMap<String, String>,
+) -> Result<Vec<OwnedObject>, ProviderError> {
+    let cache = &ctx.clients().await.elasticache;
+    let mut ids = Vec::new();
+    let mut marker = None;
+    loop {
+        let out = cache
+            .describe_replication_groups()
+            .set_marker(marker)
+            .send()
+            .await
+            .map_err(api("DescribeReplicationGroups"))?;
+        ids.extend(
+            out.replication_groups()
+                .iter()
+                .filter_map(|g| g.replication_group_id().map(str::to_owned)),
+        );
+        marker = out.marker().map(str::to_owned);
+        if marker.is_none() {
+            break;
+        }
+    }
+    let mut found = Vec::new();
+    for id in ids {
+        if let Some(group) = read_group(ctx, &id).await?
+            && carries(&group.tags, ownership)
+        {
+            found.push(super::owned(
+                "aws.elasticache.replication_group",
+                group,
+                None,
+            ));
+        }
+    }
+    Ok(found)
 }

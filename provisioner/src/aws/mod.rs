@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use crate::engine::ResourceType;
 use crate::engine::provider::{
-    BoxFuture, CallContext, LiveResource, Provider, ProviderError, ProviderRegistry,
+    BoxFuture, CallContext, LiveResource, OwnedObject, Provider, ProviderError, ProviderRegistry,
 };
 use crate::engine::types::{TypeCatalog, TypeSpec};
 
@@ -415,6 +415,21 @@ pub fn object_map(value: Value) -> IndexMap<String, Value> {
     }
 }
 
+/// A live object as `list_owned` reports it.
+pub fn owned(
+    kind: &str,
+    live: LiveResource,
+    member_of: Option<crate::engine::provider::MemberOf>,
+) -> OwnedObject {
+    OwnedObject {
+        resource_type: ResourceType::new(kind),
+        id: live.id,
+        tags: live.tags,
+        properties: live.properties,
+        member_of,
+    }
+}
+
 /// The `tags` property as recorded: the object's tags without the ownership tags.
 pub fn user_tags(tags: &IndexMap<String, String>) -> Value {
     Value::Object(
@@ -631,6 +646,26 @@ impl Provider for AwsProvider {
                 Some("iam" | "rds" | "elasticache" | "eks" | "logs") => Ok(Vec::new()),
                 _ => Err(unknown(&context.resource_type)),
             }
+        })
+    }
+
+    fn list_owned<'a>(
+        &'a self,
+        ownership: &'a IndexMap<String, String>,
+    ) -> BoxFuture<'a, Result<Vec<OwnedObject>, ProviderError>> {
+        Box::pin(async move {
+            let ctx = &self.ctx;
+            let (ec2, eks, rds, elasticache) = tokio::join!(
+                ec2::list_owned(ctx, ownership),
+                eks::list_owned(ctx, ownership),
+                rds::list_owned(ctx, ownership),
+                elasticache::list_owned(ctx, ownership),
+            );
+            let mut owned = ec2?;
+            owned.extend(eks?);
+            owned.extend(rds?);
+            owned.extend(elasticache?);
+            Ok(owned)
         })
     }
 

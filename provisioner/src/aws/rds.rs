@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::{
     AwsContext, Props, api, carries, failed, object_map, retry_on, tag_diff, user_tags, wait_for,
 };
-use crate::engine::provider::{LiveResource, ProviderError};
+use crate::engine::provider::{LiveResource, OwnedObject, ProviderError};
 
 /// Bounds sized for real AWS: an instance create or modification can take 40 minutes.
 pub const INSTANCE_BOUND: std::time::Duration = std::time::Duration::from_secs(40 * 60);
@@ -605,4 +605,41 @@ pub async fn delete(ctx: &AwsContext, kind: &str, id: &str) -> Result<(), Provid
         }
         other => other,
     }
+}
+
+/// DB instances carrying `ownership` (subnet and parameter groups are found through their
+/// instance's record; listing every group's tags would cost one call per group in the account).
+pub async fn list_owned(
+    ctx: &AwsContext,
+    ownership: &IndexMap<String, String>,
+) -> Result<Vec<OwnedObject>, ProviderError> {
+    let rds = &ctx.clients().await.rds;
+    let mut identifiers = Vec::new();
+    let mut marker = None;
+    loop {
+        let out = rds
+            .describe_db_instances()
+            .set_marker(marker)
+            .send()
+            .await
+            .map_err(api("DescribeDBInstances"))?;
+        identifiers.extend(
+            out.db_instances()
+                .iter()
+                .filter_map(|db| db.db_instance_identifier().map(str::to_owned)),
+        );
+        marker = out.marker().map(str::to_owned);
+        if marker.is_none() {
+            break;
+        }
+    }
+    let mut found = Vec::new();
+    for identifier in identifiers {
+        if let Some(instance) = read_instance(ctx, &identifier).await?
+            && carries(&instance.tags, ownership)
+        {
+            found.push(super::owned("aws.rds.instance", instance, None));
+        }
+    }
+    Ok(found)
 }

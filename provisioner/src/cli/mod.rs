@@ -3,12 +3,14 @@
 mod apply_plan;
 mod deployment;
 mod down;
+mod drift;
 mod graph;
 mod output;
 mod output_verb;
 mod plan;
 mod policy;
 mod progress;
+mod refresh;
 mod render;
 mod schema;
 mod state;
@@ -66,6 +68,13 @@ pub enum Command {
     /// Delete everything the deployment's state records, dependents first. Exit 0 deleted, 1
     /// failed or refused.
     Down(down::Args),
+    /// Report what changed behind the stack's back: per resource in sync, modified (expected and
+    /// actual values), deleted, and unmanaged objects carrying the stack's ownership tags. Exit 0
+    /// no drift, 1 error, 2 drift.
+    Drift(drift::Args),
+    /// Accept the live values of the deployment's resources into state (deleted ones are
+    /// forgotten, so `up` creates them again). Never changes the stack file or the cloud.
+    Refresh(refresh::Args),
     /// Print the resource graph as Graphviz DOT with the critical path marked.
     Graph(graph::Args),
     /// Inspect state (`list`, `show ADDR`) or remove a stale lock (`unlock`).
@@ -87,6 +96,8 @@ pub fn main() -> ExitCode {
         Command::Up(args) => up::run(&args, &cli.stacks_dir, &output),
         Command::Output(args) => output_verb::run(&args, &cli.stacks_dir, &output),
         Command::Down(args) => down::run(&args, &cli.stacks_dir, &output),
+        Command::Drift(args) => drift::run(&args, &cli.stacks_dir, &output),
+        Command::Refresh(args) => refresh::run(&args, &cli.stacks_dir, &output),
         Command::Graph(args) => graph::run(&args, &cli.stacks_dir, &output),
         Command::State(args) => state::run(&args, &cli.stacks_dir, &output),
         Command::Policy(args) => policy::run(&args, &cli.stacks_dir, &output),

@@ -14,6 +14,7 @@ use crate::engine::executor::DEFAULT_PARALLELISM;
 use crate::engine::plan::Plan;
 use crate::engine::planner::{self, PlanInput};
 use crate::engine::recovery::resolve_pending;
+use crate::engine::refresh::read_live;
 use crate::engine::render::render_plan;
 use crate::kubernetes::apply::{Applier, Change};
 use crate::kubernetes::install;
@@ -47,6 +48,10 @@ pub struct Args {
     /// How long the in-cluster Deployments may take to roll out.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
     pub rollout_timeout: std::time::Duration,
+    /// Plan from state alone, without reading the recorded resources back first (then changes
+    /// made outside Stacksmith are not reverted).
+    #[arg(long)]
+    pub no_refresh: bool,
 }
 
 fn parse_parallelism(text: &str) -> Result<usize, String> {
@@ -146,10 +151,19 @@ async fn locked_apply(
             }
             let state = journal.snapshot().await;
             let state = (state.serial > 0).then_some(state);
+            // Reading every recorded resource first makes drift a change: `up` converges it.
+            let live = match (&state, args.no_refresh) {
+                (Some(state), false) => Some(
+                    read_live(state, registry, args.parallelism)
+                        .await
+                        .map_err(|e| miette!("{e}"))?,
+                ),
+                _ => None,
+            };
             planner::plan(&PlanInput {
                 desired: &deployment.desired,
                 state: state.as_ref(),
-                live: None,
+                live: live.as_ref(),
                 catalog: &registry.catalog(),
             })
             .map_err(|e| miette!("{e}"))?

@@ -20,7 +20,9 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::provider::{BoxFuture, CallContext, LiveResource, Provider, ProviderError};
+use super::provider::{
+    BoxFuture, CallContext, LiveResource, OwnedObject, Provider, ProviderError,
+};
 use super::types::{TypeCatalog, TypeSpec};
 use super::{Address, ResourceType};
 
@@ -378,6 +380,28 @@ impl Provider for FakeProvider {
                 .filter(|o| o.resource_type == context.resource_type)
                 .filter(|o| tags.iter().all(|(k, v)| o.tags.get(k) == Some(v)))
                 .map(|o| o.live())
+                .collect())
+        })
+    }
+
+    /// Every object in the cloud directory carrying the tags (the fake has no member objects).
+    fn list_owned<'a>(
+        &'a self,
+        ownership: &'a IndexMap<String, String>,
+    ) -> BoxFuture<'a, Result<Vec<OwnedObject>, ProviderError>> {
+        Box::pin(async move {
+            let objects = Self::objects(&self.dir)
+                .map_err(|e| ProviderError::Failed(format!("fake cloud scan: {e}")))?;
+            Ok(objects
+                .into_iter()
+                .filter(|o| ownership.iter().all(|(k, v)| o.tags.get(k) == Some(v)))
+                .map(|o| OwnedObject {
+                    resource_type: o.resource_type,
+                    id: o.id,
+                    tags: o.tags,
+                    properties: o.properties,
+                    member_of: None,
+                })
                 .collect())
         })
     }

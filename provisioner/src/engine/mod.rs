@@ -7,6 +7,8 @@
 
 pub mod address;
 pub mod desired;
+pub mod drift;
+pub mod drift_render;
 pub mod events;
 pub mod executor;
 pub mod fake;

@@ -178,10 +178,7 @@ fn plan_existing(
     lookup: &dyn Fn(&OutputRef) -> Option<Value>,
 ) -> ResourceAction {
     let spec = catalog.spec(&resource.resource_type);
-    let current = |name: &str| -> Option<&Value> {
-        live.and_then(|l| l.properties.get(name))
-            .or_else(|| record.properties.get(name))
-    };
+    let current = |name: &str| current_value(record, live, name);
     let mut changes = Vec::new();
     let mut reasons = Vec::new();
     let type_changed = record.resource_type != resource.resource_type;
@@ -270,6 +267,18 @@ fn plan_existing(
         desired: Some(resource.properties.clone()),
         note: None,
     }
+}
+
+/// An attribute's current value: the live one when the provider reports it, else the recorded
+/// one (providers do not read back every attribute, e.g. secrets). The planner compares desired
+/// values with this; `drift` compares recorded values with it.
+pub fn current_value<'a>(
+    record: &'a ResourceRecord,
+    live: Option<&'a LiveResource>,
+    name: &str,
+) -> Option<&'a Value> {
+    live.and_then(|l| l.properties.get(name))
+        .or_else(|| record.properties.get(name))
 }
 
 fn deletion(record: &ResourceRecord, deposed: bool, depends_on: Vec<Address>) -> ResourceAction {

@@ -36,6 +36,32 @@ pub enum ProviderError {
     Failed(String),
 }
 
+/// An object a provider found carrying a deployment's ownership tags (`stacksmith:stack` and
+/// `stacksmith:instance`), or living inside such an object (a security group's rules, a route
+/// table's routes), for drift's search for objects state does not record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OwnedObject {
+    pub resource_type: ResourceType,
+    pub id: String,
+    /// The object's tags (empty for members, which carry none).
+    pub tags: IndexMap<String, String>,
+    /// What the object is, in the type's property names (shown for unmanaged objects).
+    pub properties: IndexMap<String, Value>,
+    /// Set for an object that is part of another: drift reports an unrecorded member as a change
+    /// of its parent's `attribute` when state records the parent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_of: Option<MemberOf>,
+}
+
+/// The parent of a member object and the parent's attribute the member belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberOf {
+    pub resource_type: ResourceType,
+    pub id: String,
+    /// e.g. `ingress_rules`, `routes`.
+    pub attribute: String,
+}
+
 /// The request context every call gets.
 #[derive(Debug, Clone)]
 pub struct CallContext {
@@ -89,6 +115,18 @@ pub trait Provider: Send + Sync {
         context: &'a CallContext,
         id: &'a str,
     ) -> BoxFuture<'a, Result<(), ProviderError>>;
+
+    /// Every object of this provider's types that carries all of `ownership` (the stack and
+    /// instance tags), recorded in state or not, plus the members of those objects that are not
+    /// AWS defaults (rules of owned security groups, routes of owned route tables). Read-only;
+    /// used by `drift` to find unmanaged objects. Providers that cannot list find nothing.
+    fn list_owned<'a>(
+        &'a self,
+        ownership: &'a IndexMap<String, String>,
+    ) -> BoxFuture<'a, Result<Vec<OwnedObject>, ProviderError>> {
+        let _ = ownership;
+        Box::pin(async { Ok(Vec::new()) })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +161,17 @@ impl ProviderRegistry {
             .or(self.fallback.as_ref())
             .cloned()
             .ok_or_else(|| MissingProvider(resource_type.clone()))
+    }
+
+    /// Each registered provider once (the fallback included), for calls that are not per type.
+    pub fn distinct_providers(&self) -> Vec<Arc<dyn Provider>> {
+        let mut distinct: Vec<Arc<dyn Provider>> = Vec::new();
+        for provider in self.by_type.values().chain(self.fallback.iter()) {
+            if !distinct.iter().any(|known| Arc::ptr_eq(known, provider)) {
+                distinct.push(provider.clone());
+            }
+        }
+        distinct
     }
 
     /// The type specs the planner uses: each registered provider's own, over the built-in catalog.

@@ -1,20 +1,25 @@
 //! Refresh: reads every recorded resource from its provider, concurrently, for the planner's
-//! `live` input. Read-only.
+//! `live` input, and lists the objects carrying a deployment's ownership tags for `drift`.
+//! Read-only.
 
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use indexmap::IndexMap;
+
 use super::Address;
 use super::planner::LiveSnapshot;
-use super::provider::{CallContext, MissingProvider, ProviderError, ProviderRegistry};
+use super::provider::{CallContext, MissingProvider, OwnedObject, ProviderError, ProviderRegistry};
 use crate::state::StateDocument;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RefreshError {
     #[error(transparent)]
     MissingProvider(#[from] MissingProvider),
+    #[error("listing the objects that carry the ownership tags: {0}")]
+    Listing(ProviderError),
     #[error("refreshing {address}: {source}")]
     Provider {
         address: Address,
@@ -57,4 +62,26 @@ pub async fn read_live(
         snapshot.insert(address, live);
     }
     Ok(snapshot)
+}
+
+/// Every object carrying `ownership` (the `stacksmith:stack` and `stacksmith:instance` tags), and
+/// the members of those objects, from each registered provider (concurrently).
+pub async fn list_owned(
+    registry: &ProviderRegistry,
+    ownership: &IndexMap<String, String>,
+) -> Result<Vec<OwnedObject>, RefreshError> {
+    let mut listings = JoinSet::new();
+    for provider in registry.distinct_providers() {
+        let ownership = ownership.clone();
+        listings.spawn(async move { provider.list_owned(&ownership).await });
+    }
+    let mut owned = Vec::new();
+    while let Some(joined) = listings.join_next().await {
+        owned.extend(
+            joined
+                .expect("a listing does not panic")
+                .map_err(RefreshError::Listing)?,
+        );
+    }
+    Ok(owned)
 }

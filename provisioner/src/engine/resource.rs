@@ -96,12 +96,19 @@ pub fn ownership_tags(
     instance: Option<&str>,
     address: &Address,
 ) -> IndexMap<String, String> {
+    let mut tags = deployment_tags(stack, instance);
+    tags.insert("stacksmith:address".to_owned(), address.to_string());
+    tags
+}
+
+/// The ownership tags every object of one deployment carries (`stacksmith:stack` and
+/// `stacksmith:instance`, empty for the stack itself): how `drift` finds unmanaged objects.
+pub fn deployment_tags(stack: &str, instance: Option<&str>) -> IndexMap<String, String> {
     let mut tags = IndexMap::new();
     tags.insert("stacksmith:stack".to_owned(), stack.to_owned());
     tags.insert(
         "stacksmith:instance".to_owned(),
         instance.unwrap_or("").to_owned(),
     );
-    tags.insert("stacksmith:address".to_owned(), address.to_string());
     tags
 }

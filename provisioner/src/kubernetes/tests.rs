@@ -144,6 +144,10 @@ fn the_control_plane_deployment_is_hardened() {
     let config = find(&files, "ConfigMap", "stacksmith-controlplane");
     assert_eq!(config["data"]["CONTROLPLANE_RATE_PER_KEY_RPS"], "100");
     assert_eq!(config["data"]["CONTROLPLANE_RATE_GLOBAL_RPS"], "1000");
+    assert_eq!(
+        config["data"]["CONTROLPLANE_AUTOSCALER_NAMESPACE"], "workload",
+        "the autoscaler looks for the worker Deployments where they are rendered"
+    );
 }
 
 #[test]
@@ -151,10 +155,15 @@ fn worker_pools_get_their_tier_size_and_resources() {
     let files = render(&load("production", None), None).unwrap();
     let default = find(&files, "Deployment", "stacksmith-worker-default");
     assert_eq!(default["spec"]["replicas"], 2);
-    assert_eq!(
-        default["metadata"]["annotations"]["stacksmith.dev/max-replicas"],
-        "50"
-    );
+    // What the control plane's pool autoscaler reads (controlplane/src/autoscaler/pools.rs).
+    assert_eq!(default["metadata"]["namespace"], "workload");
+    let labels = &default["metadata"]["labels"];
+    assert_eq!(labels["app.kubernetes.io/name"], "stacksmith-worker");
+    assert_eq!(labels["stacksmith.dev/pool"], "default");
+    let annotations = &default["metadata"]["annotations"];
+    assert_eq!(annotations["stacksmith.dev/min-replicas"], "2");
+    assert_eq!(annotations["stacksmith.dev/max-replicas"], "50");
+    assert_eq!(annotations["stacksmith.dev/tasks-per-replica"], "10");
     let pod = &default["spec"]["template"]["spec"];
     assert_eq!(pod["priorityClassName"], "standard");
     assert_eq!(pod["automountServiceAccountToken"], false);

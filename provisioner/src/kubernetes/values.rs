@@ -133,6 +133,12 @@ impl<'a> RenderValues<'a> {
                     key: "CONTROLPLANE_REDIS_PREFIX".into(),
                     value: format!("{}:", loaded.names.qualified),
                 },
+                // The pool autoscaler scales the worker Deployments of this namespace, reading
+                // each pool's bounds from their annotations (70-workers.yaml.tera).
+                KeyValue {
+                    key: "CONTROLPLANE_AUTOSCALER_NAMESPACE".into(),
+                    value: c.worker_namespace.clone(),
+                },
             ];
             if let Some(limit) = c.rate_limit {
                 environment.extend([
