@@ -120,9 +120,20 @@ async fn vpc_delete_retries_dependency_violation_and_throttling_until_it_succeed
         .error(|| DeleteVpcError::generic(code("RequestLimitExceeded")))
         .output(|| DeleteVpcOutput::builder().build())
         .build();
+    // The leftover sweep before the delete finds nothing (see aws_teardown_mocks.rs).
+    let vpcs = mock!(aws_sdk_ec2::Client::describe_vpcs).then_output(|| {
+        aws_sdk_ec2::operation::describe_vpcs::DescribeVpcsOutput::builder().build()
+    });
+    let enis = mock!(aws_sdk_ec2::Client::describe_network_interfaces).then_output(|| {
+        aws_sdk_ec2::operation::describe_network_interfaces::DescribeNetworkInterfacesOutput::builder().build()
+    });
+    let groups = mock!(aws_sdk_ec2::Client::describe_security_groups).then_output(|| {
+        aws_sdk_ec2::operation::describe_security_groups::DescribeSecurityGroupsOutput::builder()
+            .build()
+    });
     let provider = provider(
         Rules {
-            ec2: vec![&delete],
+            ec2: vec![&vpcs, &enis, &groups, &delete],
             ..Rules::default()
         },
         fast(),
@@ -141,13 +152,23 @@ async fn dependency_violation_that_never_clears_fails_at_the_bound() {
         .error(|| DeleteSubnetError::generic(code("DependencyViolation")))
         .repeatedly()
         .build();
+    // Giving up, the delete lists what is in the subnet (here: nothing found).
+    let enis = mock!(aws_sdk_ec2::Client::describe_network_interfaces).then_output(|| {
+        aws_sdk_ec2::operation::describe_network_interfaces::DescribeNetworkInterfacesOutput::builder().build()
+    });
+    let instances = mock!(aws_sdk_ec2::Client::describe_instances).then_output(|| {
+        aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput::builder().build()
+    });
+    let nats = mock!(aws_sdk_ec2::Client::describe_nat_gateways).then_output(|| {
+        aws_sdk_ec2::operation::describe_nat_gateways::DescribeNatGatewaysOutput::builder().build()
+    });
     let poll = PollSettings {
         bound_scale: 0.0001, // 10 minutes -> 60 ms
         ..fast()
     };
     let provider = provider(
         Rules {
-            ec2: vec![&delete],
+            ec2: vec![&enis, &instances, &nats, &delete],
             ..Rules::default()
         },
         poll,

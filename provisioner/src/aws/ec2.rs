@@ -818,32 +818,9 @@ pub async fn delete(ctx: &AwsContext, kind: &str, id: &str) -> Result<(), Provid
     let what = format!("deleting {kind} {id}");
     let dependency: &[&str] = &["DependencyViolation"];
     match kind {
-        "aws.ec2.vpc" => {
-            retry_on(ctx, &what, dependency, bounds::DEPENDENCY, || async {
-                gone(
-                    ec2.delete_vpc()
-                        .vpc_id(id)
-                        .send()
-                        .await
-                        .map(|_| ())
-                        .map_err(api("DeleteVpc")),
-                )
-            })
-            .await
-        }
-        "aws.ec2.subnet" => {
-            retry_on(ctx, &what, dependency, bounds::DEPENDENCY, || async {
-                gone(
-                    ec2.delete_subnet()
-                        .subnet_id(id)
-                        .send()
-                        .await
-                        .map(|_| ())
-                        .map_err(api("DeleteSubnet")),
-                )
-            })
-            .await
-        }
+        // Leftovers swept, "still in use" retried, blockers named: see `teardown`.
+        "aws.ec2.vpc" => super::teardown::delete_vpc(ctx, id).await,
+        "aws.ec2.subnet" => super::teardown::delete_subnet(ctx, id).await,
         "aws.ec2.internet_gateway" => {
             let Some(current) = read(ctx, kind, id).await? else {
                 return Ok(());
@@ -937,19 +914,7 @@ pub async fn delete(ctx: &AwsContext, kind: &str, id: &str) -> Result<(), Provid
                 .map_err(api("DisassociateRouteTable")),
         )
         .map_err(Into::into),
-        "aws.ec2.security_group" => {
-            retry_on(ctx, &what, dependency, bounds::DEPENDENCY, || async {
-                gone(
-                    ec2.delete_security_group()
-                        .group_id(id)
-                        .send()
-                        .await
-                        .map(|_| ())
-                        .map_err(api("DeleteSecurityGroup")),
-                )
-            })
-            .await
-        }
+        "aws.ec2.security_group" => super::teardown::delete_security_group(ctx, id).await,
         "aws.ec2.security_group_rule" => {
             let Some(rule) = read_rule(ctx, id).await? else {
                 return Ok(());

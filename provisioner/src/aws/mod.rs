@@ -10,6 +10,7 @@ pub mod elasticache;
 pub mod iam;
 pub mod logs;
 pub mod rds;
+pub mod teardown;
 
 use std::future::Future;
 use std::path::PathBuf;

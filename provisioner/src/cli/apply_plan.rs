@@ -60,6 +60,13 @@ impl Progress {
         Self { sender, renderer }
     }
 
+    /// Timestamped lines naming `label`, for one of several deployments handled at once.
+    pub fn labelled(label: String) -> Self {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        let renderer = tokio::spawn(progress::render_labelled(label, receiver));
+        Self { sender, renderer }
+    }
+
     /// Waits for every event sent so far to be rendered.
     pub async fn finish(self) {
         drop(self.sender);

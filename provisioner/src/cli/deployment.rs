@@ -11,6 +11,7 @@ use super::Output;
 use crate::engine::DesiredSet;
 use crate::engine::desired;
 use crate::engine::fake::FakeProvider;
+use crate::engine::lifetime;
 use crate::engine::provider::ProviderRegistry;
 use crate::engine::secrets::StateCipher;
 use crate::stack::error::render;
@@ -23,6 +24,21 @@ use crate::state::{StateBackend, deployment_name};
 /// Selects the provider set. `fake` is for tests only (see `provisioner/docs/testing.md`);
 /// otherwise the AWS providers (`crate::aws`) register here; the Kubernetes ones come later.
 pub const PROVIDER_VAR: &str = "STACKSMITH_PROVIDER";
+
+/// Test clock: an RFC 3339 time used as "now" for instance lifetimes (`up` stamping
+/// `stacksmith:expires-at`, `instances`, `gc`). Read only here, at the binary's edge; see
+/// provisioner/docs/testing.md.
+pub const NOW_VAR: &str = "STACKSMITH_NOW";
+
+/// The current time, or `STACKSMITH_NOW` when set (tests).
+pub fn now() -> miette::Result<chrono::DateTime<chrono::Utc>> {
+    match std::env::var(NOW_VAR) {
+        Ok(text) if !text.is_empty() => chrono::DateTime::parse_from_rfc3339(&text)
+            .map(|at| at.with_timezone(&chrono::Utc))
+            .map_err(|e| miette!("{NOW_VAR}={text} is not an RFC 3339 time: {e}")),
+        _ => Ok(chrono::Utc::now()),
+    }
+}
 
 /// Where local state lives, relative to the working directory.
 pub const LOCAL_STATE_DIR: &str = ".stacksmith/state";
@@ -57,6 +73,32 @@ impl Deployment {
 
     pub fn instance(&self) -> Option<&str> {
         self.desired.instance.as_deref()
+    }
+
+    /// The stack's `instances.ttl`, if any.
+    pub fn instance_ttl(&self) -> Option<Duration> {
+        self.loaded
+            .stack
+            .instances
+            .as_ref()
+            .and_then(|settings| settings.ttl.as_ref())
+            .map(|ttl| ttl.0)
+    }
+
+    /// The desired resources with the instance's `stacksmith:expires-at` stamped on every
+    /// taggable one (the lifetime `state` records, or one starting now), and that lifetime.
+    /// Verbs that compare desired with recorded or live values use this, not `desired`.
+    pub fn desired_with_lifetime(
+        &self,
+        state: Option<&crate::state::StateDocument>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> (DesiredSet, Option<crate::state::InstanceLifetime>) {
+        let mut desired = self.desired.clone();
+        let lifetime = lifetime::lifetime_for(&desired, self.instance_ttl(), state, now);
+        if let Some(lifetime) = &lifetime {
+            lifetime::stamp(&mut desired, lifetime);
+        }
+        (desired, lifetime)
     }
 
     /// `STACKSMITH_STATE_KEY` or the deployment's key file (created on first use, mode 0600).

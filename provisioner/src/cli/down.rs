@@ -1,10 +1,18 @@
 //! `provisioner down`: deletes everything a deployment's state records, dependents first (the
 //! planner's plan against an empty desired set), through the same lock, journal, executor and
 //! progress as `up`.
+//!
+//! Before the EKS cluster is deleted, the Services of type LoadBalancer are deleted through the
+//! cluster and waited for ([`crate::kubernetes::teardown`]), so the load balancers, security
+//! groups and ENIs AWS made for them do not block the VPC; the AWS providers then sweep what is
+//! left in the VPC and retry "still in use" errors (`crate::aws::teardown`). A production stack
+//! (tag `environment: production`) is refused without `--destroy-production`.
+//! [`tear_down`] is also what `gc` runs for each expired instance.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use miette::{IntoDiagnostic, miette};
 
@@ -13,12 +21,19 @@ use super::apply_plan::{self, Progress};
 use super::deployment::{self, Deployment, Target};
 use crate::engine::DesiredSet;
 use crate::engine::executor::DEFAULT_PARALLELISM;
+use crate::engine::plan::{ActionKind, Plan};
 use crate::engine::planner::{self, PlanInput};
 use crate::engine::provider::ProviderRegistry;
 use crate::engine::recovery::resolve_pending;
 use crate::engine::render::render_plan;
+use crate::kubernetes::install;
+use crate::kubernetes::teardown::{self, ClusterAccess};
+use crate::stack::model::Stack;
 use crate::state::StateDocument;
 use crate::state::journal::Journal;
+
+/// How long `down` waits for the LoadBalancer Services (and so their load balancers) to go.
+const LOAD_BALANCER_TIMEOUT: Duration = Duration::from_secs(10 * 60);
 
 /// Arguments of `down`. Exit codes: 0 everything deleted (or nothing recorded), 1 error,
 /// failure, refusal or interrupt.
@@ -33,6 +48,14 @@ pub struct Args {
     /// deployment holding protected resources.
     #[arg(long)]
     pub allow_deletion_protected: bool,
+    /// Required to tear down a production stack (one tagged `environment: production`); without
+    /// it `down` refuses before touching state or the cloud.
+    #[arg(long)]
+    pub destroy_production: bool,
+    /// Do not delete the cluster's Services of type LoadBalancer before the cluster (for a
+    /// cluster that cannot be reached any more); leftovers may then block the VPC's deletion.
+    #[arg(long)]
+    pub skip_load_balancer_cleanup: bool,
     /// At most N provider calls at once.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_PARALLELISM)]
     pub parallelism: usize,
@@ -44,24 +67,84 @@ pub struct Args {
     pub lock_timeout: Option<std::time::Duration>,
 }
 
+/// How a teardown reports its progress.
+pub enum Reporting {
+    /// `down` itself: the full plan, then progress live, as lines or as JSON lines.
+    Verb { json: bool, color: bool },
+    /// One of several deployments torn down at once (`gc`): a one-line plan summary and
+    /// progress lines naming the deployment.
+    Labelled(String),
+}
+
+/// What one teardown may do and how it reports.
+pub struct Teardown {
+    pub yes: bool,
+    pub allow_deletion_protected: bool,
+    pub skip_load_balancer_cleanup: bool,
+    pub parallelism: usize,
+    pub lock_timeout: Option<Duration>,
+    pub reporting: Reporting,
+}
+
+/// Whether the stack is a production one: its `environment` tag says `production` (or `prod`).
+pub fn is_production(stack: &Stack) -> bool {
+    stack.tags.iter().any(|(key, value)| {
+        key.eq_ignore_ascii_case("environment")
+            && ["production", "prod"]
+                .iter()
+                .any(|name| value.trim().eq_ignore_ascii_case(name))
+    })
+}
+
 pub fn run(args: &Args, stacks_dir: &Path, output: &Output) -> miette::Result<ExitCode> {
     if args.parallelism == 0 {
         return Err(miette!("--parallelism must be at least 1"));
     }
+    let loaded = deployment::load_stack(&args.target, stacks_dir, output)?;
+    if is_production(&loaded.stack) && !args.destroy_production {
+        return Err(miette!(
+            help = "if you really mean to delete production, pass --destroy-production",
+            "refusing to tear down `{}`: the stack is tagged environment: production",
+            crate::state::deployment_name(&args.target.stack, args.target.instance.as_deref())
+        ));
+    }
     let runtime = deployment::runtime()?;
     runtime.block_on(async {
-        let mut deployment = deployment::open(&args.target, stacks_dir, output).await?;
-        deployment.aws.allow_deletion_protected = args.allow_deletion_protected;
-        let registry = deployment::providers(&deployment)?;
-        let timeout = args.lock_timeout.unwrap_or(deployment.lock_timeout);
-        apply_plan::locked(
-            &deployment,
-            "down",
-            timeout,
-            locked_down(args, &deployment, &registry, output.color),
-        )
-        .await
+        let deployment = deployment::connect(loaded).await?;
+        let teardown = Teardown {
+            yes: args.yes,
+            allow_deletion_protected: args.allow_deletion_protected,
+            skip_load_balancer_cleanup: args.skip_load_balancer_cleanup,
+            parallelism: args.parallelism,
+            lock_timeout: args.lock_timeout,
+            reporting: Reporting::Verb {
+                json: args.json,
+                color: output.color,
+            },
+        };
+        let deleted = tear_down(deployment, &teardown).await?;
+        Ok(if deleted {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
     })
+}
+
+/// Deletes everything `deployment`'s state records under its lock. `Ok(true)` when everything is
+/// gone (or nothing was recorded), `Ok(false)` when a delete failed, the run was interrupted or
+/// the confirmation was declined; errors are refusals and failures before any delete.
+pub async fn tear_down(mut deployment: Deployment, teardown: &Teardown) -> miette::Result<bool> {
+    deployment.aws.allow_deletion_protected = teardown.allow_deletion_protected;
+    let registry = deployment::providers(&deployment)?;
+    let timeout = teardown.lock_timeout.unwrap_or(deployment.lock_timeout);
+    apply_plan::locked(
+        &deployment,
+        "down",
+        timeout,
+        locked_down(teardown, &deployment, &registry),
+    )
+    .await
 }
 
 /// Recorded resources whose deletion protection is on.
@@ -76,11 +159,10 @@ fn protected(state: &StateDocument) -> Vec<String> {
 }
 
 async fn locked_down(
-    args: &Args,
+    teardown: &Teardown,
     deployment: &Deployment,
     registry: &ProviderRegistry,
-    color: bool,
-) -> miette::Result<ExitCode> {
+) -> miette::Result<bool> {
     let journal = Arc::new(
         Journal::open(
             deployment.backend.clone(),
@@ -90,7 +172,10 @@ async fn locked_down(
         .await
         .into_diagnostic()?,
     );
-    let progress = Progress::start(args.json);
+    let (progress, json) = match &teardown.reporting {
+        Reporting::Verb { json, .. } => (Progress::start(*json), *json),
+        Reporting::Labelled(label) => (Progress::labelled(label.clone()), false),
+    };
     let recovered = resolve_pending(&journal, registry, Some(&progress.sender))
         .await
         .map_err(|e| miette!("{e}"))?;
@@ -102,7 +187,7 @@ async fn locked_down(
     }
     let state = journal.snapshot().await;
     let guarded = protected(&state);
-    if !guarded.is_empty() && !args.allow_deletion_protected {
+    if !guarded.is_empty() && !teardown.allow_deletion_protected {
         progress.finish().await;
         return Err(miette!(
             help =
@@ -123,21 +208,25 @@ async fn locked_down(
         catalog: &registry.catalog(),
     })
     .map_err(|e| miette!("{e}"))?;
-    if args.json {
-        let event = serde_json::json!({
-            "event": "plan",
-            "at": chrono::Utc::now(),
-            "state": plan.state,
-            "summary": plan.summary,
-        });
-        println!("{event}");
-    } else {
-        eprint!("{}", render_plan(&plan, color));
+    match &teardown.reporting {
+        Reporting::Verb { json: true, .. } => {
+            let event = serde_json::json!({
+                "event": "plan",
+                "at": chrono::Utc::now(),
+                "state": plan.state,
+                "summary": plan.summary,
+            });
+            println!("{event}");
+        }
+        Reporting::Verb { color, .. } => eprint!("{}", render_plan(&plan, *color)),
+        Reporting::Labelled(label) => {
+            eprintln!("{label}: {} resource(s) to delete", plan.summary.delete)
+        }
     }
     if !plan.has_changes() {
         progress.finish().await;
         eprintln!("Nothing to delete.");
-        return Ok(ExitCode::SUCCESS);
+        return Ok(true);
     }
     if !guarded.is_empty() {
         eprintln!(
@@ -150,27 +239,70 @@ async fn locked_down(
         deployment.backend.describe()
     );
     if !apply_plan::confirm(
-        args.yes,
+        teardown.yes,
         &question,
         "review with `provisioner state list`, then pass --yes",
     )? {
         progress.finish().await;
         eprintln!("Nothing deleted.");
-        return Ok(ExitCode::FAILURE);
+        return Ok(false);
     }
-    let succeeded = apply_plan::execute(
+    if deletes_cluster(&plan) && !teardown.skip_load_balancer_cleanup {
+        remove_load_balancer_services(deployment).await?;
+    }
+    apply_plan::execute(
         &plan,
         journal,
         registry,
-        args.parallelism,
-        args.json,
+        teardown.parallelism,
+        json,
         progress,
         None,
     )
-    .await?;
-    Ok(if succeeded {
-        ExitCode::SUCCESS
+    .await
+}
+
+fn deletes_cluster(plan: &Plan) -> bool {
+    plan.actions
+        .iter()
+        .any(|a| a.action == ActionKind::Delete && a.resource_type.as_str() == "aws.eks.cluster")
+}
+
+/// How `down` reaches the cluster: the stack's `cluster.kubeconfig`. The EKS token client (the
+/// cluster's endpoint and CA from state, a token signed with the AWS credentials) plugs in here
+/// as [`ClusterAccess::Client`] once it exists.
+fn cluster_access(deployment: &Deployment) -> Option<ClusterAccess> {
+    install::kubeconfig_of(&deployment.loaded).map(ClusterAccess::Kubeconfig)
+}
+
+/// Deletes the cluster's Services of type LoadBalancer and waits until they are gone.
+async fn remove_load_balancer_services(deployment: &Deployment) -> miette::Result<()> {
+    let Some(access) = cluster_access(deployment) else {
+        eprintln!(
+            "note: Services of type LoadBalancer were not deleted before the cluster: the stack \
+             sets no `cluster.kubeconfig`; load balancers they made are left to the VPC sweep"
+        );
+        return Ok(());
+    };
+    let help = "if the cluster cannot be reached any more, pass --skip-load-balancer-cleanup";
+    let client = access
+        .client()
+        .await
+        .map_err(|e| miette!(help = help, "{e}"))?;
+    let deleted = teardown::delete_load_balancer_services(
+        &client,
+        LOAD_BALANCER_TIMEOUT,
+        Duration::from_secs(2),
+    )
+    .await
+    .map_err(|e| miette!(help = help, "{e}"))?;
+    if deleted.is_empty() {
+        eprintln!("No Service of type LoadBalancer in the cluster.");
     } else {
-        ExitCode::FAILURE
-    })
+        eprintln!(
+            "Deleted the Services of type LoadBalancer (and waited for them): {}",
+            deleted.join(", ")
+        );
+    }
+    Ok(())
 }

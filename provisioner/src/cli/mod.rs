@@ -4,7 +4,9 @@ mod apply_plan;
 mod deployment;
 mod down;
 mod drift;
+mod gc;
 mod graph;
+mod instances;
 mod output;
 mod output_verb;
 mod plan;
@@ -68,6 +70,12 @@ pub enum Command {
     /// Delete everything the deployment's state records, dependents first. Exit 0 deleted, 1
     /// failed or refused.
     Down(down::Args),
+    /// List the instances of a template stack (`up --instance NAME`) with their age and expiry
+    /// (`stacksmith:expires-at`, the creation time plus the stack's `instances.ttl`).
+    Instances(instances::Args),
+    /// Tear down the expired instances of a template stack, concurrently; unexpired ones are
+    /// never touched. Exit 0 all expired ones torn down (or none, or --dry-run), 1 otherwise.
+    Gc(gc::Args),
     /// Report what changed behind the stack's back: per resource in sync, modified (expected and
     /// actual values), deleted, and unmanaged objects carrying the stack's ownership tags. Exit 0
     /// no drift, 1 error, 2 drift.
@@ -96,6 +104,8 @@ pub fn main() -> ExitCode {
         Command::Up(args) => up::run(&args, &cli.stacks_dir, &output),
         Command::Output(args) => output_verb::run(&args, &cli.stacks_dir, &output),
         Command::Down(args) => down::run(&args, &cli.stacks_dir, &output),
+        Command::Instances(args) => instances::run(&args, &cli.stacks_dir, &output),
+        Command::Gc(args) => gc::run(&args, &cli.stacks_dir, &output),
         Command::Drift(args) => drift::run(&args, &cli.stacks_dir, &output),
         Command::Refresh(args) => refresh::run(&args, &cli.stacks_dir, &output),
         Command::Graph(args) => graph::run(&args, &cli.stacks_dir, &output),

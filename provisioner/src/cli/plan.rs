@@ -57,8 +57,9 @@ pub fn run(args: &Args, stacks_dir: &Path, output: &Output) -> miette::Result<Ex
             _ => None,
         };
         let catalog = deployment::providers(&deployment)?.catalog();
+        let (desired, _) = deployment.desired_with_lifetime(state.as_ref(), deployment::now()?);
         let plan = planner::plan(&PlanInput {
-            desired: &deployment.desired,
+            desired: &desired,
             state: state.as_ref(),
             live: live.as_ref(),
             catalog: &catalog,

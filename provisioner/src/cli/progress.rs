@@ -67,6 +67,18 @@ fn line(event: &ExecutionEvent) -> String {
     }
 }
 
+/// Consumes events until the sender side closes, printing each as a timestamped line naming
+/// `label` (several deployments torn down at once by `gc`).
+pub async fn render_labelled(label: String, mut events: UnboundedReceiver<TimedEvent>) {
+    while let Some(timed) = events.recv().await {
+        eprintln!(
+            "[{}] {label}: {}",
+            timed.at.format("%H:%M:%S%.3f"),
+            line(&timed.event)
+        );
+    }
+}
+
 /// Consumes events until the sender side closes.
 pub async fn render(mode: ProgressMode, mut events: UnboundedReceiver<TimedEvent>) {
     let multi = MultiProgress::new();

@@ -11,6 +11,7 @@ use super::Output;
 use super::apply_plan::{self, Progress};
 use super::deployment::{self, Target};
 use crate::engine::executor::DEFAULT_PARALLELISM;
+use crate::engine::lifetime;
 use crate::engine::plan::Plan;
 use crate::engine::planner::{self, PlanInput};
 use crate::engine::recovery::resolve_pending;
@@ -19,6 +20,7 @@ use crate::engine::render::render_plan;
 use crate::kubernetes::apply::{Applier, Change};
 use crate::kubernetes::install;
 use crate::policy;
+use crate::state::InstanceLifetime;
 use crate::state::journal::Journal;
 
 /// Arguments of `up`. Exit codes: 0 applied (or nothing to do), 1 error, failure or interrupt.
@@ -109,7 +111,8 @@ async fn locked_apply(
     );
     let progress = Progress::start(args.json);
 
-    let plan = match saved_plan {
+    let now = deployment::now()?;
+    let (plan, lifetime) = match saved_plan {
         Some(plan) => {
             let state = journal.snapshot().await;
             let current_lineage = (state.serial > 0).then(|| state.lineage.clone());
@@ -137,7 +140,23 @@ async fn locked_apply(
                     "state holds pending operations; run `up` without --plan to settle them"
                 ));
             }
-            plan
+            let lifetime = deployment.instance().map(|_| {
+                let recorded = Some(&state)
+                    .filter(|state| !state.is_empty())
+                    .and_then(|state| state.lifetime);
+                recorded.unwrap_or_else(|| match lifetime::expiry_in_plan(&plan) {
+                    Some(expires_at) => InstanceLifetime {
+                        created_at: deployment
+                            .instance_ttl()
+                            .and_then(|ttl| chrono::Duration::from_std(ttl).ok())
+                            .and_then(|ttl| expires_at.checked_sub_signed(ttl))
+                            .unwrap_or(now),
+                        expires_at: Some(expires_at),
+                    },
+                    None => InstanceLifetime::starting(now, deployment.instance_ttl()),
+                })
+            });
+            (plan, lifetime)
         }
         None => {
             let recovered = resolve_pending(&journal, registry, Some(&progress.sender))
@@ -160,13 +179,15 @@ async fn locked_apply(
                 ),
                 _ => None,
             };
-            planner::plan(&PlanInput {
-                desired: &deployment.desired,
+            let (desired, lifetime) = deployment.desired_with_lifetime(state.as_ref(), now);
+            let plan = planner::plan(&PlanInput {
+                desired: &desired,
                 state: state.as_ref(),
                 live: live.as_ref(),
                 catalog: &registry.catalog(),
             })
-            .map_err(|e| miette!("{e}"))?
+            .map_err(|e| miette!("{e}"))?;
+            (plan, lifetime)
         }
     };
     if args.json {
@@ -198,6 +219,12 @@ async fn locked_apply(
     )? {
         eprintln!("Not applied.");
         return Ok(ExitCode::FAILURE);
+    }
+    if lifetime.is_some() && journal.snapshot().await.lifetime != lifetime {
+        journal
+            .record(|document| document.lifetime = lifetime)
+            .await
+            .into_diagnostic()?;
     }
     let needs_cipher = plan.actions.iter().any(|a| {
         a.desired.as_ref().is_some_and(|d| {

@@ -13,6 +13,7 @@ pub mod events;
 pub mod executor;
 pub mod fake;
 pub mod graph;
+pub mod lifetime;
 pub mod plan;
 pub mod planner;
 pub mod provider;

@@ -8,6 +8,7 @@
 pub mod apply;
 pub mod eks_auth;
 pub mod install;
+pub mod teardown;
 mod values;
 
 use std::fmt;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{LockInfo, StateDocument};
+use super::{LockInfo, StateDocument, StoredDeployment};
 use crate::engine::provider::BoxFuture;
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +72,10 @@ pub trait StateBackend: Send + Sync {
 
     /// Saves atomically. The caller holds the lock and has incremented the serial.
     fn save<'a>(&'a self, document: &'a StateDocument) -> BoxFuture<'a, Result<(), BackendError>>;
+
+    /// Every deployment kept in the same store as this one (the same state directory, the same
+    /// database), with its saved document: how `instances` and `gc` find a stack's instances.
+    fn list_deployments(&self) -> BoxFuture<'_, Result<Vec<StoredDeployment>, BackendError>>;
 }
 
 /// How often lock waiters poll.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::backend::{BackendError, LOCK_POLL_INTERVAL, LockGuard, StateBackend};
-use super::{LockInfo, StateDocument};
+use super::{LockInfo, StateDocument, StoredDeployment};
 use crate::engine::provider::BoxFuture;
 
 /// Locks older than this are stale even when their process cannot be checked (another host).
@@ -220,6 +220,38 @@ impl StateBackend for LocalBackend {
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(error) => Err(io_error(&self.path)(error)),
             }
+        })
+    }
+
+    fn list_deployments(&self) -> BoxFuture<'_, Result<Vec<StoredDeployment>, BackendError>> {
+        Box::pin(async move {
+            let Some(dir) = self.path.parent() else {
+                return Ok(Vec::new());
+            };
+            let entries = match std::fs::read_dir(dir) {
+                Ok(entries) => entries,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(error) => return Err(io_error(dir)(error)),
+            };
+            let mut found = Vec::new();
+            for entry in entries {
+                let path = entry.map_err(io_error(dir))?.path();
+                // `<deployment>.json` only: not locks, keys or a save's temp files.
+                let Some(name) = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".json"))
+                    .filter(|n| !n.contains('.'))
+                    .map(str::to_owned)
+                else {
+                    continue;
+                };
+                if let Some(document) = LocalBackend::at(path).load().await? {
+                    found.push(StoredDeployment { name, document });
+                }
+            }
+            found.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(found)
         })
     }
 

@@ -43,6 +43,37 @@ pub struct StateDocument {
     pub deposed: Vec<ResourceRecord>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending: Vec<PendingOperation>,
+    /// For an instance of a template stack: when it was first created and when it expires
+    /// (fixed at the first `up`, so later runs tag resources with the same `stacksmith:expires-at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime: Option<InstanceLifetime>,
+}
+
+/// When an instance was created and when `provisioner gc` may tear it down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceLifetime {
+    pub created_at: DateTime<Utc>,
+    /// `created_at` plus the stack's `instances.ttl`; `None` when the stack sets no TTL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl InstanceLifetime {
+    /// The lifetime of an instance created at `now` under a stack whose TTL is `ttl`.
+    pub fn starting(now: DateTime<Utc>, ttl: Option<std::time::Duration>) -> Self {
+        let expires_at = ttl
+            .and_then(|ttl| chrono::Duration::from_std(ttl).ok())
+            .and_then(|ttl| now.checked_add_signed(ttl));
+        Self {
+            created_at: now,
+            expires_at,
+        }
+    }
+
+    /// Whether `gc` may tear the instance down at `now`.
+    pub fn expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
 }
 
 impl StateDocument {
@@ -57,8 +88,22 @@ impl StateDocument {
             resources: IndexMap::new(),
             deposed: Vec::new(),
             pending: Vec::new(),
+            lifetime: None,
         }
     }
+
+    /// Whether the document records nothing that exists or may exist (after `down`).
+    pub fn is_empty(&self) -> bool {
+        self.resources.is_empty() && self.deposed.is_empty() && self.pending.is_empty()
+    }
+}
+
+/// One deployment found in a backend's store ([`StateBackend::list_deployments`]).
+#[derive(Debug, Clone)]
+pub struct StoredDeployment {
+    /// The deployment's name (`<stack>[-<instance>]`).
+    pub name: String,
+    pub document: StateDocument,
 }
 
 /// A resource that exists, as last recorded.

@@ -10,7 +10,7 @@ use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Connection, Row};
 
 use super::backend::{BackendError, LOCK_POLL_INTERVAL, LockGuard, StateBackend};
-use super::{LockInfo, StateDocument};
+use super::{LockInfo, StateDocument, StoredDeployment};
 use crate::engine::provider::BoxFuture;
 
 /// Serializes concurrent schema creation.
@@ -227,6 +227,28 @@ impl StateBackend for PostgresBackend {
                     location: format!("stacksmith_state[{}]", self.deployment),
                     source,
                 })
+        })
+    }
+
+    fn list_deployments(&self) -> BoxFuture<'_, Result<Vec<StoredDeployment>, BackendError>> {
+        Box::pin(async move {
+            let rows = sqlx::query(
+                "SELECT deployment, document::text AS document FROM stacksmith_state ORDER BY deployment",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            rows.into_iter()
+                .map(|row| -> Result<StoredDeployment, BackendError> {
+                    let name: String = row.try_get("deployment")?;
+                    let text: String = row.try_get("document")?;
+                    let document =
+                        serde_json::from_str(&text).map_err(|source| BackendError::Corrupt {
+                            location: format!("stacksmith_state[{name}]"),
+                            source,
+                        })?;
+                    Ok(StoredDeployment { name, document })
+                })
+                .collect()
         })
     }
 
