@@ -18,8 +18,16 @@ struct Sandbox {
     suffix: String,
 }
 
+/// The worker pools of the sandbox's stack by default.
+const ONE_POOL: &str = "default: { tier: standard-SUFFIX, concurrency: 2, replicas: { min: 1, max: 3 }, tasks_per_replica: 10 }";
+
 impl Sandbox {
     fn new() -> Self {
+        Self::with_pools(&[ONE_POOL])
+    }
+
+    /// A sandbox whose stack has these worker pools (`SUFFIX` stands for the run's suffix).
+    fn with_pools(pools: &[&str]) -> Self {
         let name = unique_name("cluster-install")
             .replace('_', "-")
             .to_lowercase();
@@ -38,7 +46,18 @@ impl Sandbox {
             .map_or(demo.len(), |offset| cut + 1 + offset);
         let demo = format!("{}{}", &demo[..cut], &demo[end..]);
         std::fs::write(dir.join("stacks/demo.yaml"), demo).unwrap();
-        let s = &suffix;
+        let sandbox = Self { dir, suffix };
+        sandbox.write_stack(pools);
+        sandbox
+    }
+
+    /// (Re)writes the stack `cluster` with these worker pools.
+    fn write_stack(&self, pools: &[&str]) {
+        let s = &self.suffix;
+        let pools: String = pools
+            .iter()
+            .map(|pool| format!("    {}\n", pool.replace("SUFFIX", s)))
+            .collect();
         let stack = format!(
             "extends: demo.yaml\n\
              name: k{s}\n\
@@ -56,24 +75,27 @@ impl Sandbox {
                api_client_namespaces: []\n  \
                resources: {{ requests: {{ cpu: 100m, memory: 128Mi }}, limits: {{ cpu: 500m, memory: 512Mi }} }}\n  \
                rate_limit: {{ per_key_rps: 50, burst: 100, global_rps: 500 }}\n  \
-               worker_pools:\n    \
-                 default: {{ tier: standard-{s}, concurrency: 2, replicas: {{ min: 1, max: 3 }}, tasks_per_replica: 10 }}\n",
+               worker_pools:\n{pools}",
             kubeconfig = kubeconfig().display(),
         );
-        std::fs::write(dir.join("stacks/cluster.yaml"), stack).unwrap();
-        Self { dir, suffix }
+        std::fs::write(self.dir.join("stacks/cluster.yaml"), stack).unwrap();
     }
 
     fn up(&self) -> Output {
+        self.run(&[
+            "up",
+            "--stack",
+            "cluster",
+            "--yes",
+            "--rollout-timeout",
+            "60s",
+        ])
+    }
+
+    /// The binary in the sandbox with the fake cloud, the shipped policies and the state key.
+    fn run(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_provisioner"))
-            .args([
-                "up",
-                "--stack",
-                "cluster",
-                "--yes",
-                "--rollout-timeout",
-                "60s",
-            ])
+            .args(args)
             .current_dir(&self.dir)
             .env("STACKSMITH_PROVIDER", "fake")
             .env("STACKSMITH_FAKE_CLOUD_DIR", self.dir.join("cloud"))
@@ -205,4 +227,164 @@ async fn up_installs_the_baseline_and_control_plane_then_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(secret_value(&again, "CONTROLPLANE_ADMIN_KEY"), admin_key);
+}
+
+fn json_of(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", describe(output)))
+}
+
+/// The plan JSON's entry for `reference` among `cluster_objects.objects`.
+fn cluster_object<'a>(plan: &'a serde_json::Value, reference: &str) -> &'a serde_json::Value {
+    plan["cluster_objects"]["objects"]
+        .as_array()
+        .expect("cluster_objects.objects")
+        .iter()
+        .find(|o| o["reference"] == reference)
+        .unwrap_or_else(|| panic!("{reference} is not in the plan: {plan:#}"))
+}
+
+const BATCH_POOL: &str = "batch: { tier: standard-SUFFIX, concurrency: 1, replicas: { min: 1, max: 2 }, tasks_per_replica: 5 }";
+const BIGGER_DEFAULT_POOL: &str = "default: { tier: standard-SUFFIX, concurrency: 2, replicas: { min: 2, max: 3 }, tasks_per_replica: 10 }";
+
+#[tokio::test]
+async fn plan_shows_in_cluster_creates_then_nothing_then_updates_and_prunes() {
+    let sandbox = Sandbox::with_pools(&[ONE_POOL, BATCH_POOL]);
+    let s = &sandbox.suffix;
+    let default_pool = format!("Deployment/work-{s}/stacksmith-worker-default");
+    let batch_pool = format!("Deployment/work-{s}/stacksmith-worker-batch");
+    let plan_json = || sandbox.run(&["plan", "--stack", "cluster", "--json"]);
+
+    // Before the first `up`, every object is to be created.
+    let before = plan_json();
+    assert!(before.status.success(), "{}", describe(&before));
+    let plan = json_of(&before);
+    let summary = &plan["cluster_objects"]["summary"];
+    assert!(summary["create"].as_u64().unwrap() > 10, "{summary}");
+    assert_eq!(
+        (
+            &summary["update"],
+            &summary["delete"],
+            &summary["no_change"]
+        ),
+        (&0.into(), &0.into(), &0.into())
+    );
+    assert_eq!(cluster_object(&plan, &batch_pool)["action"], "create");
+
+    let up = sandbox.up();
+    assert!(up.status.success(), "{}", describe(&up));
+
+    // After it, nothing: the cloud side and every in-cluster object match the stack.
+    let after = sandbox.run(&["plan", "--stack", "cluster", "--detailed-exitcode"]);
+    assert_eq!(after.status.code(), Some(0), "{}", describe(&after));
+    let text = String::from_utf8_lossy(&after.stdout).into_owned();
+    assert!(
+        text.contains("Cluster: 0 to create, 0 to update, 0 to delete, "),
+        "{text}"
+    );
+    let plan = json_of(&plan_json());
+    assert_eq!(cluster_object(&plan, &default_pool)["action"], "no_change");
+    assert_eq!(cluster_object(&plan, &batch_pool)["action"], "no_change");
+
+    // `render --include-secrets` writes the Secrets `up` applied, to a private file, and never
+    // prints them.
+    let manifests = sandbox.dir.join("manifests");
+    let render = sandbox.run(&[
+        "render",
+        "--stack",
+        "cluster",
+        "--include-secrets",
+        "--out",
+        manifests.to_str().unwrap(),
+    ]);
+    assert!(render.status.success(), "{}", describe(&render));
+    let secrets_file = manifests.join("51-secrets.yaml");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&secrets_file).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let written: Vec<serde_json::Value> = std::fs::read_to_string(&secrets_file)
+        .unwrap()
+        .split("---\n")
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let written_key = written
+        .iter()
+        .find(|o| o["metadata"]["name"] == "stacksmith-controlplane")
+        .and_then(|o| o["stringData"]["CONTROLPLANE_ADMIN_KEY"].as_str())
+        .expect("the control plane Secret with the admin key")
+        .to_owned();
+    let live = Api::<Secret>::namespaced(client().await, &format!("sys-{s}"))
+        .get("stacksmith-controlplane")
+        .await
+        .unwrap();
+    assert_eq!(written_key, secret_value(&live, "CONTROLPLANE_ADMIN_KEY"));
+    assert!(
+        !describe(&render).contains(&written_key),
+        "a secret was printed"
+    );
+
+    // A bigger default pool and no batch pool: the plan names the update and the prune.
+    sandbox.write_stack(&[BIGGER_DEFAULT_POOL]);
+    let changed = sandbox.run(&["plan", "--stack", "cluster", "--detailed-exitcode"]);
+    assert_eq!(changed.status.code(), Some(2), "{}", describe(&changed));
+    let text = String::from_utf8_lossy(&changed.stdout).into_owned();
+    assert!(
+        text.contains(&format!("~ {default_pool} (update: ")) && text.contains("spec.replicas"),
+        "{text}"
+    );
+    assert!(text.contains(&format!("- {batch_pool} (delete")), "{text}");
+    let plan = json_of(&plan_json());
+    let update = cluster_object(&plan, &default_pool);
+    assert_eq!(update["action"], "update");
+    let fields: Vec<&str> = update["changed_fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f.as_str())
+        .collect();
+    assert!(fields.contains(&"spec.replicas"), "{fields:?}");
+    assert!(
+        fields.contains(&r#"metadata.annotations["stacksmith.dev/min-replicas"]"#),
+        "{fields:?}"
+    );
+    assert_eq!(cluster_object(&plan, &batch_pool)["action"], "delete");
+
+    // `up --skip-cluster-install` leaves the cluster alone and says so.
+    let skipped = sandbox.run(&[
+        "up",
+        "--stack",
+        "cluster",
+        "--yes",
+        "--skip-cluster-install",
+    ]);
+    assert!(skipped.status.success(), "{}", describe(&skipped));
+    assert!(
+        String::from_utf8_lossy(&skipped.stderr).contains("--skip-cluster-install"),
+        "{}",
+        describe(&skipped)
+    );
+    let plan = json_of(&plan_json());
+    assert_eq!(cluster_object(&plan, &batch_pool)["action"], "delete");
+
+    // `up` applies the change and prunes the pool; then the plan is empty again.
+    let up = sandbox.up();
+    assert!(up.status.success(), "{}", describe(&up));
+    let stderr = String::from_utf8_lossy(&up.stderr).into_owned();
+    assert!(
+        stderr.contains("Cluster: 0 created, 1 configured, ") && stderr.contains(", 1 pruned"),
+        "{stderr}"
+    );
+    let settled = sandbox.run(&["plan", "--stack", "cluster", "--detailed-exitcode"]);
+    assert_eq!(settled.status.code(), Some(0), "{}", describe(&settled));
+    let plan = json_of(&plan_json());
+    assert!(
+        plan["cluster_objects"]["objects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["reference"] != batch_pool.as_str()),
+        "the batch pool is gone: {plan:#}"
+    );
 }

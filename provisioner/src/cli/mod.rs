@@ -1,11 +1,13 @@
 //! The `provisioner` command line: one module per verb, each with its `Args` and `run`.
 
 mod apply_plan;
+mod cluster;
 mod deployment;
 mod down;
 mod drift;
 mod gc;
 mod graph;
+mod kubeconfig;
 mod instances;
 mod output;
 mod output_verb;
@@ -16,6 +18,7 @@ mod refresh;
 mod render;
 mod schema;
 mod state;
+mod token;
 mod up;
 mod validate;
 
@@ -57,7 +60,7 @@ pub enum Command {
     /// Print the JSON Schema of stack files (committed as stacks/stack.schema.json).
     Schema(schema::Args),
     /// Write the in-cluster objects (baseline and control plane) as YAML files for GitOps.
-    /// Secrets are never written to files.
+    /// Secrets only with --include-secrets (never printed).
     Render(render::Args),
     /// Show what `up` would change. Exit codes with --detailed-exitcode: 0 no changes, 1 error,
     /// 2 changes present.
@@ -83,6 +86,12 @@ pub enum Command {
     /// Accept the live values of the deployment's resources into state (deleted ones are
     /// forgotten, so `up` creates them again). Never changes the stack file or the cloud.
     Refresh(refresh::Args),
+    /// Print a bearer token for the stack's EKS cluster as a client.authentication.k8s.io/v1beta1
+    /// ExecCredential (made like `aws eks get-token`; what `kubeconfig`'s user runs).
+    Token(token::Args),
+    /// Write a kubeconfig for the deployment's EKS cluster (endpoint and CA from state) whose user
+    /// runs `provisioner token`; to stdout or `--out FILE` (mode 0600).
+    Kubeconfig(kubeconfig::Args),
     /// Print the resource graph as Graphviz DOT with the critical path marked.
     Graph(graph::Args),
     /// Inspect state (`list`, `show ADDR`) or remove a stale lock (`unlock`).
@@ -108,6 +117,8 @@ pub fn main() -> ExitCode {
         Command::Gc(args) => gc::run(&args, &cli.stacks_dir, &output),
         Command::Drift(args) => drift::run(&args, &cli.stacks_dir, &output),
         Command::Refresh(args) => refresh::run(&args, &cli.stacks_dir, &output),
+        Command::Token(args) => token::run(&args, &cli.stacks_dir, &output),
+        Command::Kubeconfig(args) => kubeconfig::run(&args, &cli.stacks_dir, &output),
         Command::Graph(args) => graph::run(&args, &cli.stacks_dir, &output),
         Command::State(args) => state::run(&args, &cli.stacks_dir, &output),
         Command::Policy(args) => policy::run(&args, &cli.stacks_dir, &output),

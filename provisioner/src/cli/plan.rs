@@ -7,11 +7,13 @@ use std::process::ExitCode;
 use miette::{IntoDiagnostic, miette};
 
 use super::Output;
+use super::cluster;
 use super::deployment::{self, Target};
 use crate::engine::executor::DEFAULT_PARALLELISM;
 use crate::engine::planner::{self, PlanInput};
 use crate::engine::refresh::read_live;
 use crate::engine::render::render_plan;
+use crate::kubernetes::access::ClusterRoute;
 use crate::policy;
 
 /// Arguments of `plan`.
@@ -38,7 +40,7 @@ pub struct Args {
 
 pub fn run(args: &Args, stacks_dir: &Path, output: &Output) -> miette::Result<ExitCode> {
     let runtime = deployment::runtime()?;
-    let (plan, report) = runtime.block_on(async {
+    let (plan, report, cluster_plan) = runtime.block_on(async {
         let deployment = deployment::open(&args.target, stacks_dir, output).await?;
         let state = deployment.backend.load().await.into_diagnostic()?;
         if let Some(state) = &state
@@ -67,19 +69,25 @@ pub fn run(args: &Args, stacks_dir: &Path, output: &Output) -> miette::Result<Ex
         .map_err(|e| miette!("{e}"))?;
         let report = policy::check_plan(&policy::policies_dir(), &deployment.loaded, &plan)
             .map_err(super::policy::diagnostic)?;
-        Ok::<_, miette::Report>((plan, report))
+        let cluster_plan = in_cluster_plan(&deployment, state.as_ref(), args.refresh).await?;
+        Ok::<_, miette::Report>((plan, report, cluster_plan))
     })?;
+    let plan_json = || cluster::plan_json(&plan, cluster_plan.as_ref());
     if let Some(path) = &args.out {
-        std::fs::write(path, plan.to_json())
+        std::fs::write(path, plan_json())
             .into_diagnostic()
             .map_err(|e| e.wrap_err(format!("writing the plan to {}", path.display())))?;
     }
     let mut stdout = std::io::stdout().lock();
     let text = if args.json {
-        plan.to_json()
+        plan_json()
     } else {
         let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        render_plan(&plan, color)
+        let mut text = render_plan(&plan, color);
+        if let Some(cluster_plan) = &cluster_plan {
+            text.push_str(&cluster::render_plan(cluster_plan));
+        }
+        text
     };
     stdout.write_all(text.as_bytes()).into_diagnostic()?;
     if let Some(path) = &args.out
@@ -101,9 +109,44 @@ pub fn run(args: &Args, stacks_dir: &Path, output: &Output) -> miette::Result<Ex
         eprintln!("`up` would refuse this plan: a policy denies it.");
         return Ok(ExitCode::FAILURE);
     }
-    Ok(if args.detailed_exitcode && plan.has_changes() {
+    let cluster_changes = cluster_plan
+        .as_ref()
+        .is_some_and(|c| c.summary.has_changes());
+    let changes = plan.has_changes() || cluster_changes;
+    Ok(if args.detailed_exitcode && changes {
         ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The in-cluster part of the plan, when the cluster can be read: through `cluster.kubeconfig`
+/// always; through the EKS endpoint only with `--refresh` (it needs AWS credentials, which `plan`
+/// otherwise never touches). Otherwise a note says why the objects were not compared.
+async fn in_cluster_plan(
+    deployment: &deployment::Deployment,
+    state: Option<&crate::state::StateDocument>,
+    refresh: bool,
+) -> miette::Result<Option<cluster::ClusterPlan>> {
+    if !cluster::has_objects(deployment) {
+        return Ok(None);
+    }
+    let route = cluster::route(deployment, state);
+    match &route {
+        ClusterRoute::Unavailable(why) => {
+            eprintln!("note: the in-cluster objects were not compared: {why}");
+            Ok(None)
+        }
+        ClusterRoute::Eks(_) if !refresh => {
+            eprintln!(
+                "note: the in-cluster objects were not compared: pass --refresh to read them from \
+                 the EKS cluster (with AWS credentials)"
+            );
+            Ok(None)
+        }
+        _ => cluster::plan(deployment, &route)
+            .await
+            .map(Some)
+            .map_err(|e| e.wrap_err("reading the in-cluster objects")),
+    }
 }

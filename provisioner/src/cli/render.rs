@@ -1,13 +1,21 @@
 //! `provisioner render`: the in-cluster objects as YAML files, for GitOps users.
+//!
+//! Secrets are left out unless `--include-secrets` is given. With it, the Secrets get the values
+//! `up` applies (the database password and cache token decrypted from the deployment's state,
+//! the API keys derived from the state key), or, when nothing is deployed yet, placeholders that
+//! say so ([`kubernetes::SecretValues::placeholders`]). The Secrets file is written with mode
+//! 0600; values are never printed.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use miette::{IntoDiagnostic, WrapErr};
+use miette::{IntoDiagnostic, WrapErr, miette};
 use serde::Serialize;
 
-use crate::kubernetes;
-use crate::stack::{self, LoadRequest, StackSource};
+use super::deployment;
+use crate::engine::secrets::STATE_KEY_VAR;
+use crate::kubernetes::{self, SecretValues, install};
+use crate::stack::{self, LoadRequest, LoadedStack, StackSource};
 
 /// Arguments of `render`.
 #[derive(Debug, clap::Args)]
@@ -25,6 +33,10 @@ pub struct Args {
     /// Print what was written as JSON (`format_version` 1).
     #[arg(long)]
     pub json: bool,
+    /// Also write the Secrets (database and Redis URLs, API keys) with the deployment's values
+    /// from state, or placeholders when nothing is deployed. The file is mode 0600.
+    #[arg(long)]
+    pub include_secrets: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -60,7 +72,14 @@ pub fn run(args: &Args, stacks_dir: &Path) -> miette::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let files = kubernetes::render(&loaded, None)
+    let secrets = if args.include_secrets {
+        let (secrets, source) = secret_values(loaded.clone())?;
+        eprintln!("{source}");
+        Some(secrets)
+    } else {
+        None
+    };
+    let files = kubernetes::render(&loaded, secrets.as_ref())
         .into_diagnostic()
         .wrap_err("rendering the manifests")?;
     std::fs::create_dir_all(&args.out)
@@ -73,8 +92,8 @@ pub fn run(args: &Args, stacks_dir: &Path) -> miette::Result<ExitCode> {
     };
     for file in &files {
         let path = args.out.join(&file.file_name);
-        std::fs::write(&path, file.to_yaml())
-            .into_diagnostic()
+        let has_secrets = file.objects.iter().any(|o| o.kind == "Secret");
+        write_file(&path, &file.to_yaml(), has_secrets)
             .wrap_err_with(|| format!("writing {}", path.display()))?;
         report.files.push(FileReport {
             path: path.display().to_string(),
@@ -98,7 +117,70 @@ pub fn run(args: &Args, stacks_dir: &Path) -> miette::Result<ExitCode> {
             report.files.len(),
             args.out.display()
         );
-        println!("secrets (database and Redis URLs, API keys) are never written to files");
+        if !args.include_secrets {
+            println!(
+                "secrets (database and Redis URLs, API keys) were not written; \
+                 --include-secrets writes them"
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The Secrets' values and a sentence saying where they come from: the deployment's state when
+/// it records resources, placeholders otherwise.
+fn secret_values(loaded: LoadedStack) -> miette::Result<(SecretValues, String)> {
+    let runtime = deployment::runtime()?;
+    runtime.block_on(async {
+        let deployment = deployment::connect(loaded).await?;
+        let state = deployment.backend.load().await.into_diagnostic()?;
+        let Some(state) = state.filter(|s| !s.resources.is_empty()) else {
+            return Ok((
+                SecretValues::placeholders(),
+                format!(
+                    "note: {} records no resources: the Secrets hold placeholders (`up` applies \
+                     the real values)",
+                    deployment.backend.describe()
+                ),
+            ));
+        };
+        // Never create a key file here: a new key could not open what is in state.
+        let from_environment = std::env::var(STATE_KEY_VAR).is_ok_and(|v| !v.is_empty());
+        if !from_environment && !deployment.key_file.exists() {
+            return Err(miette!(
+                help = format!("set {STATE_KEY_VAR} to the key `up` used"),
+                "cannot decrypt the secrets in state: no {STATE_KEY_VAR} and no key file at {}",
+                deployment.key_file.display()
+            ));
+        }
+        let cipher = deployment.cipher()?;
+        let secrets = install::secret_values(&deployment.loaded, &state, &cipher)
+            .map_err(|e| miette!("{e}"))?;
+        Ok((
+            secrets,
+            format!(
+                "The Secrets hold the deployment's values from {}.",
+                deployment.backend.describe()
+            ),
+        ))
+    })
+}
+
+/// Writes a manifest file; one holding Secrets is readable by its owner only.
+fn write_file(path: &Path, text: &str, private: bool) -> miette::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mode = if private { 0o600 } else { 0o644 };
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .into_diagnostic()?;
+    if private {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .into_diagnostic()?;
+    }
+    file.write_all(text.as_bytes()).into_diagnostic()
 }

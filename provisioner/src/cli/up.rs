@@ -9,6 +9,7 @@ use miette::{IntoDiagnostic, miette};
 
 use super::Output;
 use super::apply_plan::{self, Progress};
+use super::cluster;
 use super::deployment::{self, Target};
 use crate::engine::executor::DEFAULT_PARALLELISM;
 use crate::engine::lifetime;
@@ -17,7 +18,8 @@ use crate::engine::planner::{self, PlanInput};
 use crate::engine::recovery::resolve_pending;
 use crate::engine::refresh::read_live;
 use crate::engine::render::render_plan;
-use crate::kubernetes::apply::{Applier, Change};
+use crate::kubernetes::access::ClusterRoute;
+use crate::kubernetes::apply::Change;
 use crate::kubernetes::install;
 use crate::policy;
 use crate::state::InstanceLifetime;
@@ -54,6 +56,12 @@ pub struct Args {
     /// made outside Stacksmith are not reverted).
     #[arg(long)]
     pub no_refresh: bool,
+    /// Converge the cloud side only: leave the in-cluster objects (baseline, control plane) as
+    /// they are. Without it, `up` applies them through `cluster.kubeconfig` or, when the stack
+    /// sets none, the EKS endpoint in state with a token, and fails when the cluster cannot be
+    /// reached.
+    #[arg(long)]
+    pub skip_cluster_install: bool,
 }
 
 fn parse_parallelism(text: &str) -> Result<usize, String> {
@@ -263,29 +271,39 @@ async fn install_in_cluster(
     state: &crate::state::StateDocument,
 ) -> miette::Result<ExitCode> {
     let loaded = &deployment.loaded;
-    if loaded.stack.baseline.is_none() && loaded.stack.controlplane.is_none() {
+    if !cluster::has_objects(deployment) {
         return Ok(ExitCode::SUCCESS);
     }
-    let Some(kubeconfig) = install::kubeconfig_of(loaded) else {
+    if args.skip_cluster_install {
         eprintln!(
-            "note: in-cluster objects were not applied: the stack sets no `cluster.kubeconfig` \
-             (applying through the EKS endpoint with a token is not built yet); \
-             `provisioner render` writes them for GitOps"
+            "note: the in-cluster objects were not applied (--skip-cluster-install); `up` without \
+             it applies them"
         );
         return Ok(ExitCode::SUCCESS);
-    };
+    }
+    let route = cluster::route(deployment, Some(state));
+    if let ClusterRoute::Unavailable(why) = &route {
+        eprintln!(
+            "note: the in-cluster objects (baseline, control plane) were not installed: {why}. \
+             To install them, {}.",
+            cluster::HOW_TO_INSTALL
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let help = "the cloud side converged; make the cluster reachable and run `up` again, or \
+                pass --skip-cluster-install to converge the cloud side only";
     let cipher = deployment.cipher()?;
     let secrets = install::secret_values(loaded, state, &cipher).map_err(|e| miette!("{e}"))?;
     eprintln!(
         "Applying the cluster baseline and control plane through {} ...",
-        kubeconfig.display()
+        route.describe()
     );
-    let applier = Applier::connect(&kubeconfig)
+    let applier = cluster::applier(deployment, &route)
         .await
-        .map_err(|e| miette!("{e}"))?;
+        .map_err(|e| miette!(help = help, "{e}"))?;
     let report = install::install(&applier, loaded, &secrets, args.rollout_timeout)
         .await
-        .map_err(|e| miette!("{e}"))?;
+        .map_err(|e| miette!(help = help, "{e}"))?;
     let count = |change: Change| report.applied.iter().filter(|(_, c)| *c == change).count();
     let (created, configured, unchanged) = (
         count(Change::Created),

@@ -314,6 +314,14 @@ impl FakeProvider {
                 "oidc_issuer".into(),
                 Value::String(format!("https://oidc.fake.internal/id/{id}")),
             );
+            // Base64 like EKS's, but no certificate: the fake cluster has no API server.
+            outputs.insert(
+                "certificate_authority".into(),
+                Value::String(base64::Engine::encode(
+                    &base64::engine::general_purpose::STANDARD,
+                    format!("fake certificate authority of {id}"),
+                )),
+            );
         }
         outputs
     }

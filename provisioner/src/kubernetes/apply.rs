@@ -60,7 +60,15 @@ pub enum ApplyError {
         /// The API's message.
         message: String,
     },
-    /// Listing or deleting during pruning failed.
+    /// Reading an object or listing the inventory failed.
+    #[error("reading {reference} failed: {message}")]
+    Read {
+        /// What was being read.
+        reference: String,
+        /// The API's message.
+        message: String,
+    },
+    /// Deleting during pruning failed.
     #[error("pruning {reference} failed: {message}")]
     Prune {
         /// What was being pruned.
@@ -76,6 +84,49 @@ pub enum ApplyError {
         /// One line per Deployment: which, and why (its condition's reason and message).
         not_ready: Vec<String>,
     },
+}
+
+/// An object of a stack's inventory, as the cluster lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InventoryObject {
+    /// `apps/v1`, `v1`, ...
+    pub api_version: String,
+    /// `Deployment`, ...
+    pub kind: String,
+    /// `None` for cluster-scoped objects.
+    pub namespace: Option<String>,
+    /// `metadata.name`.
+    pub name: String,
+}
+
+impl InventoryObject {
+    /// `Kind/namespace/name` or `Kind/name`, like [`RenderedObject::reference`].
+    pub fn reference(&self) -> String {
+        match &self.namespace {
+            Some(namespace) => format!("{}/{namespace}/{}", self.kind, self.name),
+            None => format!("{}/{}", self.kind, self.name),
+        }
+    }
+
+    /// What identifies the object across rendering and listing ([`identity_of`]).
+    pub fn identity(&self) -> String {
+        identity(
+            &self.api_version,
+            &self.kind,
+            self.namespace.as_deref(),
+            &self.name,
+        )
+    }
+}
+
+/// What identifies a rendered object across rendering and listing.
+pub fn identity_of(object: &RenderedObject) -> String {
+    identity(
+        &object.api_version,
+        &object.kind,
+        object.namespace.as_deref(),
+        &object.name,
+    )
 }
 
 /// What `apply` did to one object.
@@ -135,10 +186,72 @@ impl Applier {
             .map_err(|e| ApplyError::Connect(format!("{}: {e}", kubeconfig.display())))?;
         let client =
             kube::Client::try_from(config).map_err(|e| ApplyError::Connect(e.to_string()))?;
-        Ok(Self {
+        Ok(Self::new(client))
+    }
+
+    /// Works through an already connected client (e.g. one authenticated with an EKS token, see
+    /// [`super::access::connect`]).
+    pub fn new(client: kube::Client) -> Self {
+        Self {
             client,
             kinds: Mutex::new(HashMap::new()),
-        })
+        }
+    }
+
+    /// The live object `object` renders, or `None` when the cluster does not have it.
+    pub async fn get(&self, object: &RenderedObject) -> Result<Option<Json>, ApplyError> {
+        let api = self
+            .api_for(
+                &object.api_version,
+                &object.kind,
+                object.namespace.as_deref(),
+            )
+            .await?;
+        let live = api
+            .get_opt(&object.name)
+            .await
+            .map_err(|e| ApplyError::Read {
+                reference: object.reference(),
+                message: api_message(&e),
+            })?;
+        Ok(live.map(|l| serde_json::to_value(l).unwrap_or(Json::Null)))
+    }
+
+    /// Every object of the stack's inventory (label [`STACK_LABEL`]), dependents before the
+    /// namespaces and classes they live in.
+    pub async fn inventory(&self, stack: &str) -> Result<Vec<InventoryObject>, ApplyError> {
+        let selector = ListParams::default().labels(&format!("{STACK_LABEL}={stack}"));
+        let mut objects = Vec::new();
+        for (group, version, kind) in MANAGED_KINDS.iter().rev() {
+            let api_version = if group.is_empty() {
+                (*version).to_owned()
+            } else {
+                format!("{group}/{version}")
+            };
+            let api = self.api_for(&api_version, kind, None).await?;
+            let listed = api.list(&selector).await.map_err(|e| ApplyError::Read {
+                reference: format!("{kind} with {STACK_LABEL}={stack}"),
+                message: api_message(&e),
+            })?;
+            for item in listed.items {
+                // Some servers ignore label selectors: check the label ourselves too.
+                let owned = item
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(STACK_LABEL))
+                    .is_some_and(|v| v == stack);
+                if owned {
+                    objects.push(InventoryObject {
+                        api_version: api_version.clone(),
+                        kind: (*kind).to_owned(),
+                        namespace: item.metadata.namespace.clone(),
+                        name: item.metadata.name.clone().unwrap_or_default(),
+                    });
+                }
+            }
+        }
+        Ok(objects)
     }
 
     /// Applies `files` in order, prunes the inventory, waits for rollouts.
@@ -151,12 +264,7 @@ impl Applier {
         let mut rendered = BTreeSet::new();
         for object in files.iter().flat_map(|f| &f.objects) {
             let change = self.apply_object(object).await?;
-            rendered.insert(identity(
-                &object.api_version,
-                &object.kind,
-                object.namespace.as_deref(),
-                &object.name,
-            ));
+            rendered.insert(identity_of(object));
             report.applied.push((object.reference(), change));
         }
         report.pruned = self.prune(&rendered, &options.stack).await?;
@@ -232,50 +340,27 @@ impl Applier {
         rendered: &BTreeSet<String>,
         stack: &str,
     ) -> Result<Vec<String>, ApplyError> {
-        let selector = ListParams::default().labels(&format!("{STACK_LABEL}={stack}"));
         let mut pruned = Vec::new();
-        for (group, version, kind) in MANAGED_KINDS.iter().rev() {
-            let api_version = if group.is_empty() {
-                (*version).to_owned()
-            } else {
-                format!("{group}/{version}")
-            };
-            let api = self.api_for(&api_version, kind, None).await?;
-            let listed = api.list(&selector).await.map_err(|e| ApplyError::Prune {
-                reference: format!("{kind} with {STACK_LABEL}={stack}"),
-                message: api_message(&e),
-            })?;
-            for item in listed.items {
-                let name = item.metadata.name.clone().unwrap_or_default();
-                let namespace = item.metadata.namespace.clone();
-                // Some servers ignore label selectors: check the label ourselves too.
-                let owned = item
-                    .metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(STACK_LABEL))
-                    .is_some_and(|v| v == stack);
-                if !owned
-                    || rendered.contains(&identity(&api_version, kind, namespace.as_deref(), &name))
-                {
-                    continue;
-                }
-                let reference = match &namespace {
-                    Some(ns) => format!("{kind}/{ns}/{name}"),
-                    None => format!("{kind}/{name}"),
-                };
-                let scoped = self
-                    .api_for(&api_version, kind, namespace.as_deref())
-                    .await?;
-                match scoped.delete(&name, &DeleteParams::default()).await {
-                    Ok(_) => pruned.push(reference),
-                    Err(kube::Error::Api(status)) if status.is_not_found() => {}
-                    Err(e) => {
-                        return Err(ApplyError::Prune {
-                            reference,
-                            message: api_message(&e),
-                        });
-                    }
+        for object in self.inventory(stack).await? {
+            if rendered.contains(&object.identity()) {
+                continue;
+            }
+            let reference = object.reference();
+            let scoped = self
+                .api_for(
+                    &object.api_version,
+                    &object.kind,
+                    object.namespace.as_deref(),
+                )
+                .await?;
+            match scoped.delete(&object.name, &DeleteParams::default()).await {
+                Ok(_) => pruned.push(reference),
+                Err(kube::Error::Api(status)) if status.is_not_found() => {}
+                Err(e) => {
+                    return Err(ApplyError::Prune {
+                        reference,
+                        message: api_message(&e),
+                    });
                 }
             }
         }

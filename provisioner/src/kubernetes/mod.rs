@@ -5,7 +5,9 @@
 //! into the binary. Every value from the stack goes through the `json` filter, so a value can never
 //! break the YAML around it. Rendering does no IO.
 
+pub mod access;
 pub mod apply;
+pub mod diff;
 pub mod eks_auth;
 pub mod install;
 pub mod teardown;
@@ -78,6 +80,22 @@ pub struct SecretValues {
     pub admin_key: String,
     /// The API key the workers authenticate with.
     pub worker_key: String,
+}
+
+impl SecretValues {
+    /// Stand-ins for when the real values are unknown (`render --include-secrets` of a stack
+    /// that is not deployed; `plan`, which compares Secrets by their keys, never their values).
+    /// Each says what belongs there, so a file written with them cannot pass for a real one.
+    pub fn placeholders() -> Self {
+        let placeholder =
+            |what: &str| format!("PLACEHOLDER: {what}; `provisioner up` sets the real value");
+        Self {
+            database_url: placeholder("the database URL"),
+            redis_url: placeholder("the Redis URL"),
+            admin_key: placeholder("the API's bootstrap admin key"),
+            worker_key: placeholder("the workers' API key"),
+        }
+    }
 }
 
 impl fmt::Debug for SecretValues {
