@@ -140,3 +140,92 @@ async fn postgres_refuses_a_write_that_does_not_advance_the_serial() {
         other => panic!("expected a conflict, got {other:?}"),
     }
 }
+
+/// Saves the documents of a stack, two instances of it (with lifetimes) and another stack through
+/// `open(deployment)`, then lists the store through the first backend.
+async fn lists_every_deployment_of_its_store<F, Fut>(stack: &str, open: F)
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Arc<dyn StateBackend>>,
+{
+    use provisioner::state::{InstanceLifetime, deployment_name};
+    let created = chrono::DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z")
+        .unwrap()
+        .to_utc();
+    let lifetime = InstanceLifetime::starting(created, Some(Duration::from_secs(48 * 3600)));
+    let other = format!("{stack}-other");
+    let deployments = [
+        (stack, None),
+        (stack, Some("pr-1")),
+        (stack, Some("pr-2")),
+        (other.as_str(), None),
+    ];
+    let mut first = None;
+    for (name, instance) in deployments {
+        let backend = open(deployment_name(name, instance)).await;
+        let mut document = StateDocument::new(name, instance);
+        document.serial = 1;
+        document.lifetime = instance.map(|_| lifetime);
+        backend.save(&document).await.unwrap();
+        first.get_or_insert(backend);
+    }
+    let listed = first.unwrap().list_deployments().await.unwrap();
+    let ours: Vec<(String, Option<String>, Option<InstanceLifetime>)> = listed
+        .into_iter()
+        .filter(|d| d.document.stack == stack || d.document.stack == other)
+        .map(|d| (d.name, d.document.instance, d.document.lifetime))
+        .collect();
+    assert_eq!(
+        ours,
+        [
+            (stack.to_owned(), None, None),
+            (format!("{stack}-other"), None, None),
+            (
+                format!("{stack}-pr-1"),
+                Some("pr-1".to_owned()),
+                Some(lifetime)
+            ),
+            (
+                format!("{stack}-pr-2"),
+                Some("pr-2".to_owned()),
+                Some(lifetime)
+            ),
+        ]
+    );
+    assert_eq!(
+        lifetime.expires_at.unwrap().to_rfc3339(),
+        "2026-12-03T10:00:00+00:00"
+    );
+}
+
+#[tokio::test]
+async fn local_backend_lists_the_deployments_of_its_directory() {
+    let dir = std::env::temp_dir().join(stacksmith_testkit::unique_name("engine-state-list"));
+    let open = |deployment: String| {
+        let dir = dir.clone();
+        async move { Arc::new(LocalBackend::new(&dir, &deployment)) as Arc<dyn StateBackend> }
+    };
+    // Locks, key files and a save's temp files are not deployments.
+    std::fs::create_dir_all(&dir).unwrap();
+    for stray in ["demo.json.lock", "demo.key", "demo.json.1234.tmp"] {
+        std::fs::write(dir.join(stray), "{}").unwrap();
+    }
+    lists_every_deployment_of_its_store("demo", open).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn postgres_backend_lists_the_deployments_of_its_table() {
+    let url = stacksmith_testkit::database_url();
+    let stack = stacksmith_testkit::unique_name("list")
+        .replace('_', "-")
+        .to_lowercase();
+    let open = |deployment: String| {
+        let url = url.clone();
+        async move {
+            Arc::new(PostgresBackend::connect(&url, &deployment).await.unwrap())
+                as Arc<dyn StateBackend>
+        }
+    };
+    lists_every_deployment_of_its_store(&stack, open).await;
+}
