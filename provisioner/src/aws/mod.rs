@@ -431,11 +431,20 @@ pub fn owned(
     }
 }
 
-/// The `tags` property as recorded: the object's tags without the ownership tags.
+/// The tags the executor adds to every object it creates (never part of a `tags` property).
+pub const OWNERSHIP_KEYS: &[&str] = &[
+    "stacksmith:stack",
+    "stacksmith:instance",
+    "stacksmith:address",
+];
+
+/// The `tags` property as recorded: the object's tags without the ownership tags (other
+/// `stacksmith:` tags, such as an instance's `stacksmith:expires-at`, come from the property and
+/// are read back with it, so a refresh does not see them as drift).
 pub fn user_tags(tags: &IndexMap<String, String>) -> Value {
     Value::Object(
         tags.iter()
-            .filter(|(k, _)| !k.starts_with(OWNERSHIP_PREFIX))
+            .filter(|(k, _)| !OWNERSHIP_KEYS.contains(&k.as_str()))
             .map(|(k, v)| (k.clone(), Value::String(v.clone())))
             .collect(),
     )
