@@ -536,6 +536,53 @@ async fn check_network(loaded: &LoadedStack, instance: &str) {
         expected.sort();
         assert_eq!(arns, expected, "{name} policies");
     }
+
+    // The flow-log role may deliver to its own log group and nothing else.
+    let flow_role = format!("{}-vpc-flow-logs", loaded.names.qualified);
+    let inline = iam
+        .list_role_policies()
+        .role_name(&flow_role)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        inline.policy_names(),
+        ["flow-log-delivery"],
+        "{flow_role} inline policies"
+    );
+    let policy = iam
+        .get_role_policy()
+        .role_name(&flow_role)
+        .policy_name("flow-log-delivery")
+        .send()
+        .await
+        .unwrap();
+    let document: serde_json::Value =
+        serde_json::from_str(&percent_decode(policy.policy_document())).unwrap();
+    let statement = &document["Statement"][0];
+    assert_eq!(statement["Effect"], "Allow");
+    for action in ["logs:CreateLogStream", "logs:PutLogEvents"] {
+        assert!(
+            statement["Action"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a == action),
+            "{flow_role} may {action}: {document}"
+        );
+    }
+    let group = format!(
+        "log-group:/stacksmith/{}/vpc-flow-logs",
+        loaded.names.qualified
+    );
+    let resources = statement["Resource"].as_array().unwrap();
+    assert!(
+        !resources.is_empty()
+            && resources
+                .iter()
+                .all(|r| r.as_str().unwrap().contains(&group)),
+        "{flow_role} is scoped to its log group: {document}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -11,7 +11,7 @@ use provisioner::engine::fake::{FakeObject, FakeProvider};
 
 const DEMO_STACK: &str = "tests/fixtures/engine/stacks/demo.yaml";
 /// Resources the demo stack derives (see the golden case `stack_demo_full_create`).
-const DEMO_RESOURCES: usize = 55;
+const DEMO_RESOURCES: usize = 56;
 
 struct Sandbox {
     dir: PathBuf,
@@ -146,7 +146,7 @@ fn plan_exit_codes_json_and_saved_plans() {
     let sandbox = Sandbox::new(None);
     let plan = sandbox.run(0, &["plan", "--stack", "demo", "--detailed-exitcode"]);
     assert_eq!(plan.status.code(), Some(2), "{}", describe(&plan));
-    assert!(text(&plan.stdout).contains("Plan: 55 to create"));
+    assert!(text(&plan.stdout).contains(&format!("Plan: {DEMO_RESOURCES} to create")));
     assert!(
         !text(&plan.stdout).contains('\x1b'),
         "no colour when not a terminal"

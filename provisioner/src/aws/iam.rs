@@ -1,4 +1,6 @@
-//! IAM: service roles (trust policy for one AWS service) and managed-policy attachments.
+//! IAM: service roles (trust policy for one AWS service), managed-policy attachments and inline
+//! role policies (permissions no managed policy grants narrowly enough, e.g. flow-log delivery to
+//! one log group).
 //! Roles are named, so a retried create finds its role by name and adopts it when it carries our
 //! ownership tags (and refuses a same-named role that does not).
 
@@ -182,9 +184,7 @@ async fn read_attachment(
     ctx: &AwsContext,
     id: &str,
 ) -> Result<Option<LiveResource>, ProviderError> {
-    let (role, policy) = id
-        .split_once('|')
-        .ok_or_else(|| failed(format!("malformed attachment id `{id}`")))?;
+    let (role, policy) = split_pair(id, "attachment")?;
     let iam = &ctx.clients().await.iam;
     let mut pages = iam
         .list_attached_role_policies()
@@ -216,6 +216,92 @@ async fn read_attachment(
         }
     }
     Ok(None)
+}
+
+// --- inline role policies ---
+
+fn inline_policy_id(role: &str, name: &str) -> String {
+    format!("{role}|{name}")
+}
+
+fn split_pair<'a>(id: &'a str, what: &str) -> Result<(&'a str, &'a str), ProviderError> {
+    id.split_once('|')
+        .ok_or_else(|| failed(format!("malformed {what} id `{id}`")))
+}
+
+async fn read_inline_policy(
+    ctx: &AwsContext,
+    id: &str,
+) -> Result<Option<LiveResource>, ProviderError> {
+    let (role, name) = split_pair(id, "inline policy")?;
+    let iam = &ctx.clients().await.iam;
+    let out = match iam
+        .get_role_policy()
+        .role_name(role)
+        .policy_name(name)
+        .send()
+        .await
+        .map_err(api("GetRolePolicy"))
+    {
+        Ok(out) => out,
+        Err(e) if e.is("NoSuchEntity") => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let document = parse_document(out.policy_document()).ok_or_else(|| {
+        failed(format!(
+            "the document of inline policy {name} on role {role} is not JSON"
+        ))
+    })?;
+    let mut properties = IndexMap::new();
+    properties.insert("role".into(), json!(role));
+    properties.insert("name".into(), json!(name));
+    properties.insert("document".into(), document);
+    let mut outputs = IndexMap::new();
+    outputs.insert("id".into(), json!(id));
+    Ok(Some(LiveResource {
+        id: id.to_owned(),
+        properties,
+        outputs,
+        tags: IndexMap::new(),
+    }))
+}
+
+/// PutRolePolicy creates or replaces the document, so create, a retried create and update are
+/// the same call.
+async fn put_inline_policy(
+    ctx: &AwsContext,
+    properties: &IndexMap<String, Value>,
+) -> Result<LiveResource, ProviderError> {
+    let p = Props(properties);
+    let role = p.str("role")?;
+    let name = p.str("name")?;
+    let document = properties
+        .get("document")
+        .filter(|d| d.is_object())
+        .ok_or_else(|| failed("an inline policy needs a `document` object"))?
+        .to_string();
+    let iam = &ctx.clients().await.iam;
+    retry_on(
+        ctx,
+        "putting an inline role policy",
+        &["NoSuchEntity"],
+        bounds::IAM,
+        || async {
+            iam.put_role_policy()
+                .role_name(role)
+                .policy_name(name)
+                .policy_document(&document)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(api("PutRolePolicy"))
+        },
+    )
+    .await?;
+    let id = inline_policy_id(role, name);
+    read_inline_policy(ctx, &id)
+        .await?
+        .ok_or_else(|| failed(format!("inline policy {id} not visible after putting it")))
 }
 
 // --- OIDC provider (IRSA) ---
@@ -366,6 +452,7 @@ pub async fn read(
         "aws.iam.oidc_provider" => read_oidc(ctx, id).await,
         "aws.iam.role" => read_role(ctx, id).await,
         "aws.iam.role_policy_attachment" => read_attachment(ctx, id).await,
+        "aws.iam.role_policy" => read_inline_policy(ctx, id).await,
         other => Err(failed(format!("the IAM provider does not serve `{other}`"))),
     }
 }
@@ -426,6 +513,7 @@ pub async fn create(
                 .await?
                 .ok_or_else(|| failed(format!("attachment {id} not visible after attaching")))
         }
+        "aws.iam.role_policy" => put_inline_policy(ctx, properties).await,
         other => Err(failed(format!("the IAM provider does not serve `{other}`"))),
     }
 }
@@ -438,6 +526,9 @@ pub async fn update(
 ) -> Result<LiveResource, ProviderError> {
     if kind == "aws.iam.oidc_provider" {
         return update_oidc(ctx, id, properties).await;
+    }
+    if kind == "aws.iam.role_policy" {
+        return put_inline_policy(ctx, properties).await;
     }
     if kind != "aws.iam.role" {
         // Every attribute of an attachment forces a replacement.
@@ -517,10 +608,18 @@ pub async fn delete(ctx: &AwsContext, kind: &str, id: &str) -> Result<(), Provid
             )
             .await
         }
+        "aws.iam.role_policy" => {
+            let (role, name) = split_pair(id, "inline policy")?;
+            iam.delete_role_policy()
+                .role_name(role)
+                .policy_name(name)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| api("DeleteRolePolicy")(e).into())
+        }
         "aws.iam.role_policy_attachment" => {
-            let (role, policy) = id
-                .split_once('|')
-                .ok_or_else(|| failed(format!("malformed attachment id `{id}`")))?;
+            let (role, policy) = split_pair(id, "attachment")?;
             iam.detach_role_policy()
                 .role_name(role)
                 .policy_arn(policy)

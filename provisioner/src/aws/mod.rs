@@ -53,6 +53,7 @@ pub const TYPES: &[&str] = &[
     "aws.iam.role",
     "aws.iam.oidc_provider",
     "aws.iam.role_policy_attachment",
+    "aws.iam.role_policy",
     "aws.eks.cluster",
     "aws.eks.node_group",
     "aws.eks.addon",

@@ -64,6 +64,17 @@ impl Builder<'_> {
     }
 }
 
+/// The ARN partition of a region (`aws`, `aws-cn`, `aws-us-gov`).
+fn partition(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
 /// The desired resources of a loaded stack (and instance).
 pub fn derive(loaded: &LoadedStack) -> DesiredSet {
     let stack = &loaded.stack;
@@ -225,13 +236,42 @@ pub fn derive(loaded: &LoadedStack) -> DesiredSet {
                 .with("assume_role_service", json!("vpc-flow-logs.amazonaws.com"))
                 .with("tags", b.tags(&format!("{q}-vpc-flow-logs"), &[])),
         );
+        // The delivery role may write to its own log group and nothing else.
+        let group_arn = format!(
+            "arn:{}:logs:{}:*:log-group:/stacksmith/{q}/vpc-flow-logs",
+            partition(&stack.region),
+            stack.region
+        );
+        let delivery = b.add(
+            DesiredResource::new("iam.role_policy.flow_logs", "aws.iam.role_policy")
+                .with("role", output(&role, "name"))
+                .with("name", json!("flow-log-delivery"))
+                .with(
+                    "document",
+                    json!({
+                        "Version": "2012-10-17",
+                        "Statement": [{
+                            "Sid": "DeliverFlowLogs",
+                            "Effect": "Allow",
+                            "Action": [
+                                "logs:CreateLogStream",
+                                "logs:PutLogEvents",
+                                "logs:DescribeLogGroups",
+                                "logs:DescribeLogStreams",
+                            ],
+                            "Resource": [group_arn.clone(), format!("{group_arn}:*")],
+                        }],
+                    }),
+                ),
+        );
         b.add(
             DesiredResource::new("network.flow_log", "aws.ec2.flow_log")
                 .with("vpc_id", output(&vpc, "id"))
                 .with("traffic_type", json!("ALL"))
                 .with("log_group_name", output(&log_group, "name"))
                 .with("iam_role_arn", output(&role, "arn"))
-                .with("tags", b.tags(&format!("{q}-flow-log"), &[])),
+                .with("tags", b.tags(&format!("{q}-flow-log"), &[]))
+                .after(&delivery),
         );
     }
 

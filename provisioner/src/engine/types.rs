@@ -231,6 +231,15 @@ impl TypeCatalog {
                 ],
             ),
             (
+                "aws.iam.role_policy",
+                Dbc,
+                secs(2),
+                vec![
+                    ("role", "an inline policy belongs to one role"),
+                    ("name", "an inline policy is keyed by role and name"),
+                ],
+            ),
+            (
                 "aws.eks.cluster",
                 Dbc,
                 mins(15),
