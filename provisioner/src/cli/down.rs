@@ -3,7 +3,7 @@
 //! progress as `up`.
 //!
 //! Before the EKS cluster is deleted, the Services of type LoadBalancer are deleted through the
-//! cluster and waited for ([`crate::kubernetes::teardown`]), so the load balancers, security
+//! cluster (reached like `up` reaches it) and waited for ([`crate::kubernetes::teardown`]), so the load balancers, security
 //! groups and ENIs AWS made for them do not block the VPC; the AWS providers then sweep what is
 //! left in the VPC and retry "still in use" errors (`crate::aws::teardown`). A production stack
 //! (tag `environment: production`) is refused without `--destroy-production`.
@@ -18,6 +18,7 @@ use miette::{IntoDiagnostic, miette};
 
 use super::Output;
 use super::apply_plan::{self, Progress};
+use super::cluster;
 use super::deployment::{self, Deployment, Target};
 use crate::engine::DesiredSet;
 use crate::engine::executor::DEFAULT_PARALLELISM;
@@ -26,8 +27,8 @@ use crate::engine::planner::{self, PlanInput};
 use crate::engine::provider::ProviderRegistry;
 use crate::engine::recovery::resolve_pending;
 use crate::engine::render::render_plan;
-use crate::kubernetes::install;
-use crate::kubernetes::teardown::{self, ClusterAccess};
+use crate::kubernetes::access::{self, ClusterRoute};
+use crate::kubernetes::teardown;
 use crate::stack::model::Stack;
 use crate::state::StateDocument;
 use crate::state::journal::Journal;
@@ -248,7 +249,7 @@ async fn locked_down(
         return Ok(false);
     }
     if deletes_cluster(&plan) && !teardown.skip_load_balancer_cleanup {
-        remove_load_balancer_services(deployment).await?;
+        remove_load_balancer_services(deployment, state.as_ref()).await?;
     }
     apply_plan::execute(
         &plan,
@@ -268,25 +269,23 @@ fn deletes_cluster(plan: &Plan) -> bool {
         .any(|a| a.action == ActionKind::Delete && a.resource_type.as_str() == "aws.eks.cluster")
 }
 
-/// How `down` reaches the cluster: the stack's `cluster.kubeconfig`. The EKS token client (the
-/// cluster's endpoint and CA from state, a token signed with the AWS credentials) plugs in here
-/// as [`ClusterAccess::Client`] once it exists.
-fn cluster_access(deployment: &Deployment) -> Option<ClusterAccess> {
-    install::kubeconfig_of(&deployment.loaded).map(ClusterAccess::Kubeconfig)
-}
-
-/// Deletes the cluster's Services of type LoadBalancer and waits until they are gone.
-async fn remove_load_balancer_services(deployment: &Deployment) -> miette::Result<()> {
-    let Some(access) = cluster_access(deployment) else {
+/// Deletes the cluster's Services of type LoadBalancer and waits until they are gone. The cluster
+/// is reached like `up` reaches it: `cluster.kubeconfig`, else the EKS endpoint in state with a
+/// token.
+async fn remove_load_balancer_services(
+    deployment: &Deployment,
+    state: Option<&StateDocument>,
+) -> miette::Result<()> {
+    let route = cluster::route(deployment, state);
+    if let ClusterRoute::Unavailable(why) = &route {
         eprintln!(
-            "note: Services of type LoadBalancer were not deleted before the cluster: the stack \
-             sets no `cluster.kubeconfig`; load balancers they made are left to the VPC sweep"
+            "note: Services of type LoadBalancer were not deleted before the cluster: {why}; \
+             load balancers they made are left to the VPC sweep"
         );
         return Ok(());
-    };
+    }
     let help = "if the cluster cannot be reached any more, pass --skip-load-balancer-cleanup";
-    let client = access
-        .client()
+    let client = access::connect(&route, &deployment.aws)
         .await
         .map_err(|e| miette!(help = help, "{e}"))?;
     let deleted = teardown::delete_load_balancer_services(
@@ -297,7 +296,10 @@ async fn remove_load_balancer_services(deployment: &Deployment) -> miette::Resul
     .await
     .map_err(|e| miette!(help = help, "{e}"))?;
     if deleted.is_empty() {
-        eprintln!("No Service of type LoadBalancer in the cluster.");
+        eprintln!(
+            "No Service of type LoadBalancer in the cluster ({}).",
+            route.describe()
+        );
     } else {
         eprintln!(
             "Deleted the Services of type LoadBalancer (and waited for them): {}",

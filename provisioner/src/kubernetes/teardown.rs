@@ -4,20 +4,16 @@
 //! (its finalizer holds each Service until its load balancer is gone), so `down` deletes them and
 //! waits until they are gone; otherwise the VPC's deletion would fail on those leftovers.
 //!
-//! How `down` reaches the cluster is a seam ([`ClusterAccess`]): the stack's `cluster.kubeconfig`
-//! today; a client authenticated with an EKS token plugs in as [`ClusterAccess::Client`].
+//! The client comes from [`super::access::connect`] (`cluster.kubeconfig`, or the EKS endpoint
+//! with a token), as for `up`.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DeleteParams, ListParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TeardownError {
-    #[error("connecting to the cluster through {path}: {message}")]
-    Connect { path: String, message: String },
     #[error("{operation}: {source}")]
     Api {
         operation: String,
@@ -31,37 +27,6 @@ pub enum TeardownError {
         remaining: Vec<String>,
         waited: Duration,
     },
-}
-
-/// How `down` reaches the cluster it is about to delete.
-pub enum ClusterAccess {
-    /// The stack's `cluster.kubeconfig`.
-    Kubeconfig(PathBuf),
-    /// A client built elsewhere (e.g. authenticated with an EKS token from the cluster's
-    /// endpoint and CA in state).
-    Client(kube::Client),
-}
-
-impl ClusterAccess {
-    pub async fn client(self) -> Result<kube::Client, TeardownError> {
-        match self {
-            ClusterAccess::Client(client) => Ok(client),
-            ClusterAccess::Kubeconfig(path) => {
-                let connect = |message: String| TeardownError::Connect {
-                    path: path.display().to_string(),
-                    message,
-                };
-                // kube's rustls client needs a process-wide crypto provider (see apply.rs).
-                let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-                let file = Kubeconfig::read_from(&path).map_err(|e| connect(e.to_string()))?;
-                let config =
-                    kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
-                        .await
-                        .map_err(|e| connect(e.to_string()))?;
-                kube::Client::try_from(config).map_err(|e| connect(e.to_string()))
-            }
-        }
-    }
 }
 
 /// `namespace/name` of every Service of type LoadBalancer.
