@@ -2,7 +2,8 @@
 //! `token` prints an EKS token as an ExecCredential, `kubeconfig` writes the deployment's
 //! endpoint and CA with an exec user running `token`, `up` says clearly that it did not install
 //! the in-cluster objects when no cluster can be reached, and `render --include-secrets` of a
-//! stack that is not deployed writes placeholders, never printed.
+//! stack that is not deployed writes placeholders, never printed. In process: the EKS route
+//! sends a token for the cluster, signed with the given credentials, to the endpoint from state.
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
@@ -352,5 +353,78 @@ fn render_include_secrets_of_an_undeployed_stack_writes_placeholders_privately()
     assert!(
         !describe(&with).contains("PLACEHOLDER"),
         "values are never printed"
+    );
+}
+
+/// A self-signed CA certificate (its key was thrown away), base64 like EKS's `certificateAuthority`.
+const TEST_CA: &str = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCk1JSUJrRENDQVRlZ0F3SUJBZ0lVV1NYZGxUaThKcTh5TVFMNWpxbWhRRjMyOE5nd0NnWUlLb1pJemowRUF3SXcKSFRFYk1Ca0dBMVVFQXd3U2MzUmhZMnR6YldsMGFDMTBaWE4wTFdOaE1DQVhEVEkyTVRJd01USXdNakV6T0ZvWQpEekl4TWpZeE1UQTNNakF5TVRNNFdqQWRNUnN3R1FZRFZRUUREQkp6ZEdGamEzTnRhWFJvTFhSbGMzUXRZMkV3CldUQVRCZ2NxaGtqT1BRSUJCZ2dxaGtqT1BRTUJCd05DQUFTWENka29ydWN0azlUb01iSkZoZ0kxLy8wOEFCUkoKMUY4N3FnWUl2Wk9tYko3U3o0YVFrelpDdzYrNzE5UW1FeVpiVmVYbUpUMTdjc2U4Qk5RdjJXL1dvMU13VVRBZApCZ05WSFE0RUZnUVVKakhLOTZTNHVoanA3QXJUQ3p0UG13YzJQK3d3SHdZRFZSMGpCQmd3Rm9BVUpqSEs5NlM0CnVoanA3QXJUQ3p0UG13YzJQK3d3RHdZRFZSMFRBUUgvQkFVd0F3RUIvekFLQmdncWhrak9QUVFEQWdOSEFEQkUKQWg4Z3dGRFdRaXUwR0h0WUdISTBzNDd5MGdRbUFqZVNhMkZLWVBLQlp6MkRBaUVBLzRSNUc1Z3VIVjVpMElsYwpkcm8rOVNTTjJoYlhoQkcyem5HZExHYkhac289Ci0tLS0tRU5EIENFUlRJRklDQVRFLS0tLS0K";
+
+/// Accepts one request, answers it with `/version`'s document, and returns the request's head.
+async fn answer_once(listener: tokio::net::TcpListener) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut socket, _) = listener.accept().await.unwrap();
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let read = socket.read(&mut buffer).await.unwrap();
+        assert!(read > 0, "the client closed the connection");
+        head.extend_from_slice(&buffer[..read]);
+    }
+    let body = r#"{"major":"1","minor":"31","gitVersion":"v1.31.0","gitCommit":"","gitTreeState":"","buildDate":"","goVersion":"","compiler":"","platform":"linux/amd64"}"#;
+    let response = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    socket.write_all(response.as_bytes()).await.unwrap();
+    String::from_utf8(head).unwrap()
+}
+
+#[tokio::test]
+async fn the_eks_route_sends_a_token_for_the_cluster_to_its_endpoint() {
+    use provisioner::aws::AwsTarget;
+    use provisioner::kubernetes::access::{self, ClusterRoute, EksCluster};
+    use provisioner::kubernetes::eks_auth;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(answer_once(listener));
+    let route = ClusterRoute::Eks(EksCluster {
+        name: "stacksmith-demo".into(),
+        endpoint,
+        certificate_authority: TEST_CA.into(),
+    });
+    let aws = AwsTarget {
+        region: "us-west-2".into(),
+        static_credentials: Some(("AKIDEKSROUTE".into(), "eks-route-secret".into())),
+        ..AwsTarget::default()
+    };
+    let client = access::connect(&route, &aws).await.expect("a client");
+    let version = client
+        .apiserver_version()
+        .await
+        .expect("the server answers");
+    assert_eq!(version.minor, "31");
+
+    let head = server.await.unwrap();
+    let authorization = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("authorization")
+                .then(|| value.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no Authorization header in:\n{head}"));
+    let token = authorization
+        .strip_prefix("Bearer ")
+        .expect("a bearer token");
+    let url = eks_auth::url_of(token).expect("an EKS token");
+    assert!(
+        url.starts_with("https://sts.us-west-2.amazonaws.com/?Action=GetCallerIdentity"),
+        "{url}"
+    );
+    assert!(url.contains("X-Amz-Credential=AKIDEKSROUTE%2F"), "{url}");
+    assert!(
+        !head.contains("eks-route-secret"),
+        "the secret key never travels"
     );
 }

@@ -292,9 +292,14 @@ impl Applier {
         if !kinds.contains_key(&gvk) {
             let resolved = kube::discovery::pinned_kind(&self.client, &gvk)
                 .await
-                .map_err(|e| ApplyError::Discovery {
-                    kind: format!("{api_version}/{kind}"),
-                    message: e.to_string(),
+                .map_err(|e| match e {
+                    // The API answered, but does not know the kind.
+                    kube::Error::Api(_) | kube::Error::Discovery(_) => ApplyError::Discovery {
+                        kind: format!("{api_version}/{kind}"),
+                        message: api_message(&e),
+                    },
+                    // No answer: the connection, TLS or authentication failed.
+                    other => ApplyError::Connect(api_message(&other)),
                 })?;
             kinds.insert(gvk.clone(), resolved);
         }
@@ -468,12 +473,26 @@ fn identity(api_version: &str, kind: &str, namespace: Option<&str>, name: &str) 
     format!("{api_version}/{kind}/{}/{name}", namespace.unwrap_or(""))
 }
 
+/// The API's status message, or the error with its causes (e.g. the DNS or TLS failure behind a
+/// "client error (Connect)").
 fn api_message(error: &kube::Error) -> String {
     match error {
         kube::Error::Api(status) => {
             format!("{} ({} {})", status.message, status.code, status.reason)
         }
-        other => other.to_string(),
+        other => {
+            let mut message = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(cause) = source {
+                let text = cause.to_string();
+                if !message.contains(&text) {
+                    message.push_str(": ");
+                    message.push_str(&text);
+                }
+                source = cause.source();
+            }
+            message
+        }
     }
 }
 
