@@ -639,3 +639,37 @@ fn the_binary_exits_0_without_drift_2_with_drift_and_refresh_then_up_converge() 
             .unwrap();
     assert!(object["properties"]["tags"].get("added-by-hand").is_none());
 }
+
+#[test]
+fn up_removes_the_unrecorded_members_of_recorded_objects_only() {
+    let case = drifted();
+    let removals = provisioner::engine::planner::plan_member_removals(&case.state, &case.owned);
+    let planned: Vec<(String, Option<String>)> = removals
+        .iter()
+        .map(|a| (a.address.to_string(), a.resource_id.clone()))
+        .collect();
+    // The extra rule of the recorded group; not the recorded rule, not the unmanaged group's rule.
+    assert_eq!(
+        planned,
+        vec![(
+            "network.security_group.database.unrecorded_ingress_rules[0]".to_owned(),
+            Some("sgr-extra".to_owned())
+        )]
+    );
+    let removal = &removals[0];
+    assert_eq!(
+        removal.action,
+        provisioner::engine::plan::ActionKind::Delete
+    );
+    assert_eq!(
+        removal.resource_type.as_str(),
+        "aws.ec2.security_group_rule"
+    );
+    assert!(
+        removal
+            .note
+            .as_deref()
+            .unwrap()
+            .contains("not declared by the stack")
+    );
+}

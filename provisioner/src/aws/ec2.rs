@@ -357,9 +357,8 @@ const TAGGABLE: &[&str] = &[
     "aws.ec2.flow_log",
 ];
 
-/// Every taggable EC2 object carrying `ownership`, then the routes of those route tables and the
-/// rules of those security groups. AWS defaults are left out: a table's `local` route and routes
-/// propagated from a virtual private gateway, and a group's default "all traffic out" egress rule.
+/// Every taggable EC2 object carrying `ownership`, then the members of those route tables and
+/// security groups ([`members`]).
 pub async fn list_owned(
     ctx: &AwsContext,
     ownership: &IndexMap<String, String>,
@@ -377,91 +376,146 @@ pub async fn list_owned(
             found.push(owned(kind, object, None));
         }
     }
-    let ec2 = &ctx.clients().await.ec2;
-    if !tables.is_empty() {
-        let out = ec2
-            .describe_route_tables()
-            .set_route_table_ids(Some(tables))
-            .send()
-            .await
-            .map_err(api("DescribeRouteTables"))?;
-        for table in out.route_tables() {
-            let table_id = table.route_table_id().unwrap_or_default();
-            for route in table.routes() {
-                let default = route.gateway_id() == Some("local")
-                    || route.origin()
-                        == Some(&aws_sdk_ec2::types::RouteOrigin::EnableVgwRoutePropagation);
-                let Some(destination) = route.destination_cidr_block().filter(|_| !default) else {
-                    continue;
-                };
-                let id = route_id(table_id, destination);
-                let mut properties = json!({
-                    "route_table_id": table_id,
-                    "destination_cidr_block": destination,
-                });
-                for (name, target) in [
-                    ("gateway_id", route.gateway_id()),
-                    ("nat_gateway_id", route.nat_gateway_id()),
-                    ("transit_gateway_id", route.transit_gateway_id()),
-                    (
-                        "vpc_peering_connection_id",
-                        route.vpc_peering_connection_id(),
-                    ),
-                    ("network_interface_id", route.network_interface_id()),
-                ] {
-                    if let Some(target) = target {
-                        properties[name] = json!(target);
-                    }
+    found.extend(routes_of(ctx, tables).await?);
+    found.extend(rules_of(ctx, groups).await?);
+    Ok(found)
+}
+
+/// The members of one object: a route table's routes, a security group's rules (nothing for
+/// other kinds). AWS defaults are left out: a table's `local` route and routes propagated from a
+/// virtual private gateway, and a group's default "all traffic out" egress rule.
+pub async fn members(
+    ctx: &AwsContext,
+    kind: &str,
+    id: &str,
+) -> Result<Vec<OwnedObject>, ProviderError> {
+    let result = match kind {
+        "aws.ec2.route_table" => routes_of(ctx, vec![id.to_owned()]).await,
+        "aws.ec2.security_group" => rules_of(ctx, vec![id.to_owned()]).await,
+        _ => return Ok(Vec::new()),
+    };
+    match result {
+        // The parent is gone: a refresh reports that, it has no members.
+        Err(ProviderError::NotFound(_)) => Ok(Vec::new()),
+        other => other,
+    }
+}
+
+async fn routes_of(
+    ctx: &AwsContext,
+    tables: Vec<String>,
+) -> Result<Vec<OwnedObject>, ProviderError> {
+    let mut found = Vec::new();
+    if tables.is_empty() {
+        return Ok(found);
+    }
+    let out = match ctx
+        .clients()
+        .await
+        .ec2
+        .describe_route_tables()
+        .set_route_table_ids(Some(tables))
+        .send()
+        .await
+        .map_err(api("DescribeRouteTables"))
+    {
+        Ok(out) => out,
+        Err(e) if e.is_any(NOT_FOUND) => return Err(ProviderError::NotFound(e.to_string())),
+        Err(e) => return Err(e.into()),
+    };
+    for table in out.route_tables() {
+        let table_id = table.route_table_id().unwrap_or_default();
+        for route in table.routes() {
+            let default = route.gateway_id() == Some("local")
+                || route.origin()
+                    == Some(&aws_sdk_ec2::types::RouteOrigin::EnableVgwRoutePropagation);
+            let Some(destination) = route.destination_cidr_block().filter(|_| !default) else {
+                continue;
+            };
+            let id = route_id(table_id, destination);
+            let mut properties = json!({
+                "route_table_id": table_id,
+                "destination_cidr_block": destination,
+            });
+            for (name, target) in [
+                ("gateway_id", route.gateway_id()),
+                ("nat_gateway_id", route.nat_gateway_id()),
+                ("transit_gateway_id", route.transit_gateway_id()),
+                (
+                    "vpc_peering_connection_id",
+                    route.vpc_peering_connection_id(),
+                ),
+                ("network_interface_id", route.network_interface_id()),
+            ] {
+                if let Some(target) = target {
+                    properties[name] = json!(target);
                 }
-                let object = live(&id, properties, json!({ "id": id }), IndexMap::new());
-                let parent = MemberOf {
-                    resource_type: ResourceType::new("aws.ec2.route_table"),
-                    id: table_id.to_owned(),
-                    attribute: "routes".to_owned(),
-                };
-                found.push(owned("aws.ec2.route", object, Some(parent)));
             }
+            let object = live(&id, properties, json!({ "id": id }), IndexMap::new());
+            let parent = MemberOf {
+                resource_type: ResourceType::new("aws.ec2.route_table"),
+                id: table_id.to_owned(),
+                attribute: "routes".to_owned(),
+            };
+            found.push(owned("aws.ec2.route", object, Some(parent)));
         }
     }
-    if !groups.is_empty() {
-        let mut next_token = None;
-        loop {
-            let out = ec2
-                .describe_security_group_rules()
-                .filters(
-                    Filter::builder()
-                        .name("group-id")
-                        .set_values(Some(groups.clone()))
-                        .build(),
-                )
-                .set_next_token(next_token)
-                .send()
-                .await
-                .map_err(api("DescribeSecurityGroupRules"))?;
-            for rule in out.security_group_rules() {
-                let egress = rule.is_egress() == Some(true);
-                let everywhere = matches!(rule.cidr_ipv4(), Some("0.0.0.0/0"))
-                    || matches!(rule.cidr_ipv6(), Some("::/0"));
-                if egress && rule.ip_protocol() == Some("-1") && everywhere {
-                    continue;
+    Ok(found)
+}
+
+async fn rules_of(
+    ctx: &AwsContext,
+    groups: Vec<String>,
+) -> Result<Vec<OwnedObject>, ProviderError> {
+    let mut found = Vec::new();
+    if groups.is_empty() {
+        return Ok(found);
+    }
+    let mut next_token = None;
+    loop {
+        let out = match ctx
+            .clients()
+            .await
+            .ec2
+            .describe_security_group_rules()
+            .filters(
+                Filter::builder()
+                    .name("group-id")
+                    .set_values(Some(groups.clone()))
+                    .build(),
+            )
+            .set_next_token(next_token)
+            .send()
+            .await
+            .map_err(api("DescribeSecurityGroupRules"))
+        {
+            Ok(out) => out,
+            Err(e) if e.is_any(NOT_FOUND) => return Err(ProviderError::NotFound(e.to_string())),
+            Err(e) => return Err(e.into()),
+        };
+        for rule in out.security_group_rules() {
+            let egress = rule.is_egress() == Some(true);
+            let everywhere = matches!(rule.cidr_ipv4(), Some("0.0.0.0/0"))
+                || matches!(rule.cidr_ipv6(), Some("::/0"));
+            if egress && rule.ip_protocol() == Some("-1") && everywhere {
+                continue;
+            }
+            let object = rule_live(rule);
+            let parent = MemberOf {
+                resource_type: ResourceType::new("aws.ec2.security_group"),
+                id: rule.group_id().unwrap_or_default().to_owned(),
+                attribute: if egress {
+                    "egress_rules"
+                } else {
+                    "ingress_rules"
                 }
-                let object = rule_live(rule);
-                let parent = MemberOf {
-                    resource_type: ResourceType::new("aws.ec2.security_group"),
-                    id: rule.group_id().unwrap_or_default().to_owned(),
-                    attribute: if egress {
-                        "egress_rules"
-                    } else {
-                        "ingress_rules"
-                    }
-                    .to_owned(),
-                };
-                found.push(owned("aws.ec2.security_group_rule", object, Some(parent)));
-            }
-            next_token = out.next_token().map(str::to_owned);
-            if next_token.is_none() {
-                break;
-            }
+                .to_owned(),
+            };
+            found.push(owned("aws.ec2.security_group_rule", object, Some(parent)));
+        }
+        next_token = out.next_token().map(str::to_owned);
+        if next_token.is_none() {
+            break;
         }
     }
     Ok(found)

@@ -660,6 +660,20 @@ impl Provider for AwsProvider {
         })
     }
 
+    fn list_members<'a>(
+        &'a self,
+        context: &'a CallContext,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<OwnedObject>, ProviderError>> {
+        Box::pin(async move {
+            let t = context.resource_type.as_str();
+            match service(t) {
+                Some("ec2") => ec2::members(&self.ctx, t, id).await,
+                _ => Ok(Vec::new()),
+            }
+        })
+    }
+
     fn list_owned<'a>(
         &'a self,
         ownership: &'a IndexMap<String, String>,

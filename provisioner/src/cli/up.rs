@@ -16,7 +16,7 @@ use crate::engine::lifetime;
 use crate::engine::plan::Plan;
 use crate::engine::planner::{self, PlanInput};
 use crate::engine::recovery::resolve_pending;
-use crate::engine::refresh::read_live;
+use crate::engine::refresh::{read_live, read_members};
 use crate::engine::render::render_plan;
 use crate::kubernetes::access::ClusterRoute;
 use crate::kubernetes::apply::Change;
@@ -178,14 +178,20 @@ async fn locked_apply(
             }
             let state = journal.snapshot().await;
             let state = (state.serial > 0).then_some(state);
-            // Reading every recorded resource first makes drift a change: `up` converges it.
-            let live = match (&state, args.no_refresh) {
-                (Some(state), false) => Some(
-                    read_live(state, registry, args.parallelism)
-                        .await
-                        .map_err(|e| miette!("{e}"))?,
-                ),
-                _ => None,
+            // Reading every recorded resource (and the rules and routes of the recorded groups
+            // and tables) first makes drift a change: `up` converges it.
+            let (live, members) = match (&state, args.no_refresh) {
+                (Some(state), false) => {
+                    let (live, members) = tokio::join!(
+                        read_live(state, registry, args.parallelism),
+                        read_members(state, registry, args.parallelism)
+                    );
+                    (
+                        Some(live.map_err(|e| miette!("{e}"))?),
+                        members.map_err(|e| miette!("{e}"))?,
+                    )
+                }
+                _ => (None, Vec::new()),
             };
             let (desired, lifetime) = deployment.desired_with_lifetime(state.as_ref(), now);
             let plan = planner::plan(&PlanInput {
@@ -195,6 +201,10 @@ async fn locked_apply(
                 catalog: &registry.catalog(),
             })
             .map_err(|e| miette!("{e}"))?;
+            let plan = match &state {
+                Some(state) => with_member_removals(plan, state, &members),
+                None => plan,
+            };
             (plan, lifetime)
         }
     };
@@ -260,6 +270,21 @@ async fn locked_apply(
     }
     let state = journal.snapshot().await;
     install_in_cluster(args, deployment, &state).await
+}
+
+/// The plan plus the removal of the rules and routes that recorded security groups and route
+/// tables carry but the stack does not declare.
+fn with_member_removals(
+    mut plan: Plan,
+    state: &crate::state::StateDocument,
+    members: &[crate::engine::provider::OwnedObject],
+) -> Plan {
+    let removals = planner::plan_member_removals(state, members);
+    if !removals.is_empty() {
+        plan.actions.extend(removals);
+        plan.summary = crate::engine::plan::Summary::of(&plan.actions);
+    }
+    plan
 }
 
 /// The in-cluster half of `up`: renders the baseline and the control plane with the provisioned

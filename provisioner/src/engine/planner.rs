@@ -10,7 +10,7 @@ use super::graph::{GraphError, ResourceGraph};
 use super::plan::{
     ActionKind, AttributeChange, PLAN_FORMAT_VERSION, Plan, ResourceAction, StateVersion, Summary,
 };
-use super::provider::LiveResource;
+use super::provider::{LiveResource, OwnedObject};
 use super::secrets::is_encrypted;
 use super::types::TypeCatalog;
 use super::value::{self, OutputRef};
@@ -267,6 +267,81 @@ fn plan_existing(
         desired: Some(resource.properties.clone()),
         note: None,
     }
+}
+
+/// Deletions of the members of recorded objects that state does not record (an ingress rule
+/// added by hand to a recorded security group, a route added to a recorded route table): the
+/// stack declares all of a group's rules and all of a table's routes, so `up` removes the others.
+/// Addressed `<parent>.unrecorded_<attribute>[n]`, in the order of their parents in state, then
+/// by id.
+pub fn plan_member_removals(state: &StateDocument, members: &[OwnedObject]) -> Vec<ResourceAction> {
+    let recorded: HashSet<(&str, &str)> = state
+        .resources
+        .values()
+        .chain(&state.deposed)
+        .map(|r| (r.resource_type.as_str(), r.id.as_str()))
+        .collect();
+    let mut actions = Vec::new();
+    for parent in state.resources.values() {
+        let mut unrecorded: Vec<&OwnedObject> = members
+            .iter()
+            .filter(|m| {
+                m.member_of.as_ref().is_some_and(|of| {
+                    of.resource_type == parent.resource_type && of.id == parent.id
+                })
+            })
+            .filter(|m| !recorded.contains(&(m.resource_type.as_str(), m.id.as_str())))
+            .collect();
+        unrecorded.sort_by(|a, b| {
+            let attribute = |m: &OwnedObject| m.member_of.as_ref().map(|of| of.attribute.clone());
+            (attribute(a), &a.id).cmp(&(attribute(b), &b.id))
+        });
+        unrecorded.dedup_by(|a, b| a.id == b.id && a.resource_type == b.resource_type);
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for member in unrecorded {
+            let attribute = &member.member_of.as_ref().expect("filtered on").attribute;
+            let index = counts.entry(attribute.clone()).or_default();
+            let address = Address::parse(&format!(
+                "{}.unrecorded_{attribute}[{index}]",
+                parent.address
+            ));
+            *index += 1;
+            let Ok(address) = address else {
+                continue;
+            };
+            actions.push(ResourceAction {
+                address,
+                resource_type: member.resource_type.clone(),
+                action: ActionKind::Delete,
+                replacement_order: None,
+                replacement_reasons: Vec::new(),
+                previous_type: None,
+                resource_id: Some(member.id.clone()),
+                deposed: false,
+                depends_on: Vec::new(),
+                changes: member
+                    .properties
+                    .iter()
+                    .map(|(name, value)| AttributeChange {
+                        name: name.clone(),
+                        before: Some(value.clone()),
+                        after: None,
+                        after_unknown: false,
+                        sensitive: false,
+                        forces_replacement: None,
+                    })
+                    .collect(),
+                desired: None,
+                note: Some(format!(
+                    "{} {} of {} is not declared by the stack",
+                    attribute.trim_end_matches('s'),
+                    member.id,
+                    parent.address
+                )),
+            });
+        }
+    }
+    actions
 }
 
 /// An attribute's current value: the live one when the provider reports it, else the recorded

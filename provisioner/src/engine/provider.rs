@@ -116,6 +116,18 @@ pub trait Provider: Send + Sync {
         id: &'a str,
     ) -> BoxFuture<'a, Result<(), ProviderError>>;
 
+    /// The members of one recorded object that are not AWS defaults (a security group's rules, a
+    /// route table's routes), with `member_of` set: `up` removes the ones state does not record.
+    /// Read-only. Types without members have none.
+    fn list_members<'a>(
+        &'a self,
+        context: &'a CallContext,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<OwnedObject>, ProviderError>> {
+        let _ = (context, id);
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
     /// Every object of this provider's types that carries all of `ownership` (the stack and
     /// instance tags), recorded in state or not, plus the members of those objects that are not
     /// AWS defaults (rules of owned security groups, routes of owned route tables). Read-only;

@@ -85,3 +85,38 @@ pub async fn list_owned(
     }
     Ok(owned)
 }
+
+/// The members of every recorded object (a security group's rules, a route table's routes; see
+/// [`super::provider::Provider::list_members`]), at most `parallelism` calls at once, for `up` to
+/// remove the ones state does not record.
+pub async fn read_members(
+    state: &StateDocument,
+    registry: &ProviderRegistry,
+    parallelism: usize,
+) -> Result<Vec<OwnedObject>, RefreshError> {
+    let limit = Arc::new(Semaphore::new(parallelism.max(1)));
+    let mut reads = JoinSet::new();
+    for record in state.resources.values() {
+        let provider = registry.get(&record.resource_type)?;
+        let limit = limit.clone();
+        let context = CallContext {
+            address: record.address.clone(),
+            resource_type: record.resource_type.clone(),
+        };
+        let id = record.id.clone();
+        reads.spawn(async move {
+            let _permit = limit
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            let members = provider.list_members(&context, &id).await;
+            (context.address, members)
+        });
+    }
+    let mut members = Vec::new();
+    while let Some(joined) = reads.join_next().await {
+        let (address, found) = joined.expect("a member listing does not panic");
+        members.extend(found.map_err(|source| RefreshError::Provider { address, source })?);
+    }
+    Ok(members)
+}
