@@ -337,8 +337,84 @@ async fn leadership_is_lost_with_the_leader_session(db: PgPool) {
             .await
             .is_err()
     );
+    assert!(!first.session_alive().await);
+    assert!(second.session_alive().await);
     first.resign().await;
     assert!(!first.is_leading());
     assert!(!first.try_lead().await.unwrap());
     assert!(second.try_lead().await.unwrap());
+}
+
+/// The URL of the per-test database behind `db`.
+fn database_url(db: &PgPool) -> String {
+    let database = db
+        .connect_options()
+        .get_database()
+        .expect("database name")
+        .to_owned();
+    let base = stacksmith_testkit::database_url();
+    let (server, _) = base.rsplit_once('/').expect("URL with a database path");
+    format!("{server}/{database}")
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn serve_runs_the_autoscaler_when_given_a_namespace(db: PgPool) {
+    let (client, namespace) = namespace().await;
+    let pool = "served";
+    let deployments = worker_deployment(&client, &namespace, pool, (1, 3, 2)).await;
+    let team = team(&db).await;
+    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_controlplane"))
+        .arg("serve")
+        .env("DATABASE_URL", database_url(&db))
+        .env("REDIS_URL", stacksmith_testkit::redis_url())
+        .env(
+            "CONTROLPLANE_REDIS_PREFIX",
+            stacksmith_testkit::unique_name("autoscaler_serve"),
+        )
+        .env("CONTROLPLANE_LISTEN", "127.0.0.1:0")
+        .env("CONTROLPLANE_AUTOSCALER_NAMESPACE", &namespace)
+        .env(
+            "CONTROLPLANE_AUTOSCALER_KUBECONFIG",
+            stacksmith_testkit::kubeconfig(),
+        )
+        .env("CONTROLPLANE_AUTOSCALER_INTERVAL_MS", "200")
+        .env("CONTROLPLANE_AUTOSCALER_SCALE_DOWN_WINDOW_MS", "600000")
+        .env("HOSTNAME", "serve-under-test")
+        .env("RUST_LOG", "info,sqlx=warn")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start controlplane serve");
+
+    // 5 tasks at 2 per replica ask for 3 replicas, the maximum.
+    queue_tasks(&db, team, pool, 5).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut scaled = false;
+    while Instant::now() < deadline {
+        if replicas(&deployments, pool).await == 3 {
+            scaled = true;
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    serve.start_kill().expect("stop controlplane serve");
+    let output = serve.wait_with_output().await.expect("controlplane output");
+    let logs = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        scaled,
+        "the pool never reached 3 replicas; serve logged:\n{logs}"
+    );
+    let decision = logs
+        .lines()
+        .find(|line| line.contains("scaled worker pool"))
+        .unwrap_or_else(|| panic!("no scaling decision logged:\n{logs}"));
+    let decision: serde_json::Value = serde_json::from_str(decision).expect("a JSON log line");
+    let fields = &decision["fields"];
+    assert_eq!(fields["pool"], pool, "{decision}");
+    assert_eq!(fields["direction"], "up", "{decision}");
+    assert_eq!(
+        (fields["from"].as_u64(), fields["to"].as_u64()),
+        (Some(1), Some(3))
+    );
+    assert_eq!(fields["ready_tasks"], 5, "{decision}");
 }

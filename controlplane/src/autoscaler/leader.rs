@@ -9,11 +9,16 @@
 //! same connection right before scaling, so a leader whose session is gone cannot act on it.
 
 use sqlx::Connection;
+use std::time::Duration;
+
 use sqlx::postgres::{PgConnectOptions, PgConnection};
 
 /// The advisory lock key of the pool autoscaler (advisory locks are scoped to one database).
 /// Arbitrary but fixed: the ASCII of "stksmscl".
 pub const AUTOSCALER_LOCK_KEY: i64 = 0x73_74_6b_73_6d_73_63_6c;
+
+/// How long a liveness check or a polite close of the leader session may take.
+const SESSION_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One replica's side of the election.
 pub struct Leadership {
@@ -71,6 +76,18 @@ impl Leadership {
             self.connection.as_mut()
         } else {
             None
+        }
+    }
+
+    /// Whether the session still answers (a query failing with a server error, such as a
+    /// missing table, leaves it alive and the lock held).
+    pub async fn session_alive(&mut self) -> bool {
+        match self.connection.as_mut() {
+            Some(connection) => matches!(
+                tokio::time::timeout(SESSION_CHECK_TIMEOUT, connection.ping()).await,
+                Ok(Ok(()))
+            ),
+            None => false,
         }
     }
 

@@ -191,9 +191,11 @@ impl Autoscaler {
         }
         if let Err(error) = self.scale_pools(now).await {
             tracing::warn!(%error, "pool autoscaling round failed");
-            if matches!(error, AutoscalerError::Database(_)) {
-                // The leader session may be gone, and the lock with it: stop acting until the
-                // lock is taken again. Another replica may have it by then.
+            if matches!(error, AutoscalerError::Database(_))
+                && !self.leadership.session_alive().await
+            {
+                // The leader session is gone, and the lock with it: stop acting until the lock
+                // is taken again. Another replica may have it by then.
                 self.leadership.resign().await;
                 self.stabilizers.clear();
                 self.status.set_leading(false);
