@@ -139,24 +139,19 @@ async fn vpc_delete_sweeps_leftovers_then_retries_dependency_violation_until_fre
     use aws_sdk_ec2::operation::revoke_security_group_ingress::RevokeSecurityGroupIngressOutput;
 
     let vpc = our_vpc();
-    // The sweep asks for detached interfaces only.
-    let enis = mock!(aws_sdk_ec2::Client::describe_network_interfaces)
-        .match_requests(|r| {
-            r.filters()
-                .iter()
-                .any(|f| f.name() == Some("status") && f.values() == ["available"])
-        })
-        .then_output(|| {
-            DescribeNetworkInterfacesOutput::builder()
-                .network_interfaces(
-                    NetworkInterface::builder()
-                        .network_interface_id("eni-left")
-                        .status(NetworkInterfaceStatus::Available)
-                        .description("aws-K8S-i-0gone")
-                        .build(),
-                )
-                .build()
-        });
+    // The sweep deletes detached interfaces only.
+    let enis = mock!(aws_sdk_ec2::Client::describe_network_interfaces).then_output(|| {
+        DescribeNetworkInterfacesOutput::builder()
+            .network_interfaces(
+                NetworkInterface::builder()
+                    .network_interface_id("eni-left")
+                    .status(NetworkInterfaceStatus::Available)
+                    .description("aws-K8S-i-0gone")
+                    .build(),
+            )
+            .network_interfaces(node_eni())
+            .build()
+    });
     let delete_eni = mock!(aws_sdk_ec2::Client::delete_network_interface)
         .match_requests(|r| r.network_interface_id() == Some("eni-left"))
         .then_output(|| DeleteNetworkInterfaceOutput::builder().build());
@@ -251,9 +246,6 @@ async fn vpc_delete_blocked_forever_gives_up_naming_what_blocks_it() {
     use aws_sdk_ec2::operation::describe_subnets::DescribeSubnetsOutput;
 
     let vpc = our_vpc();
-    let detached = mock!(aws_sdk_ec2::Client::describe_network_interfaces)
-        .match_requests(|r| r.filters().iter().any(|f| f.name() == Some("status")))
-        .then_output(|| DescribeNetworkInterfacesOutput::builder().build());
     let all_enis = mock!(aws_sdk_ec2::Client::describe_network_interfaces).then_output(|| {
         DescribeNetworkInterfacesOutput::builder()
             .network_interfaces(load_balancer_eni())
@@ -321,7 +313,6 @@ async fn vpc_delete_blocked_forever_gives_up_naming_what_blocks_it() {
     let provider = provider(
         &[
             &vpc,
-            &detached,
             &all_enis,
             &groups,
             &instances,

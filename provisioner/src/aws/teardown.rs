@@ -375,10 +375,10 @@ pub async fn sweep_vpc(ctx: &AwsContext, vpc: &str) -> Result<Vec<String>, Provi
     let enis = ec2
         .describe_network_interfaces()
         .filters(filter("vpc-id", vpc))
-        .filters(filter("status", "available"))
         .send()
         .await
         .map_err(api("DescribeNetworkInterfaces"))?;
+    // Only detached interfaces (checked here: not every emulator filters on `status`).
     for eni in enis.network_interfaces() {
         if eni.status() != Some(&NetworkInterfaceStatus::Available) {
             continue;
