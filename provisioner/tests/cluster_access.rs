@@ -229,6 +229,21 @@ fn kubeconfig_names_the_endpoint_and_ca_from_state_and_runs_token() {
         "{stderr}"
     );
 
+    // `up --json` ends with a `cluster` event saying the same.
+    let again = sandbox.run(&["up", "--stack", "demo", "--yes", "--json"]);
+    assert!(again.status.success(), "{}", describe(&again));
+    let stdout = String::from_utf8_lossy(&again.stdout).into_owned();
+    let last: Value = serde_json::from_str(stdout.lines().last().expect("events")).unwrap();
+    assert_eq!(last["event"], "cluster", "{stdout}");
+    assert_eq!(last["installed"], false);
+    assert!(
+        last["reason"]
+            .as_str()
+            .unwrap()
+            .contains("fake provider's cluster has no API server"),
+        "{last}"
+    );
+
     let path = sandbox.dir.join("kube/config");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let written = sandbox.run(&[

@@ -368,12 +368,30 @@ async fn plan_shows_in_cluster_creates_then_nothing_then_updates_and_prunes() {
     let plan = json_of(&plan_json());
     assert_eq!(cluster_object(&plan, &batch_pool)["action"], "delete");
 
-    // `up` applies the change and prunes the pool; then the plan is empty again.
+    // `up` applies the change and prunes the pool (`--json`: the `cluster` event says so); then
+    // the plan is empty again.
+    let json_up = sandbox.run(&[
+        "up",
+        "--stack",
+        "cluster",
+        "--yes",
+        "--json",
+        "--rollout-timeout",
+        "60s",
+    ]);
+    assert!(json_up.status.success(), "{}", describe(&json_up));
+    let stdout = String::from_utf8_lossy(&json_up.stdout).into_owned();
+    let event: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("events")).unwrap();
+    assert_eq!(event["event"], "cluster", "{stdout}");
+    assert_eq!(event["installed"], true);
+    assert_eq!(event["configured"], 1);
+    assert_eq!(event["pruned"], serde_json::json!([batch_pool]));
     let up = sandbox.up();
     assert!(up.status.success(), "{}", describe(&up));
     let stderr = String::from_utf8_lossy(&up.stderr).into_owned();
     assert!(
-        stderr.contains("Cluster: 0 created, 1 configured, ") && stderr.contains(", 1 pruned"),
+        stderr.contains("Cluster: 0 created, 0 configured, ") && stderr.contains(", 0 pruned"),
         "{stderr}"
     );
     let settled = sandbox.run(&["plan", "--stack", "cluster", "--detailed-exitcode"]);

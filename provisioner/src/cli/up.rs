@@ -299,12 +299,24 @@ async fn install_in_cluster(
     if !cluster::has_objects(deployment) {
         return Ok(ExitCode::SUCCESS);
     }
+    let not_installed = |reason: &str| {
+        if args.json {
+            let event = serde_json::json!({
+                "event": "cluster",
+                "at": chrono::Utc::now(),
+                "installed": false,
+                "reason": reason,
+            });
+            println!("{event}");
+        }
+        Ok(ExitCode::SUCCESS)
+    };
     if args.skip_cluster_install {
         eprintln!(
             "note: the in-cluster objects were not applied (--skip-cluster-install); `up` without \
              it applies them"
         );
-        return Ok(ExitCode::SUCCESS);
+        return not_installed("--skip-cluster-install");
     }
     let route = cluster::route(deployment, Some(state));
     if let ClusterRoute::Unavailable(why) = &route {
@@ -313,7 +325,7 @@ async fn install_in_cluster(
              To install them, {}.",
             cluster::HOW_TO_INSTALL
         );
-        return Ok(ExitCode::SUCCESS);
+        return not_installed(why);
     }
     let help = "the cloud side converged; make the cluster reachable and run `up` again, or \
                 pass --skip-cluster-install to converge the cloud side only";
@@ -339,6 +351,8 @@ async fn install_in_cluster(
         let event = serde_json::json!({
             "event": "cluster",
             "at": chrono::Utc::now(),
+            "installed": true,
+            "through": route.describe(),
             "created": created,
             "configured": configured,
             "unchanged": unchanged,
