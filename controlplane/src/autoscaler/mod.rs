@@ -165,6 +165,8 @@ impl Autoscaler {
             scale_down_window_ms = self.settings.windows.scale_down.as_millis() as u64,
             "pool autoscaler started"
         );
+        // Followers report 0 from the start, not nothing.
+        self.status.set_leading(false);
         let mut interval = tokio::time::interval(self.settings.interval);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
