@@ -168,6 +168,12 @@ fn every_taggable_resource_carries_an_expiry_fixed_at_the_first_up() {
         ],
     );
     assert_eq!(plan.status.code(), Some(0), "{}", describe(&plan));
+    // The expiry tag is expected, not drift.
+    let drift = sandbox.run(
+        "2026-12-02T10:00:00Z",
+        &["drift", "--stack", "demo", "--instance", "pr-1"],
+    );
+    assert_eq!(drift.status.code(), Some(0), "{}", describe(&drift));
     sandbox.up("2026-12-02T10:00:00Z", "pr-1");
     for object in sandbox.objects_of("pr-1") {
         if object.properties.contains_key("tags") {
