@@ -42,8 +42,11 @@ pub struct AppState {
     pub rate_limiters: Arc<RateLimiters>,
     pub admin_key_hash: Option<[u8; 32]>,
     pub worker_key_hash: Option<[u8; 32]>,
-    /// Woken when tasks become queued (LISTEN/NOTIFY); long-polling lease requests wait on it.
+    /// Woken when tasks become claimable (by this server at once, by the others through Redis
+    /// pub/sub); long-polling lease requests wait on it.
     pub task_queued: Arc<tokio::sync::Notify>,
+    /// Tells this server's own wake-ups apart from the other servers' on the pub/sub channel.
+    pub server_id: Arc<str>,
     pub lifecycle: Arc<Lifecycle>,
     pub metrics: PrometheusHandle,
 }
@@ -55,11 +58,28 @@ impl AppState {
             admin_key_hash: config.admin_key.as_ref().map(|key| hash_key(key.expose())),
             worker_key_hash: config.worker_key.as_ref().map(|key| hash_key(key.expose())),
             task_queued: Arc::default(),
+            server_id: uuid::Uuid::new_v4().to_string().into(),
             config: Arc::new(config),
             db,
             redis,
             lifecycle: Arc::default(),
             metrics: crate::metrics::prometheus_handle(),
+        }
+    }
+
+    /// Tasks became claimable: wakes this server's waiting lease requests at once and the other
+    /// servers' through Redis pub/sub. Losing the Redis message only delays the others to their
+    /// next poll (`scheduler.poll_interval_ms`).
+    pub async fn announce_queued(&self) {
+        self.task_queued.notify_waiters();
+        let mut redis = self.redis.clone();
+        let published: redis::RedisResult<i64> = redis::cmd("PUBLISH")
+            .arg(self.redis_key(crate::scheduler::QUEUED_CHANNEL))
+            .arg(&*self.server_id)
+            .query_async(&mut redis)
+            .await;
+        if let Err(error) = published {
+            tracing::warn!(%error, "cannot announce queued tasks to the other servers");
         }
     }
 

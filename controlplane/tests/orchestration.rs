@@ -370,6 +370,49 @@ async fn a_long_poll_wakes_when_a_task_is_queued(pool: PgPool) {
 }
 
 #[sqlx::test(migrations = "./migrations")]
+async fn a_long_poll_on_one_server_wakes_when_another_server_queues_a_task(pool: PgPool) {
+    let mut config = common::config(RateLimitConfig::disabled());
+    // Polling alone would take 8 s: only the Redis announcement can answer sooner.
+    config.scheduler.poll_interval_ms = 8_000;
+    // Two replicas of one deployment: the same database and Redis key prefix.
+    let other_config = config.clone();
+    let polled = TestServer::start(pool.clone(), config).await;
+    let queueing = TestServer::start(pool, other_config).await;
+    let (_, key) = queueing.team_with_key("alice").await;
+    let waiting = {
+        let client = polled.client.clone();
+        let url = polled.url("/v1/leases");
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let response = client
+                .post(url)
+                .bearer_auth(WORKER_KEY)
+                .json(&json!({"pool": "wake", "wait_seconds": 8}))
+                .send()
+                .await
+                .unwrap();
+            let body: Value = response.json().await.unwrap();
+            (started.elapsed(), body)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    submit(
+        &queueing,
+        &key,
+        json!({"pool": "wake", "command": ["true"]}),
+    )
+    .await;
+    let (elapsed, body) = tokio::time::timeout(Duration::from_secs(15), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(body["leases"].as_array().unwrap().len(), 1, "{body}");
+    assert!(elapsed < Duration::from_secs(4), "woken after {elapsed:?}");
+    queueing.stop().await;
+    polled.stop().await;
+}
+
+#[sqlx::test(migrations = "./migrations")]
 async fn fair_share_serves_a_small_team_despite_a_huge_backlog(pool: PgPool) {
     let server = TestServer::unlimited(pool.clone()).await;
     let (big, _) = server.team_with_key("big").await;

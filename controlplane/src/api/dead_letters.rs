@@ -113,6 +113,9 @@ pub async fn redrive(
         )));
     }
     let rows = db::scheduler::redrive(&state.db, caller.team_id, &request.task_ids).await?;
+    if !rows.is_empty() {
+        state.announce_queued().await;
+    }
     let redriven = rows
         .into_iter()
         .map(Task::try_from)

@@ -354,6 +354,10 @@ pub async fn complete(
             .map_err(lease_error)?;
     let task = Task::try_from(row)?;
     crate::metrics::record_finished(&task, seconds);
+    if task.workflow_id.is_some() {
+        // Dependents whose last dependency this was are queued now.
+        state.announce_queued().await;
+    }
     Ok(axum::Json(task))
 }
 
@@ -403,6 +407,10 @@ pub async fn fail(
         .map_err(lease_error)?;
     let task = Task::try_from(row)?;
     crate::metrics::record_finished(&task, seconds);
+    if task.state == TaskState::Queued && task.run_at <= Utc::now() {
+        // A retry without backoff is claimable at once.
+        state.announce_queued().await;
+    }
     Ok(axum::Json(task))
 }
 
@@ -432,6 +440,7 @@ pub async fn release(
     let row = db::scheduler::release(&state.db, lease_id, request.fencing_token)
         .await
         .map_err(lease_error)?;
+    state.announce_queued().await;
     Ok(axum::Json(Task::try_from(row)?))
 }
 

@@ -440,7 +440,9 @@ fn replay(
 
 pub async fn publish_event(state: &AppState, event: &str, task: &Task) {
     let mut redis = state.redis.clone();
-    let result: redis::RedisResult<String> = redis::cmd("XADD")
+    let mut pipeline = redis::pipe();
+    pipeline
+        .cmd("XADD")
         .arg(state.redis_key("task-events"))
         .arg("MAXLEN")
         .arg("~")
@@ -452,10 +454,21 @@ pub async fn publish_event(state: &AppState, event: &str, task: &Task) {
         .arg(task.id.to_string())
         .arg("pool")
         .arg(&task.pool)
-        .query_async(&mut redis)
-        .await;
+        .ignore();
+    let queued = task.state == TaskState::Queued;
+    if queued {
+        // Wakes the other servers' long-polling lease requests, in the same round trip.
+        state.task_queued.notify_waiters();
+        pipeline
+            .cmd("PUBLISH")
+            .arg(state.redis_key(crate::scheduler::QUEUED_CHANNEL))
+            .arg(&*state.server_id)
+            .ignore();
+    }
+    let result: redis::RedisResult<()> = pipeline.query_async(&mut redis).await;
     if let Err(error) = result {
-        // The database is the source of truth; the event stream only wakes schedulers early.
+        // The database is the source of truth; the stream and the announcement only wake
+        // schedulers early (the others poll).
         tracing::warn!(%error, task_id = %task.id, "cannot publish the task event to Redis");
     }
 }

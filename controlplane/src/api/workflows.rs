@@ -304,6 +304,7 @@ pub async fn create_workflow(
         &tasks,
     )
     .await?;
+    state.announce_queued().await;
     let workflow = view(workflow, rows)?;
     let location = format!("/v1/workflows/{}", workflow.id);
     let mut response = (StatusCode::CREATED, axum::Json(workflow)).into_response();
