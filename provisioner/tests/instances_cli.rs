@@ -360,3 +360,63 @@ fn production_down_is_refused_without_destroy_production() {
     );
     assert!(sandbox.objects().is_empty());
 }
+
+#[test]
+fn a_saved_plan_applies_the_expiry_it_was_made_with() {
+    let sandbox = Sandbox::new(None);
+    let plan = sandbox.ok(
+        "2026-12-01T08:00:00Z",
+        &[
+            "plan",
+            "--stack",
+            "demo",
+            "--instance",
+            "pr-9",
+            "--out",
+            "pr-9.plan.json",
+        ],
+    );
+    assert!(plan.status.success());
+    sandbox.ok(
+        "2026-12-01T09:30:00Z",
+        &[
+            "up",
+            "--stack",
+            "demo",
+            "--instance",
+            "pr-9",
+            "--plan",
+            "pr-9.plan.json",
+            "--yes",
+        ],
+    );
+    for object in sandbox.objects_of("pr-9") {
+        if object.properties.contains_key("tags") {
+            assert_eq!(
+                object.properties["tags"][EXPIRES_AT],
+                "2026-12-03T08:00:00Z"
+            );
+        }
+    }
+    let listing = sandbox.instances_json("2026-12-01T10:00:00Z");
+    assert_eq!(
+        listing["instances"][0]["created_at"],
+        "2026-12-01T08:00:00Z"
+    );
+    assert_eq!(
+        listing["instances"][0]["expires_at"],
+        "2026-12-03T08:00:00Z"
+    );
+    let again = sandbox.run(
+        "2026-12-02T10:00:00Z",
+        &[
+            "plan",
+            "--stack",
+            "demo",
+            "--instance",
+            "pr-9",
+            "--detailed-exitcode",
+        ],
+    );
+    assert_eq!(again.status.code(), Some(0), "{}", describe(&again));
+}
