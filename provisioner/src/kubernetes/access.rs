@@ -65,6 +65,9 @@ pub enum AccessError {
     /// State lacks what the connection needs.
     #[error("{0}")]
     NotInState(String),
+    /// The route says there is no cluster to reach.
+    #[error("no cluster to reach: {0}")]
+    Unavailable(String),
     /// No token could be made.
     #[error(transparent)]
     Token(#[from] TokenError),
@@ -235,7 +238,7 @@ pub async fn connect(route: &ClusterRoute, aws: &AwsTarget) -> Result<kube::Clie
             };
             (eks_kubeconfig(cluster, user), cluster.endpoint.clone())
         }
-        ClusterRoute::Unavailable(why) => return Err(AccessError::NotInState(why.clone())),
+        ClusterRoute::Unavailable(why) => return Err(AccessError::Unavailable(why.clone())),
     };
     let failed = |message: String| AccessError::Connect {
         target: target.clone(),
