@@ -50,7 +50,12 @@ impl Sandbox {
 
     /// Runs the binary at the given "now".
     fn run(&self, now: &str, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_provisioner"))
+        self.command(now, args).output().unwrap()
+    }
+
+    fn command(&self, now: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_provisioner"));
+        command
             .args(args)
             .current_dir(&self.dir)
             .env("STACKSMITH_PROVIDER", "fake")
@@ -65,9 +70,8 @@ impl Sandbox {
             .env("NO_COLOR", "1")
             .env_remove("STACKSMITH_FAKE_FAIL")
             .env_remove("STACKSMITH_FAKE_THROTTLE")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+            .stdin(Stdio::null());
+        command
     }
 
     fn ok(&self, now: &str, args: &[&str]) -> Output {
@@ -419,4 +423,44 @@ fn a_saved_plan_applies_the_expiry_it_was_made_with() {
         ],
     );
     assert_eq!(again.status.code(), Some(0), "{}", describe(&again));
+}
+
+#[test]
+fn a_delete_that_keeps_failing_makes_down_exit_1_naming_it_and_a_rerun_finishes() {
+    let sandbox = Sandbox::new(None);
+    let now = "2026-12-01T00:00:00Z";
+    sandbox.up(now, "pr-1");
+    let resources = sandbox.objects().len();
+    let failed = sandbox
+        .command(
+            now,
+            &["down", "--stack", "demo", "--instance", "pr-1", "--yes"],
+        )
+        .env("STACKSMITH_FAKE_FAIL", "network.vpc")
+        .output()
+        .unwrap();
+    assert_eq!(failed.status.code(), Some(1), "{}", describe(&failed));
+    let stderr = text(&failed.stderr);
+    assert!(stderr.contains("FAILED deleting network.vpc"), "{stderr}");
+    let left = sandbox.objects_of("pr-1");
+    assert!(
+        !left.is_empty() && left.len() < resources,
+        "everything but what the VPC holds up went: {} of {resources} left",
+        left.len()
+    );
+    assert!(
+        left.iter()
+            .any(|o| o.tags["stacksmith:address"] == "network.vpc")
+    );
+    assert_eq!(
+        listed(&sandbox.instances_json(now)),
+        ["pr-1"],
+        "the instance is still listed while something of it exists"
+    );
+
+    sandbox.ok(
+        now,
+        &["down", "--stack", "demo", "--instance", "pr-1", "--yes"],
+    );
+    assert!(sandbox.objects_of("pr-1").is_empty());
 }
