@@ -9,7 +9,8 @@
 //! it is missing, when its labels differ, or when it lacks a key we set. A field removed from a
 //! template is not reported (the rendered object no longer names it).
 //!
-//! [`compare`] and [`plan_changes`] are pure; [`in_cluster_changes`] reads the cluster.
+//! [`compare`], [`plan_changes`] and [`field_differences`] (the values too, for reports such as
+//! `drift`; never a Secret's) are pure; [`in_cluster_changes`] reads the cluster.
 
 use std::collections::BTreeSet;
 
@@ -158,11 +159,45 @@ pub fn compare(rendered: &RenderedObject, live: Option<&Json>) -> ObjectChange {
     }
 }
 
+/// One field that differs, with both values (for reports that show them, like `drift`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldDifference {
+    /// The path, as in [`ObjectChange::changed_fields`].
+    pub path: String,
+    /// What the rendered object sets.
+    pub expected: Json,
+    /// What the cluster holds; `null` when absent.
+    pub actual: Json,
+}
+
 /// The paths of the fields `desired` sets that `live` lacks or holds with another value.
 pub fn changed_fields(desired: &Json, live: &Json) -> Vec<String> {
-    let mut changed = Vec::new();
-    walk(desired, Some(live), "", &mut changed);
-    changed
+    differences(desired, live)
+        .into_iter()
+        .map(|difference| difference.path)
+        .collect()
+}
+
+/// The differing fields of `rendered` against its `live` object, with their values; for a
+/// Secret both values are `null` (Secret values are never carried). Pure.
+pub fn field_differences(rendered: &RenderedObject, live: &Json) -> Vec<FieldDifference> {
+    if rendered.kind == "Secret" {
+        return secret_changes(&rendered.object, live)
+            .into_iter()
+            .map(|path| FieldDifference {
+                path,
+                expected: Json::Null,
+                actual: Json::Null,
+            })
+            .collect();
+    }
+    differences(&rendered.object, live)
+}
+
+fn differences(desired: &Json, live: &Json) -> Vec<FieldDifference> {
+    let mut found = Vec::new();
+    walk(desired, Some(live), "", &mut found);
+    found
 }
 
 /// A Secret: every field but the values, then the presence of each key we set (in `data` or
@@ -189,34 +224,41 @@ fn secret_changes(desired: &Json, live: &Json) -> Vec<String> {
     changed
 }
 
-fn walk(desired: &Json, live: Option<&Json>, path: &str, changed: &mut Vec<String>) {
+fn walk(desired: &Json, live: Option<&Json>, path: &str, found: &mut Vec<FieldDifference>) {
+    let mut differ = || {
+        found.push(FieldDifference {
+            path: root(path),
+            expected: desired.clone(),
+            actual: live.cloned().unwrap_or(Json::Null),
+        })
+    };
     match desired {
         Json::Object(fields) => match live {
             Some(Json::Object(_)) | None if fields.is_empty() => {}
             Some(Json::Object(live_fields)) => {
                 for (key, value) in fields {
-                    walk(value, live_fields.get(key), &join(path, key), changed);
+                    walk(value, live_fields.get(key), &join(path, key), found);
                 }
             }
-            _ => changed.push(root(path)),
+            _ => differ(),
         },
         Json::Array(items) => match live {
             Some(Json::Array(live_items)) if live_items.len() == items.len() => {
                 for (index, (item, live_item)) in items.iter().zip(live_items).enumerate() {
-                    walk(item, Some(live_item), &format!("{path}[{index}]"), changed);
+                    walk(item, Some(live_item), &format!("{path}[{index}]"), found);
                 }
             }
             None if items.is_empty() => {}
-            _ => changed.push(root(path)),
+            _ => differ(),
         },
         Json::Null => {
             if !matches!(live, None | Some(Json::Null)) {
-                changed.push(root(path));
+                differ();
             }
         }
         scalar => {
             if !live.is_some_and(|live| same_scalar(scalar, live)) {
-                changed.push(root(path));
+                differ();
             }
         }
     }
@@ -357,6 +399,44 @@ mod tests {
         let change = compare(&object("Deployment", desired), Some(&live));
         assert_eq!(change.action, ObjectAction::Update);
         assert_eq!(change.changed_fields.len(), 3);
+    }
+
+    #[test]
+    fn differences_carry_both_values_but_never_a_secret_value() {
+        let deployment = object(
+            "Deployment",
+            json!({ "spec": { "replicas": 3, "paused": false } }),
+        );
+        let live = json!({ "spec": { "replicas": 2 } });
+        assert_eq!(
+            field_differences(&deployment, &live),
+            vec![
+                FieldDifference {
+                    path: "spec.replicas".into(),
+                    expected: json!(3),
+                    actual: json!(2),
+                },
+                FieldDifference {
+                    path: "spec.paused".into(),
+                    expected: json!(false),
+                    actual: Json::Null,
+                },
+            ]
+        );
+        let secret = RenderedObject {
+            api_version: "v1".into(),
+            ..object(
+                "Secret",
+                json!({ "stringData": { "DATABASE_URL": "postgres://u:hunter2@h/db" } }),
+            )
+        };
+        let differences = field_differences(&secret, &json!({ "data": {} }));
+        assert_eq!(differences.len(), 1);
+        assert_eq!(differences[0].path, "stringData.DATABASE_URL");
+        assert_eq!(
+            (&differences[0].expected, &differences[0].actual),
+            (&Json::Null, &Json::Null)
+        );
     }
 
     #[test]
