@@ -400,6 +400,37 @@ async fn scenario() {
     ec2.delete_vpc().vpc_id(&rogue).send().await.unwrap();
     let (code, report) = deployment.drift_json();
     assert_eq!(code, 0, "after up: {:?}", drifted(&report));
+    // Converged: a refreshed plan has nothing left to do.
+    let plan = deployment.run(&["plan", "--refresh", "--detailed-exitcode"]);
+    assert_eq!(
+        plan.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&plan.stdout),
+        stderr(&plan)
+    );
+
+    // An unmanaged log group under /stacksmith/ is found by its tags too.
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&sdk);
+    let stray = format!("/stacksmith/local-{}/stray", deployment.instance);
+    logs.create_log_group()
+        .log_group_name(&stray)
+        .tags("stacksmith:stack", "local")
+        .tags("stacksmith:instance", &deployment.instance)
+        .send()
+        .await
+        .unwrap();
+    let (code, report) = deployment.drift_json();
+    assert_eq!(code, 2);
+    assert_eq!(
+        drifted(&report),
+        vec![format!("unmanaged aws.logs.log_group/{stray}")]
+    );
+    logs.delete_log_group()
+        .log_group_name(&stray)
+        .send()
+        .await
+        .unwrap();
 
     // 5. refresh: a scaling change is accepted into state (no drift), then `up` reverts it to
     // what the stack says.

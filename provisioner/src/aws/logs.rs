@@ -5,7 +5,7 @@ use indexmap::IndexMap;
 use serde_json::{Value, json};
 
 use super::{AwsContext, Props, api, carries, failed, object_map, tag_diff, user_tags};
-use crate::engine::provider::{LiveResource, ProviderError};
+use crate::engine::provider::{LiveResource, OwnedObject, ProviderError};
 
 const NOT_FOUND: &[&str] = &["ResourceNotFoundException"];
 
@@ -101,6 +101,55 @@ async fn read_group(ctx: &AwsContext, name: &str) -> Result<Option<LiveResource>
         outputs: object_map(json!({ "name": name, "arn": arn })),
         tags,
     }))
+}
+
+/// Where Stacksmith's log groups live (`/stacksmith/<deployment>/...`).
+const OWNED_PREFIX: &str = "/stacksmith/";
+
+/// Log groups under `/stacksmith/` carrying `ownership` (one tag read per group).
+pub async fn list_owned(
+    ctx: &AwsContext,
+    ownership: &IndexMap<String, String>,
+) -> Result<Vec<OwnedObject>, ProviderError> {
+    let logs = &ctx.clients().await.logs;
+    let mut groups = Vec::new();
+    let mut token: Option<String> = None;
+    // Bounded like `describe_group`: 50 pages of 50 groups.
+    for _ in 0..50 {
+        let out = logs
+            .describe_log_groups()
+            .log_group_name_prefix(OWNED_PREFIX)
+            .set_next_token(token.clone())
+            .send()
+            .await
+            .map_err(api("DescribeLogGroups"))?;
+        groups.extend(out.log_groups().iter().cloned());
+        match out.next_token() {
+            Some(next) if !next.is_empty() => token = Some(next.to_owned()),
+            _ => break,
+        }
+    }
+    let mut found = Vec::new();
+    for group in groups {
+        let name = group.log_group_name().unwrap_or_default().to_owned();
+        let arn = tagging_arn(&group);
+        let tags = tags_of(ctx, &arn).await?;
+        if !carries(&tags, ownership) {
+            continue;
+        }
+        let live = LiveResource {
+            id: name.clone(),
+            properties: object_map(json!({
+                "name": name,
+                "retention_in_days": group.retention_in_days(),
+                "tags": user_tags(&tags),
+            })),
+            outputs: object_map(json!({ "name": name, "arn": arn })),
+            tags,
+        };
+        found.push(super::owned("aws.logs.log_group", live, None));
+    }
+    Ok(found)
 }
 
 pub async fn read(

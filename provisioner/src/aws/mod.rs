@@ -680,16 +680,18 @@ impl Provider for AwsProvider {
     ) -> BoxFuture<'a, Result<Vec<OwnedObject>, ProviderError>> {
         Box::pin(async move {
             let ctx = &self.ctx;
-            let (ec2, eks, rds, elasticache) = tokio::join!(
+            let (ec2, eks, rds, elasticache, logs) = tokio::join!(
                 ec2::list_owned(ctx, ownership),
                 eks::list_owned(ctx, ownership),
                 rds::list_owned(ctx, ownership),
                 elasticache::list_owned(ctx, ownership),
+                logs::list_owned(ctx, ownership),
             );
             let mut owned = ec2?;
             owned.extend(eks?);
             owned.extend(rds?);
             owned.extend(elasticache?);
+            owned.extend(logs?);
             Ok(owned)
         })
     }
