@@ -32,6 +32,9 @@ pub struct Args {
     /// At most N provider calls at once, per instance.
     #[arg(long, value_name = "N", default_value_t = DEFAULT_PARALLELISM)]
     pub parallelism: usize,
+    /// Tear down at most N instances at once.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub concurrent_instances: usize,
 }
 
 /// What happened to one expired instance.
@@ -44,8 +47,10 @@ enum Outcome {
 }
 
 pub fn run(args: &Args, stacks_dir: &Path, output: &Output) -> miette::Result<ExitCode> {
-    if args.parallelism == 0 {
-        return Err(miette!("--parallelism must be at least 1"));
+    if args.parallelism == 0 || args.concurrent_instances == 0 {
+        return Err(miette!(
+            "--parallelism and --concurrent-instances must be at least 1"
+        ));
     }
     let now = deployment::now()?;
     let runtime = deployment::runtime()?;
@@ -142,7 +147,8 @@ pub fn run(args: &Args, stacks_dir: &Path, output: &Output) -> miette::Result<Ex
     })
 }
 
-/// Tears the instances down concurrently; one failing does not stop the others.
+/// Tears the instances down concurrently (at most `--concurrent-instances` at once); one failing
+/// does not stop the others.
 async fn tear_down_all(
     args: &Args,
     stacks_dir: &Path,
@@ -150,6 +156,7 @@ async fn tear_down_all(
     expired: &[InstanceInfo],
 ) -> Vec<Outcome> {
     let mut tasks = tokio::task::JoinSet::new();
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(args.concurrent_instances));
     for (index, info) in expired.iter().enumerate() {
         let target = Target {
             stack: args.stack.clone(),
@@ -165,7 +172,10 @@ async fn tear_down_all(
         };
         let stacks_dir: PathBuf = stacks_dir.to_path_buf();
         let output = *output;
+        let slots = slots.clone();
         tasks.spawn(async move {
+            // The semaphore is never closed, so a permit always comes.
+            let _permit = slots.acquire_owned().await;
             let result = async {
                 let deployment = deployment::open(&target, &stacks_dir, &output).await?;
                 down::tear_down(deployment, &teardown).await
