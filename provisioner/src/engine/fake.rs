@@ -20,9 +20,7 @@ use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::provider::{
-    BoxFuture, CallContext, LiveResource, OwnedObject, Provider, ProviderError,
-};
+use super::provider::{BoxFuture, CallContext, LiveResource, OwnedObject, Provider, ProviderError};
 use super::types::{TypeCatalog, TypeSpec};
 use super::{Address, ResourceType};
 
