@@ -360,6 +360,38 @@ async fn scenario() {
     );
     assert!(markdown.contains("**"), "{markdown}");
 
+    // `plan --refresh` shows what `up` will do about it, the extra rule's removal included.
+    let plan = deployment.run(&["plan", "--refresh", "--json"]);
+    let plan: Value = serde_json::from_slice(&plan.stdout)
+        .unwrap_or_else(|e| panic!("plan --refresh --json: {e}: {}", stderr(&plan)));
+    let changed: Vec<(String, String)> = plan["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["action"] != "no_op")
+        .map(|a| {
+            (
+                a["address"].as_str().unwrap().to_owned(),
+                a["action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("cluster.node_group.workers", "update"),
+        ("network.vpc", "update"),
+        ("network.route.private_nat[0]", "create"),
+        ("network.subnet.public[1]", "create"),
+        (
+            "network.security_group.database.unrecorded_ingress_rules[0]",
+            "delete",
+        ),
+    ] {
+        assert!(
+            changed.contains(&(expected.0.to_owned(), expected.1.to_owned())),
+            "{expected:?} not in {changed:?}"
+        );
+    }
+
     // 4. `up` converges: the group scaled back, the tag, route and subnet restored, the extra
     // ingress rule revoked. The unmanaged VPC is not the stack's to delete: removed by hand.
     deployment.up();

@@ -11,7 +11,7 @@ use super::cluster;
 use super::deployment::{self, Target};
 use crate::engine::executor::DEFAULT_PARALLELISM;
 use crate::engine::planner::{self, PlanInput};
-use crate::engine::refresh::read_live;
+use crate::engine::refresh::{read_live, read_members};
 use crate::engine::render::render_plan;
 use crate::kubernetes::access::ClusterRoute;
 use crate::policy;
@@ -51,12 +51,21 @@ pub fn run(args: &Args, stacks_dir: &Path, output: &Output) -> miette::Result<Ex
                 state.pending.len()
             );
         }
-        let live = match (&state, args.refresh) {
+        // With --refresh: live values, and the members of the recorded objects (the rules and
+        // routes the stack does not declare show as deletes, as `up` plans them).
+        let (live, members) = match (&state, args.refresh) {
             (Some(state), true) => {
                 let registry = deployment::providers(&deployment)?;
-                Some(read_live(state, &registry, DEFAULT_PARALLELISM).await.into_diagnostic()?)
+                let (live, members) = tokio::join!(
+                    read_live(state, &registry, DEFAULT_PARALLELISM),
+                    read_members(state, &registry, DEFAULT_PARALLELISM)
+                );
+                (
+                    Some(live.into_diagnostic()?),
+                    members.into_diagnostic()?,
+                )
             }
-            _ => None,
+            _ => (None, Vec::new()),
         };
         let catalog = deployment::providers(&deployment)?.catalog();
         let (desired, _) = deployment.desired_with_lifetime(state.as_ref(), deployment::now()?);
@@ -67,6 +76,10 @@ pub fn run(args: &Args, stacks_dir: &Path, output: &Output) -> miette::Result<Ex
             catalog: &catalog,
         })
         .map_err(|e| miette!("{e}"))?;
+        let plan = match &state {
+            Some(state) => planner::with_member_removals(plan, state, &members),
+            None => plan,
+        };
         let report = policy::check_plan(&policy::policies_dir(), &deployment.loaded, &plan)
             .map_err(super::policy::diagnostic)?;
         let cluster_plan = in_cluster_plan(&deployment, state.as_ref(), args.refresh).await?;

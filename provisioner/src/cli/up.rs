@@ -202,7 +202,7 @@ async fn locked_apply(
             })
             .map_err(|e| miette!("{e}"))?;
             let plan = match &state {
-                Some(state) => with_member_removals(plan, state, &members),
+                Some(state) => planner::with_member_removals(plan, state, &members),
                 None => plan,
             };
             (plan, lifetime)
@@ -270,21 +270,6 @@ async fn locked_apply(
     }
     let state = journal.snapshot().await;
     install_in_cluster(args, deployment, &state).await
-}
-
-/// The plan plus the removal of the rules and routes that recorded security groups and route
-/// tables carry but the stack does not declare.
-fn with_member_removals(
-    mut plan: Plan,
-    state: &crate::state::StateDocument,
-    members: &[crate::engine::provider::OwnedObject],
-) -> Plan {
-    let removals = planner::plan_member_removals(state, members);
-    if !removals.is_empty() {
-        plan.actions.extend(removals);
-        plan.summary = crate::engine::plan::Summary::of(&plan.actions);
-    }
-    plan
 }
 
 /// The in-cluster half of `up`: renders the baseline and the control plane with the provisioned

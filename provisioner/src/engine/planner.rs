@@ -344,6 +344,21 @@ pub fn plan_member_removals(state: &StateDocument, members: &[OwnedObject]) -> V
     actions
 }
 
+/// `plan` plus [`plan_member_removals`] (what `up` and `plan --refresh` show after reading the
+/// members of the recorded objects).
+pub fn with_member_removals(
+    mut plan: Plan,
+    state: &StateDocument,
+    members: &[OwnedObject],
+) -> Plan {
+    let removals = plan_member_removals(state, members);
+    if !removals.is_empty() {
+        plan.actions.extend(removals);
+        plan.summary = Summary::of(&plan.actions);
+    }
+    plan
+}
+
 /// An attribute's current value: the live one when the provider reports it, else the recorded
 /// one (providers do not read back every attribute, e.g. secrets). The planner compares desired
 /// values with this; `drift` compares recorded values with it.
