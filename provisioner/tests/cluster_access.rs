@@ -394,6 +394,57 @@ async fn answer_once(listener: tokio::net::TcpListener) -> String {
     String::from_utf8(head).unwrap()
 }
 
+/// Answers every request with 401 Unauthorized, as EKS does for an identity without access.
+async fn refuse_everything(listener: tokio::net::TcpListener) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut socket, _)) = listener.accept().await else {
+            return;
+        };
+        let mut buffer = [0u8; 4096];
+        let _ = socket.read(&mut buffer).await;
+        let body = r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}"#;
+        let response = format!(
+            "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ = socket.write_all(response.as_bytes()).await;
+    }
+}
+
+#[tokio::test]
+async fn a_cluster_that_refuses_the_token_is_reported_as_such() {
+    use provisioner::aws::AwsTarget;
+    use provisioner::kubernetes::access::{self, ClusterRoute, EksCluster};
+    use provisioner::kubernetes::apply::Applier;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(refuse_everything(listener));
+    let route = ClusterRoute::Eks(EksCluster {
+        name: "stacksmith-demo".into(),
+        endpoint,
+        certificate_authority: TEST_CA.into(),
+    });
+    let aws = AwsTarget {
+        region: "us-west-2".into(),
+        static_credentials: Some(("AKIDEKSROUTE".into(), "eks-route-secret".into())),
+        ..AwsTarget::default()
+    };
+    let applier = Applier::new(access::connect(&route, &aws).await.expect("a client"));
+    let error = applier
+        .inventory("stacksmith-demo")
+        .await
+        .expect_err("401 everywhere");
+    let message = error.to_string();
+    assert!(
+        message.starts_with("cannot connect to the cluster: the cluster refused the credentials"),
+        "{message}"
+    );
+    assert!(message.contains("access entry"), "{message}");
+    server.abort();
+}
+
 #[tokio::test]
 async fn the_eks_route_sends_a_token_for_the_cluster_to_its_endpoint() {
     use provisioner::aws::AwsTarget;

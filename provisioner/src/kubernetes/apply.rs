@@ -292,14 +292,21 @@ impl Applier {
         if !kinds.contains_key(&gvk) {
             let resolved = kube::discovery::pinned_kind(&self.client, &gvk)
                 .await
-                .map_err(|e| match e {
+                .map_err(|e| match &e {
+                    kube::Error::Api(status) if matches!(status.code, 401 | 403) => {
+                        ApplyError::Connect(format!(
+                            "the cluster refused the credentials: {} (for EKS, the AWS identity \
+                             needs an access entry on the cluster)",
+                            api_message(&e)
+                        ))
+                    }
                     // The API answered, but does not know the kind.
                     kube::Error::Api(_) | kube::Error::Discovery(_) => ApplyError::Discovery {
                         kind: format!("{api_version}/{kind}"),
                         message: api_message(&e),
                     },
-                    // No answer: the connection, TLS or authentication failed.
-                    other => ApplyError::Connect(api_message(&other)),
+                    // No answer: the connection or TLS failed.
+                    _ => ApplyError::Connect(api_message(&e)),
                 })?;
             kinds.insert(gvk.clone(), resolved);
         }
