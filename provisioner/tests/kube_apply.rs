@@ -172,6 +172,86 @@ async fn a_removed_worker_pool_is_pruned() {
 }
 
 #[tokio::test]
+async fn apply_and_plan_keep_the_replica_count_the_pool_autoscaler_chose() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use kube::api::{Api, Patch, PatchParams};
+    use provisioner::kubernetes::diff::{ObjectAction, in_cluster_changes};
+
+    let loaded = isolated_local_stack();
+    let files = kubernetes::render(&loaded, Some(&secrets())).unwrap();
+    let applier = applier().await;
+    applier
+        .apply(&files, &options(&loaded, Duration::from_secs(30)))
+        .await
+        .expect("first apply");
+
+    // The control plane's autoscaler scales the pool through the scale subresource, as its own
+    // field manager (controlplane/src/autoscaler/pools.rs).
+    let worker_namespace = &loaded.stack.controlplane.as_ref().unwrap().worker_namespace;
+    let deployments: Api<Deployment> = Api::namespaced(
+        kube::Client::try_from(kube_config().await).unwrap(),
+        worker_namespace,
+    );
+    let name = "stacksmith-worker-default";
+    let rendered = deployments.get(name).await.unwrap();
+    let rendered_replicas = rendered.spec.unwrap().replicas.unwrap();
+    let scaled = rendered_replicas + 3;
+    deployments
+        .patch_scale(
+            name,
+            &PatchParams {
+                field_manager: Some("stacksmith-autoscaler".into()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(&serde_json::json!({ "spec": { "replicas": scaled } })),
+        )
+        .await
+        .expect("scale the pool");
+
+    let changes = in_cluster_changes(&applier, &files, &loaded.names.qualified)
+        .await
+        .unwrap();
+    let worker = changes
+        .iter()
+        .find(|c| c.kind == "Deployment" && c.name == name)
+        .expect("the worker Deployment is planned");
+    assert_eq!(
+        worker.action,
+        ObjectAction::NoChange,
+        "a scaled pool is not a planned change: {worker:?}"
+    );
+
+    let again = applier
+        .apply(&files, &options(&loaded, Duration::from_secs(30)))
+        .await
+        .expect("second apply");
+    let reference = format!("Deployment/{worker_namespace}/{name}");
+    let (_, change) = again
+        .applied
+        .iter()
+        .find(|(r, _)| *r == reference)
+        .expect("the worker Deployment is applied");
+    assert_eq!(
+        *change,
+        Change::Unchanged,
+        "up leaves the scaled pool alone"
+    );
+    let live = deployments.get(name).await.unwrap();
+    assert_eq!(
+        live.spec.unwrap().replicas,
+        Some(scaled),
+        "the autoscaler's choice survives `up` (rendered: {rendered_replicas})"
+    );
+}
+
+async fn kube_config() -> kube::Config {
+    let file = kube::config::Kubeconfig::read_from(kubeconfig()).unwrap();
+    kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
 async fn a_rollout_that_never_becomes_ready_fails_within_its_timeout() {
     let mut loaded = isolated_local_stack();
     loaded.stack.controlplane.as_mut().unwrap().image =

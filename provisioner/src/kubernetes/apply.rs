@@ -332,9 +332,13 @@ impl Applier {
             )
             .await?;
         let before = api.get_opt(&object.name).await.map_err(failed)?;
+        let live = before
+            .as_ref()
+            .map(|b| serde_json::to_value(b).unwrap_or(Json::Null));
+        let desired = object.reconciled_with(live.as_ref());
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let after = api
-            .patch(&object.name, &params, &Patch::Apply(&object.object))
+            .patch(&object.name, &params, &Patch::Apply(&*desired))
             .await
             .map_err(failed)?;
         Ok(match before {

@@ -139,7 +139,7 @@ pub fn compare(rendered: &RenderedObject, live: Option<&Json>) -> ObjectChange {
             let fields = if rendered.kind == "Secret" {
                 secret_changes(&rendered.object, live)
             } else {
-                changed_fields(&rendered.object, live)
+                changed_fields(&rendered.reconciled_with(Some(live)), live)
             };
             if fields.is_empty() {
                 (ObjectAction::NoChange, fields)
@@ -191,7 +191,7 @@ pub fn field_differences(rendered: &RenderedObject, live: &Json) -> Vec<FieldDif
             })
             .collect();
     }
-    differences(&rendered.object, live)
+    differences(&rendered.reconciled_with(Some(live)), live)
 }
 
 fn differences(desired: &Json, live: &Json) -> Vec<FieldDifference> {

@@ -119,12 +119,41 @@ pub struct RenderedObject {
     pub object: Json,
 }
 
+/// Marks a Deployment whose replica count another controller owns once it exists (the pool
+/// autoscaler for worker pools, the HPA for the control plane): its rendered `spec.replicas` is
+/// only its size at creation.
+pub const REPLICAS_ANNOTATION: &str = "stacksmith.dev/replicas";
+const AUTOSCALED: &str = "autoscaled";
+
 impl RenderedObject {
     /// `Kind/namespace/name` or `Kind/name`.
     pub fn reference(&self) -> String {
         match &self.namespace {
             Some(namespace) => format!("{}/{namespace}/{}", self.kind, self.name),
             None => format!("{}/{}", self.kind, self.name),
+        }
+    }
+
+    /// The object to apply, or to compare, given the `live` one: an autoscaled Deployment that
+    /// exists keeps its live replica count (within its `stacksmith.dev/min-replicas` and
+    /// `max-replicas` bounds when it has them), so `up` never undoes a scaling decision and `plan`
+    /// and `drift` do not report one, while a raised minimum still applies at once. Every other
+    /// object is rendered as is. Pure.
+    pub fn reconciled_with(&self, live: Option<&Json>) -> std::borrow::Cow<'_, Json> {
+        let annotations = &self.object["metadata"]["annotations"];
+        let autoscaled = annotations[REPLICAS_ANNOTATION] == AUTOSCALED;
+        let live_replicas = live.and_then(|l| l["spec"]["replicas"].as_u64());
+        match live_replicas {
+            Some(replicas) if autoscaled => {
+                let bound = |key: &str| annotations[key].as_str().and_then(|v| v.parse().ok());
+                let replicas = replicas
+                    .max(bound("stacksmith.dev/min-replicas").unwrap_or(0))
+                    .min(bound("stacksmith.dev/max-replicas").unwrap_or(u64::MAX));
+                let mut object = self.object.clone();
+                object["spec"]["replicas"] = replicas.into();
+                std::borrow::Cow::Owned(object)
+            }
+            _ => std::borrow::Cow::Borrowed(&self.object),
         }
     }
 }

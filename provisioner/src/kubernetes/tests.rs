@@ -164,6 +164,7 @@ fn worker_pools_get_their_tier_size_and_resources() {
     assert_eq!(annotations["stacksmith.dev/min-replicas"], "2");
     assert_eq!(annotations["stacksmith.dev/max-replicas"], "50");
     assert_eq!(annotations["stacksmith.dev/tasks-per-replica"], "10");
+    assert_eq!(annotations[super::REPLICAS_ANNOTATION], "autoscaled");
     let pod = &default["spec"]["template"]["spec"];
     assert_eq!(pod["priorityClassName"], "standard");
     assert_eq!(pod["automountServiceAccountToken"], false);
@@ -244,4 +245,40 @@ fn values_with_yaml_syntax_cannot_break_the_document() {
         deployment["spec"]["template"]["spec"]["containers"][0]["image"],
         "evil\": injected\nkind: Pod #"
     );
+}
+
+#[test]
+fn autoscaled_deployments_keep_their_live_replica_count() {
+    let files = render(&load("production", None), None).unwrap();
+    let object = |kind: &str, name: &str| {
+        files
+            .iter()
+            .flat_map(|f| &f.objects)
+            .find(|o| o.kind == kind && o.name == name)
+            .unwrap()
+            .clone()
+    };
+    let worker = object("Deployment", "stacksmith-worker-default");
+    let live = serde_json::json!({ "spec": { "replicas": 7 } });
+    assert_eq!(worker.reconciled_with(Some(&live))["spec"]["replicas"], 7);
+    // Within the pool's bounds (production's default pool: 2 to 50).
+    let below = serde_json::json!({ "spec": { "replicas": 1 } });
+    assert_eq!(worker.reconciled_with(Some(&below))["spec"]["replicas"], 2);
+    let above = serde_json::json!({ "spec": { "replicas": 80 } });
+    assert_eq!(worker.reconciled_with(Some(&above))["spec"]["replicas"], 50);
+    assert_eq!(
+        worker.reconciled_with(None)["spec"]["replicas"],
+        2,
+        "created at the pool's minimum"
+    );
+    // Production's control plane has an HPA, which owns its replica count.
+    let api = object("Deployment", "stacksmith-controlplane");
+    assert_eq!(
+        api.object["metadata"]["annotations"][super::REPLICAS_ANNOTATION],
+        "autoscaled"
+    );
+    assert_eq!(api.reconciled_with(Some(&live))["spec"]["replicas"], 7);
+    // Anything else is applied as rendered.
+    let service = object("Service", "stacksmith-controlplane");
+    assert_eq!(*service.reconciled_with(Some(&live)), service.object);
 }
