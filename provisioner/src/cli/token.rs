@@ -2,7 +2,9 @@
 //! `client.authentication.k8s.io/v1beta1` ExecCredential (what kubectl reads from the exec user
 //! `provisioner kubeconfig` writes). Made like `aws eks get-token` (see
 //! [`crate::kubernetes::eks_auth`]) with the stack's region and profile or the standard AWS
-//! credential chain. Reads the stack file only, not state: kubectl runs it from any directory.
+//! credential chain. Reads the stack file only, not state: kubectl runs it from any directory
+//! (with its own environment, so the stack's `${env:...}` values must be set there, as for any
+//! verb).
 
 use std::io::Write;
 use std::path::Path;
