@@ -531,6 +531,9 @@ fn the_binary_exits_0_without_drift_2_with_drift_and_refresh_then_up_converge() 
     let up = world.run(&["up", "--stack", "demo", "--yes"]);
     assert!(up.status.success(), "up: {}", stderr(&up));
 
+    let missing = world.run(&["drift", "--stack", "nosuchstack"]);
+    assert_eq!(missing.status.code(), Some(1), "an error is exit 1");
+
     let clean = world.run(&["drift", "--stack", "demo", "--format", "json"]);
     assert_eq!(clean.status.code(), Some(0), "{}", stderr(&clean));
     let json = String::from_utf8(clean.stdout).unwrap();

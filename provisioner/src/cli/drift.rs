@@ -14,7 +14,7 @@ use crate::engine::drift::{self, DriftInput, DriftReport};
 use crate::engine::drift_render;
 use crate::engine::executor::DEFAULT_PARALLELISM;
 use crate::engine::planner::LiveSnapshot;
-use crate::engine::provider::ProviderRegistry;
+use crate::engine::provider::{OwnedObject, ProviderRegistry};
 use crate::engine::refresh::{list_owned, read_live};
 use crate::engine::resource::deployment_tags;
 use crate::state::StateDocument;
@@ -60,7 +60,7 @@ pub fn run(args: &Args, stacks_dir: &Path, output: &Output) -> miette::Result<Ex
                 state.pending.len()
             );
         }
-        let (report, _) = detect(&deployment, &registry, &state).await?;
+        let (report, _, _) = detect(&deployment, &registry, &state).await?;
         Ok::<_, miette::Report>(report)
     })?;
     let text = match args.format {
@@ -102,12 +102,12 @@ pub fn run(args: &Args, stacks_dir: &Path, output: &Output) -> miette::Result<Ex
 }
 
 /// Reads every recorded resource and lists the owned objects (concurrently), then compares.
-/// Returns the live values too, for `refresh`.
+/// Returns the live values and the owned objects too, for `refresh`.
 pub async fn detect(
     deployment: &Deployment,
     registry: &ProviderRegistry,
     state: &StateDocument,
-) -> miette::Result<(DriftReport, LiveSnapshot)> {
+) -> miette::Result<(DriftReport, LiveSnapshot, Vec<OwnedObject>)> {
     let ownership = deployment_tags(deployment.stack_name(), deployment.instance());
     let (live, owned) = tokio::join!(
         read_live(state, registry, DEFAULT_PARALLELISM),
@@ -121,5 +121,5 @@ pub async fn detect(
         live: &live,
         owned: &owned,
     });
-    Ok((report, live))
+    Ok((report, live, owned))
 }

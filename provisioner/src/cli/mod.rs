@@ -65,7 +65,8 @@ pub enum Command {
     /// Show what `up` would change. Exit codes with --detailed-exitcode: 0 no changes, 1 error,
     /// 2 changes present.
     Plan(plan::Args),
-    /// Settle interrupted operations, plan, confirm and apply. Exit 0 applied, 1 failed.
+    /// Settle interrupted operations, read the recorded resources back (drift is converged),
+    /// plan, confirm and apply. Exit 0 applied, 1 failed.
     Up(up::Args),
     /// Print the deployment's cluster endpoint and CA, database and cache endpoints, from state
     /// only; secrets only with --show-secrets.

@@ -13,6 +13,7 @@ use super::apply_plan;
 use super::deployment::{self, Deployment, Target};
 use crate::engine::drift::{self, DriftStatus};
 use crate::engine::drift_render;
+use crate::engine::planner;
 use crate::engine::provider::ProviderRegistry;
 use crate::state::journal::Journal;
 
@@ -74,7 +75,7 @@ async fn locked_refresh(
             state.pending.len()
         ));
     }
-    let (report, live) = super::drift::detect(deployment, registry, &state).await?;
+    let (report, live, owned) = super::drift::detect(deployment, registry, &state).await?;
     let mut preview = state.clone();
     let accepted = drift::accept_live(&mut preview, &deployment.desired, &live, chrono::Utc::now());
     if !args.json {
@@ -90,6 +91,16 @@ async fn locked_refresh(
             "note: {not_adopted} unmanaged object(s) are not adopted by refresh; delete them or \
              remove their stacksmith:* tags"
         );
+    }
+    let undeclared = planner::plan_member_removals(&state, &owned);
+    if !undeclared.is_empty() {
+        eprintln!(
+            "note: refresh does not adopt rules and routes the stack does not declare; the next \
+             `up` removes them unless the stack declares them:"
+        );
+        for removal in &undeclared {
+            eprintln!("  {}", removal.note.as_deref().unwrap_or_default());
+        }
     }
     let print_json = |applied: bool| {
         if args.json {
