@@ -676,3 +676,124 @@ fn up_removes_the_unrecorded_members_of_recorded_objects_only() {
             .contains("not declared by the stack")
     );
 }
+
+/// Reads answered "throttled" `throttles` times before they succeed.
+struct ThrottlingReads {
+    throttles: usize,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+impl provisioner::engine::provider::Provider for ThrottlingReads {
+    fn type_spec(&self, resource_type: &ResourceType) -> provisioner::engine::types::TypeSpec {
+        provisioner::engine::types::TypeCatalog::builtin().spec(resource_type)
+    }
+
+    fn create<'a>(
+        &'a self,
+        _: &'a provisioner::engine::provider::CallContext,
+        _: &'a IndexMap<String, Value>,
+        _: &'a IndexMap<String, String>,
+    ) -> provisioner::engine::provider::BoxFuture<
+        'a,
+        Result<LiveResource, provisioner::engine::provider::ProviderError>,
+    > {
+        unreachable!("drift only reads")
+    }
+
+    fn read<'a>(
+        &'a self,
+        _: &'a provisioner::engine::provider::CallContext,
+        id: &'a str,
+    ) -> provisioner::engine::provider::BoxFuture<
+        'a,
+        Result<Option<LiveResource>, provisioner::engine::provider::ProviderError>,
+    > {
+        Box::pin(async move {
+            let call = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if call < self.throttles {
+                return Err(provisioner::engine::provider::ProviderError::Throttled {
+                    retry_after: Some(std::time::Duration::from_millis(1)),
+                });
+            }
+            Ok(Some(LiveResource {
+                id: id.to_owned(),
+                ..LiveResource::default()
+            }))
+        })
+    }
+
+    fn find_by_tags<'a>(
+        &'a self,
+        _: &'a provisioner::engine::provider::CallContext,
+        _: &'a IndexMap<String, String>,
+    ) -> provisioner::engine::provider::BoxFuture<
+        'a,
+        Result<Vec<LiveResource>, provisioner::engine::provider::ProviderError>,
+    > {
+        unreachable!("drift only reads")
+    }
+
+    fn update<'a>(
+        &'a self,
+        _: &'a provisioner::engine::provider::CallContext,
+        _: &'a str,
+        _: &'a IndexMap<String, Value>,
+    ) -> provisioner::engine::provider::BoxFuture<
+        'a,
+        Result<LiveResource, provisioner::engine::provider::ProviderError>,
+    > {
+        unreachable!("drift only reads")
+    }
+
+    fn delete<'a>(
+        &'a self,
+        _: &'a provisioner::engine::provider::CallContext,
+        _: &'a str,
+    ) -> provisioner::engine::provider::BoxFuture<
+        'a,
+        Result<(), provisioner::engine::provider::ProviderError>,
+    > {
+        unreachable!("drift only reads")
+    }
+}
+
+#[tokio::test]
+async fn throttled_reads_are_retried_a_bounded_number_of_times() {
+    use provisioner::engine::refresh::{THROTTLED_ATTEMPTS, read_live};
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    let case = Case::new().resource(
+        "network.vpc",
+        "aws.ec2.vpc",
+        "vpc-1",
+        json!({}),
+        json!({}),
+        Some(json!({})),
+    );
+    let registry = |throttles| {
+        let provider = Arc::new(ThrottlingReads {
+            throttles,
+            calls: Default::default(),
+        });
+        let mut registry = provisioner::engine::provider::ProviderRegistry::new();
+        registry.register_fallback(provider.clone());
+        (registry, provider)
+    };
+    let (patient, provider) = registry(THROTTLED_ATTEMPTS as usize - 1);
+    let live = read_live(&case.state, &patient, 4)
+        .await
+        .expect("retried until read");
+    assert!(live[&Address::new("network.vpc")].is_some());
+    assert_eq!(
+        provider.calls.load(Ordering::SeqCst),
+        THROTTLED_ATTEMPTS as usize
+    );
+
+    let (hopeless, provider) = registry(usize::MAX);
+    let error = read_live(&case.state, &hopeless, 4).await.unwrap_err();
+    assert!(error.to_string().contains("throttled"), "{error}");
+    assert_eq!(
+        provider.calls.load(Ordering::SeqCst),
+        THROTTLED_ATTEMPTS as usize
+    );
+}

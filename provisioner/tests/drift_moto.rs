@@ -35,7 +35,7 @@ fn target() -> AwsTarget {
         profile: None,
         static_credentials: Some(("testing".into(), "testing".into())),
         poll: PollSettings::default(),
-        allow_deletion_protected: false,
+        ..AwsTarget::default()
     }
 }
 

@@ -1,8 +1,10 @@
 //! Refresh: reads every recorded resource from its provider, concurrently, for the planner's
 //! `live` input, and lists the objects carrying a deployment's ownership tags for `drift`.
-//! Read-only.
+//! Read-only. A call the provider throttles is retried with backoff a few times.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -27,6 +29,30 @@ pub enum RefreshError {
     },
 }
 
+/// How often a read-only call the provider throttled is made in all.
+pub const THROTTLED_ATTEMPTS: u32 = 6;
+
+/// Makes `call` again while the provider answers "throttled" (after its `retry_after`, else with
+/// exponential backoff from 200 ms up to 5 s), at most [`THROTTLED_ATTEMPTS`] times in all.
+async fn retry_throttled<T, F, Fut>(mut call: F) -> Result<T, ProviderError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ProviderError>>,
+{
+    let mut delay = Duration::from_millis(200);
+    let mut attempt = 1;
+    loop {
+        match call().await {
+            Err(ProviderError::Throttled { retry_after }) if attempt < THROTTLED_ATTEMPTS => {
+                tokio::time::sleep(retry_after.unwrap_or(delay)).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Reads each resource in `state` (at most `parallelism` reads at once).
 pub async fn read_live(
     state: &StateDocument,
@@ -48,7 +74,7 @@ pub async fn read_live(
                 .acquire_owned()
                 .await
                 .expect("the semaphore is never closed");
-            let live = provider.read(&context, &id).await;
+            let live = retry_throttled(|| provider.read(&context, &id)).await;
             (context.address, live)
         });
     }
@@ -73,7 +99,7 @@ pub async fn list_owned(
     let mut listings = JoinSet::new();
     for provider in registry.distinct_providers() {
         let ownership = ownership.clone();
-        listings.spawn(async move { provider.list_owned(&ownership).await });
+        listings.spawn(async move { retry_throttled(|| provider.list_owned(&ownership)).await });
     }
     let mut owned = Vec::new();
     while let Some(joined) = listings.join_next().await {
@@ -109,7 +135,7 @@ pub async fn read_members(
                 .acquire_owned()
                 .await
                 .expect("the semaphore is never closed");
-            let members = provider.list_members(&context, &id).await;
+            let members = retry_throttled(|| provider.list_members(&context, &id)).await;
             (context.address, members)
         });
     }
