@@ -334,7 +334,7 @@ pub fn plan_member_removals(state: &StateDocument, members: &[OwnedObject]) -> V
                 desired: None,
                 note: Some(format!(
                     "{} {} of {} is not declared by the stack",
-                    attribute.trim_end_matches('s'),
+                    attribute.trim_end_matches('s').replace('_', " "),
                     member.id,
                     parent.address
                 )),
