@@ -804,3 +804,62 @@ async fn rds_delete_of_a_protected_instance_is_refused_unless_allowed() {
         .expect("deleted");
     assert_eq!((modify.num_calls(), delete.num_calls()), (1, 1));
 }
+
+#[tokio::test]
+async fn rds_delete_takes_a_final_snapshot_unless_the_stack_turns_it_off() {
+    use aws_sdk_rds::operation::delete_db_instance::DeleteDbInstanceOutput;
+    use aws_sdk_rds::operation::describe_db_instances::{
+        DescribeDBInstancesError, DescribeDbInstancesOutput,
+    };
+    let not_found = || {
+        DescribeDBInstancesError::generic(
+            aws_sdk_rds::error::ErrorMetadata::builder()
+                .code("DBInstanceNotFound")
+                .build(),
+        )
+    };
+    let available = || {
+        aws_sdk_rds::types::DbInstance::builder()
+            .db_instance_identifier("db-1")
+            .db_instance_status("available")
+            .deletion_protection(false)
+            .build()
+    };
+    for skip in [false, true] {
+        let describe = mock!(aws_sdk_rds::Client::describe_db_instances)
+            .sequence()
+            .output(move || {
+                DescribeDbInstancesOutput::builder()
+                    .db_instances(available())
+                    .build()
+            })
+            .error(not_found)
+            .repeatedly()
+            .build();
+        let delete = mock!(aws_sdk_rds::Client::delete_db_instance)
+            .match_requests(move |input| {
+                let snapshot = input.final_db_snapshot_identifier();
+                if skip {
+                    input.skip_final_snapshot() == Some(true) && snapshot.is_none()
+                } else {
+                    input.skip_final_snapshot() == Some(false)
+                        && snapshot.is_some_and(|s| s.starts_with("db-1-final-"))
+                }
+            })
+            .then_output(|| DeleteDbInstanceOutput::builder().build());
+        let provider = AwsProvider::new(
+            AwsContext::with_clients(
+                clients(Rules {
+                    rds: vec![&describe, &delete],
+                    ..Rules::default()
+                }),
+                fast(),
+            )
+            .skipping_final_db_snapshot(skip),
+        );
+        bounded(provider.delete(&call("aws.rds.instance"), "db-1"))
+            .await
+            .expect("deleted");
+        assert_eq!(delete.num_calls(), 1, "final snapshot skipped: {skip}");
+    }
+}

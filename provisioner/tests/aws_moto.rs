@@ -42,6 +42,7 @@ fn target() -> AwsTarget {
             bound_scale: 0.05,
         },
         allow_deletion_protected: false,
+        skip_final_db_snapshot: false,
     }
 }
 

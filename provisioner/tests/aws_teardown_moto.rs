@@ -23,6 +23,7 @@ fn target() -> AwsTarget {
             bound_scale: 0.001,
         },
         allow_deletion_protected: false,
+        skip_final_db_snapshot: false,
     }
 }
 

@@ -24,6 +24,9 @@ pub struct AwsTarget {
     /// Whether a delete may turn deletion protection off first (`down --allow-deletion-protected`);
     /// otherwise deleting a protected object fails and names it.
     pub allow_deletion_protected: bool,
+    /// Whether deleting the RDS instance skips its final snapshot (`database.final_snapshot:
+    /// false` in the stack); by default a final snapshot keeps the data.
+    pub skip_final_db_snapshot: bool,
 }
 
 impl std::fmt::Debug for AwsTarget {
@@ -38,6 +41,7 @@ impl std::fmt::Debug for AwsTarget {
             )
             .field("poll", &self.poll)
             .field("allow_deletion_protected", &self.allow_deletion_protected)
+            .field("skip_final_db_snapshot", &self.skip_final_db_snapshot)
             .finish()
     }
 }
@@ -51,6 +55,7 @@ impl AwsTarget {
             static_credentials: None,
             poll: PollSettings::default(),
             allow_deletion_protected: false,
+            skip_final_db_snapshot: stack.database.as_ref().is_some_and(|d| !d.final_snapshot),
         }
     }
 

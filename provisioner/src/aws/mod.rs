@@ -237,6 +237,18 @@ impl AwsContext {
         self.target.allow_deletion_protected
     }
 
+    /// Whether deleting the RDS instance skips its final snapshot (the stack's
+    /// `database.final_snapshot: false`).
+    pub fn skip_final_db_snapshot(&self) -> bool {
+        self.target.skip_final_db_snapshot
+    }
+
+    /// The same context, deleting RDS instances without a final snapshot (tests).
+    pub fn skipping_final_db_snapshot(mut self, skip: bool) -> Self {
+        self.target.skip_final_db_snapshot = skip;
+        self
+    }
+
     /// The same context, allowing deletes to turn deletion protection off (tests).
     pub fn allowing_deletion_protected(mut self, allow: bool) -> Self {
         self.target.allow_deletion_protected = allow;

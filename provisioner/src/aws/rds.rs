@@ -571,14 +571,19 @@ pub async fn delete(ctx: &AwsContext, kind: &str, id: &str) -> Result<(), Provid
                     .map_err(api("ModifyDBInstance"))?;
             }
             if db.db_instance_status() != Some("deleting") {
-                // A final snapshot keeps the data; deletion protection is turned off above only
-                // when the user allowed it (otherwise AWS would refuse anyway).
-                let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S");
-                let result = rds
-                    .delete_db_instance()
-                    .db_instance_identifier(id)
-                    .skip_final_snapshot(false)
-                    .final_db_snapshot_identifier(format!("{id}-final-{stamp}"))
+                // A final snapshot keeps the data unless the stack says nobody needs it
+                // (`database.final_snapshot: false`); deletion protection is turned off above
+                // only when the user allowed it (otherwise AWS would refuse anyway).
+                let delete = rds.delete_db_instance().db_instance_identifier(id);
+                let delete = if ctx.skip_final_db_snapshot() {
+                    delete.skip_final_snapshot(true)
+                } else {
+                    let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S");
+                    delete
+                        .skip_final_snapshot(false)
+                        .final_db_snapshot_identifier(format!("{id}-final-{stamp}"))
+                };
+                let result = delete
                     .send()
                     .await
                     .map(|_| ())

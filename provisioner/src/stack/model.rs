@@ -350,6 +350,10 @@ pub struct Database {
     /// Refuse deletion until turned off.
     #[serde(default)]
     pub deletion_protection: bool,
+    /// Take a final snapshot (`<id>-final-<timestamp>`) when `down` deletes the instance. Turn it
+    /// off for ephemeral copies whose data nobody needs.
+    #[serde(default = "default_final_snapshot")]
+    pub final_snapshot: bool,
     /// Days of automated backups (0 turns them off).
     #[serde(default = "default_backup_days")]
     #[schemars(range(max = 35))]
@@ -357,6 +361,10 @@ pub struct Database {
     /// Entries of the DB parameter group.
     #[serde(default)]
     pub parameters: IndexMap<String, String>,
+}
+
+fn default_final_snapshot() -> bool {
+    true
 }
 
 fn default_backup_days() -> u8 {
