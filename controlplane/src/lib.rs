@@ -17,6 +17,7 @@ pub mod server;
 pub mod shutdown;
 pub mod state;
 pub mod worker;
+pub mod workflow_client;
 
 pub use config::Config;
 pub use server::{ServeError, Server, connect, router, serve};

@@ -22,7 +22,11 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Apply the database migrations (DATABASE_URL).
-    Migrate,
+    Migrate {
+        /// Create the database first when it does not exist.
+        #[arg(long)]
+        create_database: bool,
+    },
     /// Exit 0 when the local server answers `GET /healthz` with 200 (the image's HEALTHCHECK).
     Healthcheck {
         /// Address to probe; defaults to 127.0.0.1 on the port of CONTROLPLANE_LISTEN (8080).
@@ -58,6 +62,11 @@ enum Command {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Submit and follow workflows through the HTTP API, as a team.
+    Workflows {
+        #[command(subcommand)]
+        command: WorkflowsCommand,
+    },
     /// Manage teams (talks to the database directly).
     Teams {
         #[command(subcommand)]
@@ -67,6 +76,30 @@ enum Command {
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WorkflowsCommand {
+    /// Submit a workflow file (the body of `POST /v1/workflows`, JSON) and follow it until every
+    /// task is final. Progress on stderr; the outcome on stdout. Exit 0 when it succeeded, 1
+    /// when it failed, was cancelled or is still running at --wait-seconds.
+    Run {
+        /// Base URL of the control plane.
+        #[arg(long, env = "CONTROLPLANE_URL")]
+        url: String,
+        /// The team's API key.
+        #[arg(long, env = "CONTROLPLANE_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// The workflow file.
+        #[arg(long)]
+        file: PathBuf,
+        /// Longest time to follow the workflow.
+        #[arg(long, default_value_t = 300)]
+        wait_seconds: u64,
+        /// Print the final workflow as JSON (the API's representation).
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -179,9 +212,50 @@ async fn main() -> anyhow::Result<()> {
             };
             controlplane::worker::run(options, controlplane::shutdown::signal()).await?;
         }
-        Command::Migrate => {
+        Command::Migrate { create_database } => {
+            if create_database {
+                use sqlx::migrate::MigrateDatabase;
+                let url = std::env::var("DATABASE_URL").context("DATABASE_URL is not set")?;
+                if !sqlx::Postgres::database_exists(&url)
+                    .await
+                    .context("cannot connect to Postgres")?
+                {
+                    sqlx::Postgres::create_database(&url)
+                        .await
+                        .context("cannot create the database")?;
+                    tracing::info!("database created");
+                }
+            }
             controlplane::db::migrate(&database().await?).await?;
             tracing::info!("migrations applied");
+        }
+        Command::Workflows {
+            command:
+                WorkflowsCommand::Run {
+                    url,
+                    api_key,
+                    file,
+                    wait_seconds,
+                    json,
+                },
+        } => {
+            let options = controlplane::workflow_client::RunOptions {
+                url,
+                api_key,
+                file,
+                wait: std::time::Duration::from_secs(wait_seconds),
+                poll: std::time::Duration::from_millis(500),
+            };
+            let outcome =
+                controlplane::workflow_client::run(&options, |line| eprintln!("{line}")).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&outcome.workflow)?);
+            } else {
+                print!("{}", controlplane::workflow_client::summary(&outcome));
+            }
+            if !outcome.succeeded() {
+                std::process::exit(1);
+            }
         }
         Command::Teams {
             command: TeamsCommand::Create { name },

@@ -295,3 +295,103 @@ async fn sigterm_stops_leasing_and_releases_unfinished_tasks(pool: PgPool) {
     assert_eq!(attempts[0]["outcome"], "released");
     server.stop().await;
 }
+
+/// `controlplane workflows run` as a team's CI job would use it.
+async fn run_workflow(
+    server: &TestServer,
+    key: &str,
+    file: &std::path::Path,
+) -> std::process::Output {
+    let run = Command::new(env!("CARGO_BIN_EXE_controlplane"))
+        .args(["workflows", "run", "--url", &server.base, "--file"])
+        .arg(file)
+        .args(["--wait-seconds", "30", "--json"])
+        .env("CONTROLPLANE_API_KEY", key)
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("workflows run ends within its wait")
+        .expect("run the binary")
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn workflows_run_follows_the_shipped_workflow_to_success_and_fails_on_a_dead_task(
+    pool: PgPool,
+) {
+    let server = server(pool).await;
+    let (_, key) = server.team_with_key("alice").await;
+    let worker = worker(&server, "default", &["--concurrency", "2"]);
+
+    // The workflow `cargo xtask local` runs.
+    let shipped =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/local-release.json");
+    let output = run_workflow(&server, &key, &shipped).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let workflow: Value =
+        serde_json::from_slice(&output.stdout).expect("--json prints the workflow");
+    assert_eq!(workflow["state"], "succeeded");
+    let package = workflow["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "package")
+        .expect("the package task");
+    // Results flow along the DAG: package saw both of its dependencies' results.
+    assert_eq!(
+        package["task"]["result"]["checks"]["unit-tests"]["passed"],
+        128
+    );
+    assert_eq!(package["task"]["result"]["checks"]["lint"]["warnings"], 0);
+    for task in ["checkout", "unit-tests", "lint", "package"] {
+        assert!(stderr.contains(&format!("{task}: succeeded")), "{stderr}");
+    }
+
+    // A task that exits non-zero with no retries left: the workflow fails, and so does the run.
+    let dir = std::env::temp_dir().join(stacksmith_testkit::unique_name("wf"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let failing = dir.join("failing.json");
+    std::fs::write(
+        &failing,
+        json!({
+            "tasks": [
+                {"name": "build", "pool": "default", "command": ["false"], "retry": {"max_attempts": 1}},
+                {"name": "ship", "depends_on": ["build"], "pool": "default", "command": ["true"]}
+            ]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let output = run_workflow(&server, &key, &failing).await;
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let workflow: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(workflow["state"], "failed");
+
+    // A workflow the API refuses (a cycle) is a clear error, not a hang.
+    std::fs::write(
+        &failing,
+        json!({"tasks": [
+            {"name": "a", "depends_on": ["b"], "pool": "default", "command": ["true"]},
+            {"name": "b", "depends_on": ["a"], "pool": "default", "command": ["true"]}
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let output = run_workflow(&server, &key, &failing).await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("422") && stderr.contains("cycle"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    stop_worker(worker).await;
+    server.stop().await;
+}

@@ -8,6 +8,7 @@
 //! their usual ports, otherwise private servers on free ports, installed when missing and possible).
 //! Everything binds to 127.0.0.1.
 
+mod control_plane;
 mod environment;
 mod process;
 mod python;
@@ -24,7 +25,8 @@ commands:
   test [ARGS...]   start the test servers, run every test (cargo nextest, or cargo test when
                    nextest is absent) with ARGS passed to the runner, stop the servers
   local            the main job: start the emulators; validate, plan and render the `local`
-                   stack, create it in moto (`up`, from clean local state) and print its outputs
+                   stack, create it in moto (`up`, from clean local state), print its outputs;
+                   then start the control plane and a worker and run a DAG workflow through it
   env              start the test servers, print their environment variables, wait for Ctrl-C
   help             this text
 
@@ -164,7 +166,18 @@ fn local() -> Result<ExitCode, String> {
         "xtask: the local stack is up in moto at {} (the outputs are above)",
         environment.aws_endpoint
     );
+    let controlplane = target_dir().join("debug").join("controlplane");
+    let logs = root().join(".stacksmith").join("local");
+    let succeeded = control_plane::run(&environment, &controlplane, &root(), &logs)?;
     drop(environment);
+    if !succeeded {
+        eprintln!(
+            "xtask: the workflow did not succeed (logs under {})",
+            logs.display()
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("xtask: done: the local stack is up and the control plane ran a workflow");
     Ok(ExitCode::SUCCESS)
 }
 
