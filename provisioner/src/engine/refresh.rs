@@ -13,7 +13,9 @@ use indexmap::IndexMap;
 
 use super::Address;
 use super::planner::LiveSnapshot;
-use super::provider::{CallContext, MissingProvider, OwnedObject, ProviderError, ProviderRegistry};
+use super::provider::{
+    CallContext, MissingProvider, OwnedObject, Provider, ProviderError, ProviderRegistry,
+};
 use crate::state::StateDocument;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,38 +55,67 @@ where
     }
 }
 
+/// Makes one read-only `call` per resource in `state` (at most `parallelism` at once, each
+/// retried while throttled) and returns the answers by address.
+async fn per_record<T, F, Fut>(
+    state: &StateDocument,
+    registry: &ProviderRegistry,
+    parallelism: usize,
+    call: F,
+) -> Result<Vec<(Address, T)>, RefreshError>
+where
+    T: Send + 'static,
+    F: Fn(Arc<dyn Provider>, CallContext, String) -> Fut,
+    Fut: Future<Output = Result<T, ProviderError>> + Send + 'static,
+{
+    let limit = Arc::new(Semaphore::new(parallelism.max(1)));
+    let mut calls = JoinSet::new();
+    for record in state.resources.values() {
+        let provider = registry.get(&record.resource_type)?;
+        let context = CallContext {
+            address: record.address.clone(),
+            resource_type: record.resource_type.clone(),
+        };
+        let address = record.address.clone();
+        let answer = call(provider, context, record.id.clone());
+        let limit = limit.clone();
+        calls.spawn(async move {
+            let _permit = limit
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            (address, answer.await)
+        });
+    }
+    let mut answers = Vec::with_capacity(state.resources.len());
+    while let Some(joined) = calls.join_next().await {
+        let (address, answer) = joined.expect("a read-only provider call does not panic");
+        match answer {
+            Ok(value) => answers.push((address, value)),
+            Err(source) => return Err(RefreshError::Provider { address, source }),
+        }
+    }
+    Ok(answers)
+}
+
 /// Reads each resource in `state` (at most `parallelism` reads at once).
 pub async fn read_live(
     state: &StateDocument,
     registry: &ProviderRegistry,
     parallelism: usize,
 ) -> Result<LiveSnapshot, RefreshError> {
-    let limit = Arc::new(Semaphore::new(parallelism.max(1)));
-    let mut reads = JoinSet::new();
-    for record in state.resources.values() {
-        let provider = registry.get(&record.resource_type)?;
-        let limit = limit.clone();
-        let context = CallContext {
-            address: record.address.clone(),
-            resource_type: record.resource_type.clone(),
-        };
-        let id = record.id.clone();
-        reads.spawn(async move {
-            let _permit = limit
-                .acquire_owned()
-                .await
-                .expect("the semaphore is never closed");
-            let live = retry_throttled(|| provider.read(&context, &id)).await;
-            (context.address, live)
-        });
-    }
+    let reads =
+        per_record(
+            state,
+            registry,
+            parallelism,
+            |provider, context, id| async move {
+                retry_throttled(|| provider.read(&context, &id)).await
+            },
+        )
+        .await?;
     let mut snapshot = LiveSnapshot::new();
-    while let Some(joined) = reads.join_next().await {
-        let (address, live) = joined.expect("a refresh read does not panic");
-        let live = live.map_err(|source| RefreshError::Provider {
-            address: address.clone(),
-            source,
-        })?;
+    for (address, live) in reads {
         snapshot.insert(address, live);
     }
     Ok(snapshot)
@@ -120,29 +151,17 @@ pub async fn read_members(
     registry: &ProviderRegistry,
     parallelism: usize,
 ) -> Result<Vec<OwnedObject>, RefreshError> {
-    let limit = Arc::new(Semaphore::new(parallelism.max(1)));
-    let mut reads = JoinSet::new();
-    for record in state.resources.values() {
-        let provider = registry.get(&record.resource_type)?;
-        let limit = limit.clone();
-        let context = CallContext {
-            address: record.address.clone(),
-            resource_type: record.resource_type.clone(),
-        };
-        let id = record.id.clone();
-        reads.spawn(async move {
-            let _permit = limit
-                .acquire_owned()
-                .await
-                .expect("the semaphore is never closed");
-            let members = retry_throttled(|| provider.list_members(&context, &id)).await;
-            (context.address, members)
-        });
-    }
-    let mut members = Vec::new();
-    while let Some(joined) = reads.join_next().await {
-        let (address, found) = joined.expect("a member listing does not panic");
-        members.extend(found.map_err(|source| RefreshError::Provider { address, source })?);
-    }
-    Ok(members)
+    let listings = per_record(
+        state,
+        registry,
+        parallelism,
+        |provider, context, id| async move {
+            retry_throttled(|| provider.list_members(&context, &id)).await
+        },
+    )
+    .await?;
+    Ok(listings
+        .into_iter()
+        .flat_map(|(_, members)| members)
+        .collect())
 }
