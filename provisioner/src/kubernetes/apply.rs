@@ -392,23 +392,7 @@ impl Applier {
         loop {
             let mut not_ready = Vec::new();
             for deployment in deployments {
-                let api = self
-                    .api_for(
-                        &deployment.api_version,
-                        &deployment.kind,
-                        deployment.namespace.as_deref(),
-                    )
-                    .await?;
-                let live = api
-                    .get_opt(&deployment.name)
-                    .await
-                    .map_err(|e| ApplyError::Apply {
-                        reference: deployment.reference(),
-                        message: api_message(&e),
-                    })?;
-                let object = live
-                    .map(|l| serde_json::to_value(l).unwrap_or(Json::Null))
-                    .unwrap_or(Json::Null);
+                let object = self.get(deployment).await?.unwrap_or(Json::Null);
                 if let Some(why) = rollout_problem(&object) {
                     not_ready.push(format!("{}: {why}", deployment.reference()));
                 }
