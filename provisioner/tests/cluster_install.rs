@@ -3,15 +3,24 @@
 //! (through `cluster.kubeconfig`, the bring-your-own-cluster path the `local` stack uses).
 //!
 //! Every run uses its own namespaces, priority classes and stack name, so runs never meet.
+//! `drift` compares the installed objects with the stack after out-of-band changes made here with
+//! kube-rs.
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use provisioner::engine::drift::{DriftReport, DriftStatus};
+use serde_json::json;
 use stacksmith_testkit::{kubeconfig, unique_name, workspace_root};
+
+mod drift_support;
+use drift_support::{assert_valid, check_junit};
 
 struct Sandbox {
     dir: PathBuf,
@@ -404,5 +413,192 @@ async fn plan_shows_in_cluster_creates_then_nothing_then_updates_and_prunes() {
             .iter()
             .all(|o| o["reference"] != batch_pool.as_str()),
         "the batch pool is gone: {plan:#}"
+    );
+}
+
+/// `drift --format F` of the sandbox's stack.
+fn drift(sandbox: &Sandbox, format: &str) -> Output {
+    sandbox.run(&["drift", "--stack", "cluster", "--format", format])
+}
+
+/// The drifted entries of a JSON drift report as (kind, address, status).
+fn drifted(report: &DriftReport) -> Vec<(&str, &str, DriftStatus)> {
+    report
+        .drifted()
+        .map(|e| (e.kind.as_str(), e.address.as_str(), e.status))
+        .collect()
+}
+
+#[tokio::test]
+async fn drift_reports_out_of_band_cluster_changes_but_not_a_scaled_pool_and_up_converges() {
+    let sandbox = Sandbox::new();
+    let s = &sandbox.suffix;
+    let (sys, work) = (format!("sys-{s}"), format!("work-{s}"));
+    let up = sandbox.up();
+    assert!(up.status.success(), "{}", describe(&up));
+
+    // Right after `up`: the cloud and the cluster match, every in-cluster object is compared.
+    let clean = drift(&sandbox, "json");
+    assert_eq!(clean.status.code(), Some(0), "{}", describe(&clean));
+    assert_valid(&String::from_utf8_lossy(&clean.stdout));
+    let report: DriftReport = serde_json::from_slice(&clean.stdout).unwrap();
+    assert!(!report.has_drift(), "{}", describe(&clean));
+    let pool_address = format!("kubernetes/{work}/stacksmith-worker-default");
+    let pool = |report: &DriftReport| {
+        report
+            .entries
+            .iter()
+            .find(|e| e.kind == "kubernetes:apps/v1/Deployment" && e.address == pool_address)
+            .cloned()
+            .unwrap_or_else(|| panic!("no entry for the worker pool: {report:#?}"))
+    };
+    assert_eq!(pool(&report).status, DriftStatus::InSync);
+    assert!(
+        report.entries.iter().any(
+            |e| e.kind == "kubernetes:v1/Namespace" && e.address == format!("kubernetes/{sys}")
+        ),
+        "cluster-scoped objects are compared too: {report:#?}"
+    );
+    let compared = report.summary.in_sync;
+
+    // Out of band: a changed ConfigMap value, a deleted NetworkPolicy, an object carrying the
+    // stack's inventory label that the stack does not render, and the autoscaler's kind of
+    // change (a worker pool scaled through the scale subresource, within its bounds).
+    let client = client().await;
+    let config_maps = Api::<ConfigMap>::namespaced(client.clone(), &sys);
+    config_maps
+        .patch(
+            "stacksmith-controlplane",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "data": { "CONTROLPLANE_RATE_BURST": "999" } })),
+        )
+        .await
+        .expect("the control plane ConfigMap is patched");
+    Api::<NetworkPolicy>::namespaced(client.clone(), &work)
+        .delete("stacksmith-worker", &DeleteParams::default())
+        .await
+        .expect("the workers' NetworkPolicy is deleted");
+    let stray: ConfigMap = serde_json::from_value(json!({
+        "metadata": { "name": format!("stray-{s}"), "namespace": work,
+                      "labels": { "stacksmith.dev/stack": format!("k{s}") } },
+        "data": { "made": "by hand" }
+    }))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(client.clone(), &work)
+        .create(&PostParams::default(), &stray)
+        .await
+        .expect("the stray ConfigMap is created");
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &work);
+    deployments
+        .patch_scale(
+            "stacksmith-worker-default",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": { "replicas": 3 } })),
+        )
+        .await
+        .expect("the worker pool is scaled");
+
+    let changed = drift(&sandbox, "json");
+    assert_eq!(changed.status.code(), Some(2), "{}", describe(&changed));
+    let json_text = String::from_utf8_lossy(&changed.stdout).into_owned();
+    assert_valid(&json_text);
+    let report: DriftReport = serde_json::from_str(&json_text).unwrap();
+    let config_address = format!("kubernetes/{sys}/stacksmith-controlplane");
+    let policy_address = format!("kubernetes/{work}/stacksmith-worker");
+    let stray_address = format!("kubernetes/{work}/stray-{s}");
+    // In apply order (network policies before config), then the inventory's leftovers.
+    assert_eq!(
+        drifted(&report),
+        vec![
+            (
+                "kubernetes:networking.k8s.io/v1/NetworkPolicy",
+                policy_address.as_str(),
+                DriftStatus::Deleted
+            ),
+            (
+                "kubernetes:v1/ConfigMap",
+                config_address.as_str(),
+                DriftStatus::Modified
+            ),
+            (
+                "kubernetes:v1/ConfigMap",
+                stray_address.as_str(),
+                DriftStatus::Unmanaged
+            ),
+        ],
+        "{json_text}"
+    );
+    let modified = report
+        .drifted()
+        .find(|e| e.status == DriftStatus::Modified)
+        .unwrap();
+    let attributes: Vec<(&str, &serde_json::Value, &serde_json::Value)> = modified
+        .attributes
+        .iter()
+        .map(|a| (a.name.as_str(), &a.expected, &a.actual))
+        .collect();
+    assert_eq!(
+        attributes,
+        vec![("data.CONTROLPLANE_RATE_BURST", &json!("100"), &json!("999"))]
+    );
+    assert_eq!(
+        (
+            report.summary.modified,
+            report.summary.deleted,
+            report.summary.unmanaged
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(report.summary.in_sync, compared - 2, "{json_text}");
+    // The scaled pool is not drift: the autoscaler owns its size.
+    assert_eq!(pool(&report).status, DriftStatus::InSync);
+    let live_pool = deployments.get("stacksmith-worker-default").await.unwrap();
+    assert_eq!(live_pool.spec.unwrap().replicas, Some(3));
+    // Secret values are never shown (the Secret is compared by its keys).
+    let secret = Api::<Secret>::namespaced(client.clone(), &sys)
+        .get("stacksmith-controlplane")
+        .await
+        .unwrap();
+    let admin_key = secret_value(&secret, "CONTROLPLANE_ADMIN_KEY");
+    assert!(!json_text.contains(&admin_key), "a secret was printed");
+    assert!(!json_text.contains("PLACEHOLDER"), "{json_text}");
+
+    // The same report as JUnit XML and as text.
+    let junit = drift(&sandbox, "junit");
+    assert_eq!(junit.status.code(), Some(2), "{}", describe(&junit));
+    let xml = String::from_utf8_lossy(&junit.stdout).into_owned();
+    check_junit(&xml, &report);
+    assert!(
+        xml.contains(
+            "data.CONTROLPLANE_RATE_BURST: expected &quot;100&quot;, actual &quot;999&quot;"
+        ),
+        "{xml}"
+    );
+    let human = drift(&sandbox, "human");
+    assert_eq!(human.status.code(), Some(2), "{}", describe(&human));
+    let text = String::from_utf8_lossy(&human.stdout).into_owned();
+    assert!(
+        text.contains("1 modified, 1 deleted, 1 unmanaged"),
+        "{text}"
+    );
+
+    // `up` converges: the value back, the policy again, the stray object pruned, the pool's size
+    // kept; then no drift.
+    let up = sandbox.up();
+    assert!(up.status.success(), "{}", describe(&up));
+    let settled = drift(&sandbox, "json");
+    assert_eq!(settled.status.code(), Some(0), "{}", describe(&settled));
+    let report: DriftReport = serde_json::from_slice(&settled.stdout).unwrap();
+    assert_eq!(report.summary.in_sync, compared, "{report:#?}");
+    let stray_gone = Api::<ConfigMap>::namespaced(client.clone(), &work)
+        .get_opt(&format!("stray-{s}"))
+        .await
+        .unwrap();
+    assert!(stray_gone.is_none(), "`up` prunes the stray object");
+    let live_pool = deployments.get("stacksmith-worker-default").await.unwrap();
+    assert_eq!(
+        live_pool.spec.unwrap().replicas,
+        Some(3),
+        "`up` keeps the pool's size"
     );
 }

@@ -1,4 +1,4 @@
-//! What `up` and `plan` share about the stack's cluster: how it is reached
+//! What `up`, `plan` and `drift` share about the stack's cluster: how it is reached
 //! ([`crate::kubernetes::access`]) and the in-cluster part of a plan
 //! ([`crate::kubernetes::diff`]), as text and as the `cluster_objects` member of the plan JSON.
 

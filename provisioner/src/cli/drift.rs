@@ -1,6 +1,8 @@
 //! `provisioner drift`: reads every recorded resource back and lists the objects carrying the
 //! deployment's ownership tags, then reports what changed behind the stack's back (as text, JSON,
-//! Markdown or JUnit XML). Read-only: no lock is taken and nothing is written but `--out`.
+//! Markdown or JUnit XML). When the stack renders in-cluster objects and its cluster can be
+//! reached (the routes `plan --refresh` uses), they are compared too
+//! ([`crate::kubernetes::drift`]). Read-only: no lock is taken and nothing is written but `--out`.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -9,14 +11,18 @@ use std::process::ExitCode;
 use miette::{IntoDiagnostic, miette};
 
 use super::Output;
+use super::cluster;
 use super::deployment::{self, Deployment, Target};
-use crate::engine::drift::{self, DriftInput, DriftReport};
+use crate::engine::drift::{self, DriftEntry, DriftInput, DriftReport};
 use crate::engine::drift_render;
 use crate::engine::executor::DEFAULT_PARALLELISM;
 use crate::engine::planner::LiveSnapshot;
 use crate::engine::provider::{OwnedObject, ProviderRegistry};
 use crate::engine::refresh::{list_owned, read_live};
 use crate::engine::resource::deployment_tags;
+use crate::kubernetes::access::ClusterRoute;
+use crate::kubernetes::apply::{Applier, ApplyError};
+use crate::kubernetes::{self, RenderedFile, SecretValues};
 use crate::state::StateDocument;
 
 /// The report's format.
@@ -60,7 +66,10 @@ pub fn run(args: &Args, stacks_dir: &Path, output: &Output) -> miette::Result<Ex
                 state.pending.len()
             );
         }
-        let (report, _, _) = detect(&deployment, &registry, &state).await?;
+        let (mut report, _, _) = detect(&deployment, &registry, &state).await?;
+        for entry in in_cluster(&deployment, &state).await? {
+            report.push(entry);
+        }
         Ok::<_, miette::Report>(report)
     })?;
     let text = match args.format {
@@ -122,4 +131,49 @@ pub async fn detect(
         owned: &owned,
     });
     Ok((report, live, owned))
+}
+
+/// The in-cluster objects' entries, when the stack renders any and its cluster can be reached:
+/// through `cluster.kubeconfig`, or the EKS cluster state records (`drift` reads AWS anyway, so
+/// it takes that route like `plan --refresh`). Otherwise a note says why they were not compared.
+async fn in_cluster(
+    deployment: &Deployment,
+    state: &StateDocument,
+) -> miette::Result<Vec<DriftEntry>> {
+    if !cluster::has_objects(deployment) {
+        return Ok(Vec::new());
+    }
+    let route = cluster::route(deployment, Some(state));
+    if let ClusterRoute::Unavailable(why) = &route {
+        eprintln!("note: the in-cluster objects were not compared: {why}");
+        return Ok(Vec::new());
+    }
+    // Secrets with placeholders: they are compared by their keys, never their values.
+    let files = kubernetes::render(&deployment.loaded, Some(&SecretValues::placeholders()))
+        .map_err(|e| miette!("{e}"))?;
+    let applier = cluster::applier(deployment, &route)
+        .await
+        .map_err(|e| e.wrap_err("reading the in-cluster objects"))?;
+    let stack = &deployment.loaded.names.qualified;
+    read_cluster(&applier, &files, stack).await.map_err(|e| {
+        miette!(
+            "reading the in-cluster objects through {}: {e}",
+            route.describe()
+        )
+    })
+}
+
+/// Reads every rendered object and the stack's inventory, then compares (pure, in
+/// [`kubernetes::drift::entries`]).
+async fn read_cluster(
+    applier: &Applier,
+    files: &[RenderedFile],
+    stack: &str,
+) -> Result<Vec<DriftEntry>, ApplyError> {
+    let mut live = Vec::new();
+    for object in files.iter().flat_map(|f| &f.objects) {
+        live.push(applier.get(object).await?);
+    }
+    let inventory = applier.inventory(stack).await?;
+    Ok(kubernetes::drift::entries(files, &live, &inventory, stack))
 }

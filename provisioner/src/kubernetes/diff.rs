@@ -1,6 +1,6 @@
 //! What applying the rendered objects would change in the cluster: per object create, update
 //! (with the changed field paths), delete (inventory objects no longer rendered: `apply` prunes
-//! them) or no change. `plan` shows it; `drift` can call [`in_cluster_changes`] too.
+//! them) or no change. `plan` shows it.
 //!
 //! The comparison is a subset comparison: every field the rendered object sets must be present in
 //! the live object with the same value; fields only the live object has (status, defaults,
@@ -10,7 +10,8 @@
 //! template is not reported (the rendered object no longer names it).
 //!
 //! [`compare`], [`plan_changes`] and [`field_differences`] (the values too, for reports such as
-//! `drift`; never a Secret's) are pure; [`in_cluster_changes`] reads the cluster.
+//! `drift`, which [`super::drift`] turns into report entries; never a Secret's) are pure;
+//! [`in_cluster_changes`] reads the cluster.
 
 use std::collections::BTreeSet;
 
@@ -178,18 +179,12 @@ pub fn changed_fields(desired: &Json, live: &Json) -> Vec<String> {
         .collect()
 }
 
-/// The differing fields of `rendered` against its `live` object, with their values; for a
-/// Secret both values are `null` (Secret values are never carried). Pure.
+/// The differing fields of `rendered` against its `live` object, with their values. A Secret's
+/// values are never carried: a key it lacks shows as expected [`SENSITIVE`], actual `null`; its
+/// other fields (labels, type) carry their values. Pure.
 pub fn field_differences(rendered: &RenderedObject, live: &Json) -> Vec<FieldDifference> {
     if rendered.kind == "Secret" {
-        return secret_changes(&rendered.object, live)
-            .into_iter()
-            .map(|path| FieldDifference {
-                path,
-                expected: Json::Null,
-                actual: Json::Null,
-            })
-            .collect();
+        return secret_differences(&rendered.object, live);
     }
     differences(&rendered.reconciled_with(Some(live)), live)
 }
@@ -200,9 +195,13 @@ fn differences(desired: &Json, live: &Json) -> Vec<FieldDifference> {
     found
 }
 
+/// What stands for a Secret's value in [`field_differences`].
+pub const SENSITIVE: &str = "(sensitive)";
+
 /// A Secret: every field but the values, then the presence of each key we set (in `data` or
-/// `stringData`: servers turn `stringData` into `data`).
-fn secret_changes(desired: &Json, live: &Json) -> Vec<String> {
+/// `stringData`: servers turn `stringData` into `data`). The live values are never walked: the
+/// desired object compared has no `data` nor `stringData`.
+fn secret_differences(desired: &Json, live: &Json) -> Vec<FieldDifference> {
     let mut without_values = desired.clone();
     let mut keys = Vec::new();
     if let Some(object) = without_values.as_object_mut() {
@@ -212,16 +211,27 @@ fn secret_changes(desired: &Json, live: &Json) -> Vec<String> {
             }
         }
     }
-    let mut changed = changed_fields(&without_values, live);
+    let mut found = differences(&without_values, live);
     for (field, key) in keys {
         let present = ["data", "stringData"]
             .iter()
             .any(|f| live.get(*f).and_then(|d| d.get(&key)).is_some());
         if !present {
-            changed.push(join(field, &key));
+            found.push(FieldDifference {
+                path: join(field, &key),
+                expected: Json::String(SENSITIVE.to_owned()),
+                actual: Json::Null,
+            });
         }
     }
-    changed
+    found
+}
+
+fn secret_changes(desired: &Json, live: &Json) -> Vec<String> {
+    secret_differences(desired, live)
+        .into_iter()
+        .map(|difference| difference.path)
+        .collect()
 }
 
 fn walk(desired: &Json, live: Option<&Json>, path: &str, found: &mut Vec<FieldDifference>) {
@@ -435,7 +445,26 @@ mod tests {
         assert_eq!(differences[0].path, "stringData.DATABASE_URL");
         assert_eq!(
             (&differences[0].expected, &differences[0].actual),
-            (&Json::Null, &Json::Null)
+            (&json!(SENSITIVE), &Json::Null)
+        );
+        // Fields other than the values carry theirs; the live values are never read.
+        let labelled = RenderedObject {
+            api_version: "v1".into(),
+            ..object(
+                "Secret",
+                json!({ "metadata": { "labels": { "team": "a" } },
+                        "stringData": { "DATABASE_URL": "postgres://u:hunter2@h/db" } }),
+            )
+        };
+        let live = json!({ "metadata": { "labels": { "team": "b" } },
+                           "data": { "DATABASE_URL": "aHVudGVyMg==" } });
+        assert_eq!(
+            field_differences(&labelled, &live),
+            vec![FieldDifference {
+                path: "metadata.labels.team".into(),
+                expected: json!("a"),
+                actual: json!("b"),
+            }]
         );
     }
 

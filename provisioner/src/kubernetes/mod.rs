@@ -8,6 +8,7 @@
 pub mod access;
 pub mod apply;
 pub mod diff;
+pub mod drift;
 pub mod eks_auth;
 pub mod install;
 pub mod teardown;
