@@ -443,7 +443,7 @@ async fn drift_reports_out_of_band_cluster_changes_but_not_a_scaled_pool_and_up_
     assert_valid(&String::from_utf8_lossy(&clean.stdout));
     let report: DriftReport = serde_json::from_slice(&clean.stdout).unwrap();
     assert!(!report.has_drift(), "{}", describe(&clean));
-    let pool_address = format!("kubernetes/{work}/stacksmith-worker-default");
+    let pool_address = format!("kubernetes/{work}/Deployment/stacksmith-worker-default");
     let pool = |report: &DriftReport| {
         report
             .entries
@@ -454,9 +454,11 @@ async fn drift_reports_out_of_band_cluster_changes_but_not_a_scaled_pool_and_up_
     };
     assert_eq!(pool(&report).status, DriftStatus::InSync);
     assert!(
-        report.entries.iter().any(
-            |e| e.kind == "kubernetes:v1/Namespace" && e.address == format!("kubernetes/{sys}")
-        ),
+        report
+            .entries
+            .iter()
+            .any(|e| e.kind == "kubernetes:v1/Namespace"
+                && e.address == format!("kubernetes/Namespace/{sys}")),
         "cluster-scoped objects are compared too: {report:#?}"
     );
     let compared = report.summary.in_sync;
@@ -503,9 +505,9 @@ async fn drift_reports_out_of_band_cluster_changes_but_not_a_scaled_pool_and_up_
     let json_text = String::from_utf8_lossy(&changed.stdout).into_owned();
     assert_valid(&json_text);
     let report: DriftReport = serde_json::from_str(&json_text).unwrap();
-    let config_address = format!("kubernetes/{sys}/stacksmith-controlplane");
-    let policy_address = format!("kubernetes/{work}/stacksmith-worker");
-    let stray_address = format!("kubernetes/{work}/stray-{s}");
+    let config_address = format!("kubernetes/{sys}/ConfigMap/stacksmith-controlplane");
+    let policy_address = format!("kubernetes/{work}/NetworkPolicy/stacksmith-worker");
+    let stray_address = format!("kubernetes/{work}/ConfigMap/stray-{s}");
     // In apply order (network policies before config), then the inventory's leftovers.
     assert_eq!(
         drifted(&report),

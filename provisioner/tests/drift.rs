@@ -417,7 +417,7 @@ fn kubernetes_objects_can_be_appended_to_a_report() {
         },
     );
     report.push(DriftEntry {
-        address: "kubernetes/stacksmith/api".into(),
+        address: "kubernetes/stacksmith/Deployment/api".into(),
         kind: "kubernetes:apps/v1/Deployment".into(),
         id: None,
         status: DriftStatus::Modified,

@@ -30,11 +30,13 @@ pub fn kind(api_version: &str, kind: &str) -> String {
     format!("{PREFIX}:{api_version}/{kind}")
 }
 
-/// `kubernetes/<namespace>/<name>`, or `kubernetes/<name>` for a cluster-scoped object.
-pub fn address(namespace: Option<&str>, name: &str) -> String {
+/// `kubernetes/<namespace>/<Kind>/<name>`, or `kubernetes/<Kind>/<name>` for a cluster-scoped
+/// object: unique per object (a ConfigMap and a Deployment may share a name), so CI reports keyed
+/// on the address (JUnit test case names) never merge two objects.
+pub fn address(namespace: Option<&str>, kind: &str, name: &str) -> String {
     match namespace {
-        Some(namespace) => format!("{PREFIX}/{namespace}/{name}"),
-        None => format!("{PREFIX}/{name}"),
+        Some(namespace) => format!("{PREFIX}/{namespace}/{kind}/{name}"),
+        None => format!("{PREFIX}/{kind}/{name}"),
     }
 }
 
@@ -54,7 +56,7 @@ pub fn entries(
         .enumerate()
         .map(|(i, object)| {
             let mut entry = DriftEntry {
-                address: address(object.namespace.as_deref(), &object.name),
+                address: address(object.namespace.as_deref(), &object.kind, &object.name),
                 kind: kind(&object.api_version, &object.kind),
                 id: None,
                 status: DriftStatus::InSync,
@@ -93,7 +95,7 @@ pub fn entries(
             .iter()
             .filter(|object| !identities.contains(&object.identity()))
             .map(|object| DriftEntry {
-                address: address(object.namespace.as_deref(), &object.name),
+                address: address(object.namespace.as_deref(), &object.kind, &object.name),
                 kind: kind(&object.api_version, &object.kind),
                 id: None,
                 status: DriftStatus::Unmanaged,
@@ -241,27 +243,27 @@ mod tests {
             vec![
                 (
                     "kubernetes:v1/Namespace",
-                    "kubernetes/work",
+                    "kubernetes/Namespace/work",
                     DriftStatus::InSync
                 ),
                 (
                     "kubernetes:v1/ConfigMap",
-                    "kubernetes/sys/stacksmith-controlplane",
+                    "kubernetes/sys/ConfigMap/stacksmith-controlplane",
                     DriftStatus::Modified
                 ),
                 (
                     "kubernetes:networking.k8s.io/v1/NetworkPolicy",
-                    "kubernetes/work/default-deny",
+                    "kubernetes/work/NetworkPolicy/default-deny",
                     DriftStatus::Deleted
                 ),
                 (
                     "kubernetes:apps/v1/Deployment",
-                    "kubernetes/work/stacksmith-worker-default",
+                    "kubernetes/work/Deployment/stacksmith-worker-default",
                     DriftStatus::InSync
                 ),
                 (
                     "kubernetes:v1/ConfigMap",
-                    "kubernetes/work/left-over",
+                    "kubernetes/work/ConfigMap/left-over",
                     DriftStatus::Unmanaged
                 ),
             ]
@@ -360,6 +362,6 @@ mod tests {
         let rendered = files(vec![object("v1", "Namespace", None, "a")]);
         let found = entries(&rendered, &[], &[], "s");
         assert_eq!(found[0].status, DriftStatus::Deleted);
-        assert_eq!(found[0].address, "kubernetes/a");
+        assert_eq!(found[0].address, "kubernetes/Namespace/a");
     }
 }
