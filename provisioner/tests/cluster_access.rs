@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
-use stacksmith_testkit::{unique_name, workspace_root};
+use stacksmith_testkit::{describe, unique_name, workspace_root};
 
 const DEMO_STACK: &str = "tests/fixtures/engine/stacks/demo.yaml";
 
@@ -99,15 +99,6 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 fn base64url_decode(text: &str) -> Vec<u8> {

@@ -17,7 +17,7 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use provisioner::engine::drift::{DriftReport, DriftStatus};
 use serde_json::json;
-use stacksmith_testkit::{kubeconfig, unique_name, workspace_root};
+use stacksmith_testkit::{describe, kubeconfig, unique_name, workspace_root};
 
 mod drift_support;
 use drift_support::{assert_valid, check_junit};
@@ -124,15 +124,6 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 async fn client() -> kube::Client {

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use stacksmith_testkit::{kubeconfig, unique_name, workspace_root};
+use stacksmith_testkit::{describe, kubeconfig, unique_name, workspace_root};
 
 struct Sandbox {
     dir: PathBuf,
@@ -83,15 +83,6 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 async fn client() -> kube::Client {

@@ -2,6 +2,7 @@
 //! saved plans, SIGKILL in the middle of an apply at several points, Ctrl-C, and two concurrent
 //! `up` runs on one stack with local and Postgres state.
 
+use stacksmith_testkit::describe;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -93,15 +94,6 @@ impl Drop for Sandbox {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        output.status,
-        text(&output.stdout),
-        text(&output.stderr)
-    )
 }
 
 /// Polls `condition` every 10 ms until it holds; panics after `limit`.

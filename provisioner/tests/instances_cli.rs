@@ -6,6 +6,7 @@
 //! Time is set with `STACKSMITH_NOW` (an RFC 3339 "now" read only at the binary's edge), so an
 //! instance can be made "expired" without waiting for its TTL.
 
+use stacksmith_testkit::describe;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
@@ -116,15 +117,6 @@ impl Drop for Sandbox {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn describe(output: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        output.status,
-        text(&output.stdout),
-        text(&output.stderr)
-    )
 }
 
 fn listed(document: &Value) -> Vec<String> {

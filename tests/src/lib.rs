@@ -101,3 +101,13 @@ fn required(var: &str, what: &str) -> String {
         ),
     }
 }
+
+/// A finished process's status, stdout and stderr, for assertion messages.
+pub fn describe(output: &std::process::Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
