@@ -1280,3 +1280,75 @@ async fn platform_scenario() {
         "moto leaves a deleted replication group `deleting` for ever"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_carrying_the_ownership_tags_are_listed_for_drift() {
+    use provisioner::engine::provider::Provider;
+    let instance = unique_instance("own");
+    let prefix = format!("local-{instance}");
+    let sdk = target().load().await;
+    let iam = aws_sdk_iam::Client::new(&sdk);
+    let tag = |key: &str, value: &str| {
+        aws_sdk_iam::types::Tag::builder()
+            .key(key)
+            .value(value)
+            .build()
+            .unwrap()
+    };
+    let trust = aws::iam::trust_policy("ec2.amazonaws.com");
+    let create = |name: String, tags: Vec<aws_sdk_iam::types::Tag>| {
+        let (iam, trust) = (iam.clone(), trust.clone());
+        async move {
+            iam.create_role()
+                .role_name(name)
+                .assume_role_policy_document(trust)
+                .set_tags(Some(tags))
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    let stray = format!("{prefix}-stray");
+    let untagged = format!("{prefix}-untagged");
+    let other_instance = format!("{prefix}-other");
+    create(
+        stray.clone(),
+        vec![
+            tag("stacksmith:stack", "local"),
+            tag("stacksmith:instance", &instance),
+        ],
+    )
+    .await;
+    create(untagged.clone(), vec![tag("team", "platform")]).await;
+    create(
+        other_instance.clone(),
+        vec![
+            tag("stacksmith:stack", "local"),
+            tag("stacksmith:instance", "elsewhere"),
+        ],
+    )
+    .await;
+
+    let provider = AwsProvider::new(AwsContext::new(target()));
+    let ownership = [
+        ("stacksmith:stack".to_owned(), "local".to_owned()),
+        ("stacksmith:instance".to_owned(), instance.clone()),
+    ]
+    .into_iter()
+    .collect();
+    let owned = provider.list_owned(&ownership).await.unwrap();
+    let roles: Vec<&str> = owned
+        .iter()
+        .filter(|o| o.resource_type.as_str() == "aws.iam.role")
+        .map(|o| o.id.as_str())
+        .collect();
+    assert_eq!(
+        roles,
+        [stray.as_str()],
+        "only the role carrying this deployment's tags"
+    );
+
+    for name in [stray, untagged, other_instance] {
+        iam.delete_role().role_name(name).send().await.unwrap();
+    }
+}

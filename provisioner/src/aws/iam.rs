@@ -9,7 +9,7 @@ use indexmap::IndexMap;
 use serde_json::{Value, json};
 
 use super::{AwsContext, Props, api, bounds, carries, failed, retry_on, tag_diff, user_tags};
-use crate::engine::provider::{LiveResource, ProviderError};
+use crate::engine::provider::{LiveResource, OwnedObject, ProviderError};
 
 /// The trust policy letting `service` assume a role.
 pub fn trust_policy(service: &str) -> String {
@@ -441,6 +441,63 @@ async fn update_oidc(
     read_oidc(ctx, arn)
         .await?
         .ok_or_else(|| ProviderError::NotFound(format!("OIDC provider {arn}")))
+}
+
+/// The roles and OIDC providers that carry `ownership`, for `drift`'s unmanaged objects. Every
+/// role a stack makes is named `<stack>[-<instance>]-...`, so only roles with that prefix have their
+/// tags read: an account with many roles costs one ListRoles page per 100 roles plus one
+/// ListRoleTags per candidate. OIDC providers are few (one per cluster) and all are read.
+pub async fn list_owned(
+    ctx: &AwsContext,
+    ownership: &IndexMap<String, String>,
+) -> Result<Vec<OwnedObject>, ProviderError> {
+    let iam = &ctx.clients().await.iam;
+    let prefix = match (
+        ownership.get("stacksmith:stack"),
+        ownership
+            .get("stacksmith:instance")
+            .filter(|i| !i.is_empty()),
+    ) {
+        (Some(stack), Some(instance)) => format!("{stack}-{instance}-"),
+        (Some(stack), None) => format!("{stack}-"),
+        (None, _) => return Ok(Vec::new()),
+    };
+    let mut candidates = Vec::new();
+    let mut pages = iam.list_roles().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(api("ListRoles"))?;
+        candidates.extend(
+            page.roles()
+                .iter()
+                .map(|role| role.role_name().to_owned())
+                .filter(|name| name.starts_with(&prefix)),
+        );
+    }
+    let mut owned = Vec::new();
+    for name in candidates {
+        if let Some(role) = read_role(ctx, &name).await?
+            && carries(&role.tags, ownership)
+        {
+            owned.push(super::owned("aws.iam.role", role, None));
+        }
+    }
+    let providers = iam
+        .list_open_id_connect_providers()
+        .send()
+        .await
+        .map_err(api("ListOpenIDConnectProviders"))?;
+    for arn in providers
+        .open_id_connect_provider_list()
+        .iter()
+        .filter_map(|p| p.arn())
+    {
+        if let Some(provider) = read_oidc(ctx, arn).await?
+            && carries(&provider.tags, ownership)
+        {
+            owned.push(super::owned("aws.iam.oidc_provider", provider, None));
+        }
+    }
+    Ok(owned)
 }
 
 pub async fn read(

@@ -692,14 +692,16 @@ impl Provider for AwsProvider {
     ) -> BoxFuture<'a, Result<Vec<OwnedObject>, ProviderError>> {
         Box::pin(async move {
             let ctx = &self.ctx;
-            let (ec2, eks, rds, elasticache, logs) = tokio::join!(
+            let (ec2, eks, rds, elasticache, logs, iam) = tokio::join!(
                 ec2::list_owned(ctx, ownership),
                 eks::list_owned(ctx, ownership),
                 rds::list_owned(ctx, ownership),
                 elasticache::list_owned(ctx, ownership),
                 logs::list_owned(ctx, ownership),
+                iam::list_owned(ctx, ownership),
             );
             let mut owned = ec2?;
+            owned.extend(iam?);
             owned.extend(eks?);
             owned.extend(rds?);
             owned.extend(elasticache?);
