@@ -1282,7 +1282,7 @@ async fn platform_scenario() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn roles_carrying_the_ownership_tags_are_listed_for_drift() {
+async fn roles_and_groups_carrying_the_ownership_tags_are_listed_for_drift() {
     use provisioner::engine::provider::Provider;
     let instance = unique_instance("own");
     let prefix = format!("local-{instance}");
@@ -1329,6 +1329,30 @@ async fn roles_carrying_the_ownership_tags_are_listed_for_drift() {
     )
     .await;
 
+    let rds = aws_sdk_rds::Client::new(&sdk);
+    let rds_tag = |key: &str, value: &str| {
+        aws_sdk_rds::types::Tag::builder()
+            .key(key)
+            .value(value)
+            .build()
+    };
+    let owned_params = format!("{prefix}-postgres-params");
+    let foreign_params = format!("{prefix}-foreign-params");
+    for (name, instance_tag) in [
+        (&owned_params, instance.as_str()),
+        (&foreign_params, "elsewhere"),
+    ] {
+        rds.create_db_parameter_group()
+            .db_parameter_group_name(name)
+            .db_parameter_group_family("postgres16")
+            .description("drift listing test")
+            .tags(rds_tag("stacksmith:stack", "local"))
+            .tags(rds_tag("stacksmith:instance", instance_tag))
+            .send()
+            .await
+            .unwrap();
+    }
+
     let provider = AwsProvider::new(AwsContext::new(target()));
     let ownership = [
         ("stacksmith:stack".to_owned(), "local".to_owned()),
@@ -1347,8 +1371,21 @@ async fn roles_carrying_the_ownership_tags_are_listed_for_drift() {
         [stray.as_str()],
         "only the role carrying this deployment's tags"
     );
+    let parameter_groups: Vec<&str> = owned
+        .iter()
+        .filter(|o| o.resource_type.as_str() == "aws.rds.db_parameter_group")
+        .map(|o| o.id.as_str())
+        .collect();
+    assert_eq!(parameter_groups, [owned_params.as_str()]);
 
     for name in [stray, untagged, other_instance] {
         iam.delete_role().role_name(name).send().await.unwrap();
+    }
+    for name in [owned_params, foreign_params] {
+        rds.delete_db_parameter_group()
+            .db_parameter_group_name(name)
+            .send()
+            .await
+            .unwrap();
     }
 }

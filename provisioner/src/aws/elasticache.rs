@@ -456,5 +456,38 @@ pub async fn list_owned(
             ));
         }
     }
+    // Subnet groups have no tag filter: only those named like the deployment's have their tags
+    // read.
+    let Some(prefix) = super::deployment_prefix(ownership) else {
+        return Ok(found);
+    };
+    let mut names = Vec::new();
+    let mut marker = None;
+    loop {
+        let out = cache
+            .describe_cache_subnet_groups()
+            .set_marker(marker)
+            .send()
+            .await
+            .map_err(api("DescribeCacheSubnetGroups"))?;
+        names.extend(
+            out.cache_subnet_groups()
+                .iter()
+                .filter_map(|g| g.cache_subnet_group_name())
+                .filter(|name| name.starts_with(&prefix))
+                .map(str::to_owned),
+        );
+        marker = out.marker().map(str::to_owned);
+        if marker.is_none() {
+            break;
+        }
+    }
+    for name in names {
+        if let Some(group) = read_subnet_group(ctx, &name).await?
+            && carries(&group.tags, ownership)
+        {
+            found.push(super::owned("aws.elasticache.subnet_group", group, None));
+        }
+    }
     Ok(found)
 }

@@ -452,15 +452,8 @@ pub async fn list_owned(
     ownership: &IndexMap<String, String>,
 ) -> Result<Vec<OwnedObject>, ProviderError> {
     let iam = &ctx.clients().await.iam;
-    let prefix = match (
-        ownership.get("stacksmith:stack"),
-        ownership
-            .get("stacksmith:instance")
-            .filter(|i| !i.is_empty()),
-    ) {
-        (Some(stack), Some(instance)) => format!("{stack}-{instance}-"),
-        (Some(stack), None) => format!("{stack}-"),
-        (None, _) => return Ok(Vec::new()),
+    let Some(prefix) = super::deployment_prefix(ownership) else {
+        return Ok(Vec::new());
     };
     let mut candidates = Vec::new();
     let mut pages = iam.list_roles().into_paginator().send();

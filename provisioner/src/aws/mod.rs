@@ -444,6 +444,22 @@ pub fn owned(
     }
 }
 
+/// The name prefix of every named object a deployment makes (`<stack>-` or
+/// `<stack>-<instance>-`), from its ownership tags; `None` without a stack tag. Listings of kinds
+/// without tag filters read the tags of these candidates only.
+pub fn deployment_prefix(ownership: &IndexMap<String, String>) -> Option<String> {
+    let stack = ownership.get("stacksmith:stack")?;
+    Some(
+        match ownership
+            .get("stacksmith:instance")
+            .filter(|i| !i.is_empty())
+        {
+            Some(instance) => format!("{stack}-{instance}-"),
+            None => format!("{stack}-"),
+        },
+    )
+}
+
 /// The tags the executor adds to every object it creates (never part of a `tags` property).
 pub const OWNERSHIP_KEYS: &[&str] = &[
     "stacksmith:stack",

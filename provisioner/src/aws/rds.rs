@@ -646,5 +646,47 @@ pub async fn list_owned(
             found.push(super::owned("aws.rds.instance", instance, None));
         }
     }
+    // Groups have no tag filter: only those named like the deployment's have their tags read.
+    let Some(prefix) = super::deployment_prefix(ownership) else {
+        return Ok(found);
+    };
+    let mut subnet_groups = Vec::new();
+    let mut pages = rds.describe_db_subnet_groups().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(api("DescribeDBSubnetGroups"))?;
+        subnet_groups.extend(
+            page.db_subnet_groups()
+                .iter()
+                .filter_map(|g| g.db_subnet_group_name())
+                .filter(|name| name.starts_with(&prefix))
+                .map(str::to_owned),
+        );
+    }
+    for name in subnet_groups {
+        if let Some(group) = read_subnet_group(ctx, &name).await?
+            && carries(&group.tags, ownership)
+        {
+            found.push(super::owned("aws.rds.db_subnet_group", group, None));
+        }
+    }
+    let mut parameter_groups = Vec::new();
+    let mut pages = rds.describe_db_parameter_groups().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(api("DescribeDBParameterGroups"))?;
+        parameter_groups.extend(
+            page.db_parameter_groups()
+                .iter()
+                .filter_map(|g| g.db_parameter_group_name())
+                .filter(|name| name.starts_with(&prefix))
+                .map(str::to_owned),
+        );
+    }
+    for name in parameter_groups {
+        if let Some(group) = read_parameter_group(ctx, &name).await?
+            && carries(&group.tags, ownership)
+        {
+            found.push(super::owned("aws.rds.db_parameter_group", group, None));
+        }
+    }
     Ok(found)
 }
