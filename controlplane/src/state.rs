@@ -71,16 +71,24 @@ impl AppState {
     /// servers' through Redis pub/sub. Losing the Redis message only delays the others to their
     /// next poll (`scheduler.poll_interval_ms`).
     pub async fn announce_queued(&self) {
-        self.task_queued.notify_waiters();
+        let mut pipeline = redis::pipe();
+        self.add_queued_announcement(&mut pipeline);
         let mut redis = self.redis.clone();
-        let published: redis::RedisResult<i64> = redis::cmd("PUBLISH")
-            .arg(self.redis_key(crate::scheduler::QUEUED_CHANNEL))
-            .arg(&*self.server_id)
-            .query_async(&mut redis)
-            .await;
+        let published: redis::RedisResult<()> = pipeline.query_async(&mut redis).await;
         if let Err(error) = published {
             tracing::warn!(%error, "cannot announce queued tasks to the other servers");
         }
+    }
+
+    /// [`Self::announce_queued`] inside a caller's pipeline (one round trip with its commands):
+    /// wakes this server's waiting lease requests now and adds the PUBLISH for the others.
+    pub fn add_queued_announcement(&self, pipeline: &mut redis::Pipeline) {
+        self.task_queued.notify_waiters();
+        pipeline
+            .cmd("PUBLISH")
+            .arg(self.redis_key(crate::scheduler::QUEUED_CHANNEL))
+            .arg(&*self.server_id)
+            .ignore();
     }
 
     /// The Redis key `{prefix}:{suffix}`.

@@ -335,49 +335,9 @@ async fn an_expired_lease_is_reaped_and_its_late_completion_rejected(pool: PgPoo
     server.stop().await;
 }
 
-#[sqlx::test(migrations = "./migrations")]
-async fn a_long_poll_wakes_when_a_task_is_queued(pool: PgPool) {
-    let mut config = common::config(RateLimitConfig::disabled());
-    // Polling alone would take 8 s: only the notification can answer sooner.
-    config.scheduler.poll_interval_ms = 8_000;
-    let server = TestServer::start(pool, config).await;
-    let (_, key) = server.team_with_key("alice").await;
-    let waiting = {
-        let client = server.client.clone();
-        let url = server.url("/v1/leases");
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let response = client
-                .post(url)
-                .bearer_auth(WORKER_KEY)
-                .json(&json!({"pool": "wake", "wait_seconds": 8}))
-                .send()
-                .await
-                .unwrap();
-            let body: Value = response.json().await.unwrap();
-            (started.elapsed(), body)
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    submit(&server, &key, json!({"pool": "wake", "command": ["true"]})).await;
-    let (elapsed, body) = tokio::time::timeout(Duration::from_secs(15), waiting)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(body["leases"].as_array().unwrap().len(), 1, "{body}");
-    assert!(elapsed < Duration::from_secs(4), "woken after {elapsed:?}");
-    server.stop().await;
-}
-
-#[sqlx::test(migrations = "./migrations")]
-async fn a_long_poll_on_one_server_wakes_when_another_server_queues_a_task(pool: PgPool) {
-    let mut config = common::config(RateLimitConfig::disabled());
-    // Polling alone would take 8 s: only the Redis announcement can answer sooner.
-    config.scheduler.poll_interval_ms = 8_000;
-    // Two replicas of one deployment: the same database and Redis key prefix.
-    let other_config = config.clone();
-    let polled = TestServer::start(pool.clone(), config).await;
-    let queueing = TestServer::start(pool, other_config).await;
+/// Starts a long poll (8 s) on `polled`, submits a task of its pool through `queueing` half a
+/// second later, and asserts the poll got the task well before the 8 s polling interval.
+async fn assert_long_poll_woken(polled: &TestServer, queueing: &TestServer) {
     let (_, key) = queueing.team_with_key("alice").await;
     let waiting = {
         let client = polled.client.clone();
@@ -396,18 +356,36 @@ async fn a_long_poll_on_one_server_wakes_when_another_server_queues_a_task(pool:
         })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
-    submit(
-        &queueing,
-        &key,
-        json!({"pool": "wake", "command": ["true"]}),
-    )
-    .await;
+    submit(queueing, &key, json!({"pool": "wake", "command": ["true"]})).await;
     let (elapsed, body) = tokio::time::timeout(Duration::from_secs(15), waiting)
         .await
         .unwrap()
         .unwrap();
     assert_eq!(body["leases"].as_array().unwrap().len(), 1, "{body}");
     assert!(elapsed < Duration::from_secs(4), "woken after {elapsed:?}");
+}
+
+/// Polling alone would take 8 s: only a wake-up can answer a long poll sooner.
+fn slow_polling_config() -> controlplane::config::Config {
+    let mut config = common::config(RateLimitConfig::disabled());
+    config.scheduler.poll_interval_ms = 8_000;
+    config
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn a_long_poll_wakes_when_a_task_is_queued(pool: PgPool) {
+    let server = TestServer::start(pool, slow_polling_config()).await;
+    assert_long_poll_woken(&server, &server).await;
+    server.stop().await;
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn a_long_poll_on_one_server_wakes_when_another_server_queues_a_task(pool: PgPool) {
+    // Two replicas of one deployment: the same database and Redis key prefix.
+    let config = slow_polling_config();
+    let polled = TestServer::start(pool.clone(), config.clone()).await;
+    let queueing = TestServer::start(pool, config).await;
+    assert_long_poll_woken(&polled, &queueing).await;
     queueing.stop().await;
     polled.stop().await;
 }

@@ -455,15 +455,8 @@ pub async fn publish_event(state: &AppState, event: &str, task: &Task) {
         .arg("pool")
         .arg(&task.pool)
         .ignore();
-    let queued = task.state == TaskState::Queued;
-    if queued {
-        // Wakes the other servers' long-polling lease requests, in the same round trip.
-        state.task_queued.notify_waiters();
-        pipeline
-            .cmd("PUBLISH")
-            .arg(state.redis_key(crate::scheduler::QUEUED_CHANNEL))
-            .arg(&*state.server_id)
-            .ignore();
+    if task.state == TaskState::Queued {
+        state.add_queued_announcement(&mut pipeline);
     }
     let result: redis::RedisResult<()> = pipeline.query_async(&mut redis).await;
     if let Err(error) = result {
