@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
-use stacksmith_testkit::{describe, unique_name, workspace_root};
+use stacksmith_testkit::{describe, fake_cloud_provisioner, unique_name, workspace_root};
 
 const DEMO_STACK: &str = "tests/fixtures/engine/stacks/demo.yaml";
 
@@ -50,30 +50,24 @@ impl Sandbox {
 
     /// The binary with the fake provider and fixed AWS credentials from the environment only.
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_provisioner"))
-            .args(args)
-            .current_dir(&self.dir)
-            .env("STACKSMITH_PROVIDER", "fake")
-            .env("STACKSMITH_FAKE_CLOUD_DIR", self.dir.join("cloud"))
-            .env("STACKSMITH_POLICIES_DIR", workspace_root().join("policies"))
-            .env("STACKSMITH_STATE_KEY", "cluster-access-test-key")
-            .env("NO_COLOR", "1")
-            .env("AWS_ACCESS_KEY_ID", "AKIDCLUSTERACCESS")
-            .env("AWS_SECRET_ACCESS_KEY", "cluster-access-secret")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", self.dir.join("no-aws-config"))
-            .env(
-                "AWS_SHARED_CREDENTIALS_FILE",
-                self.dir.join("no-aws-credentials"),
-            )
-            .env_remove("AWS_SESSION_TOKEN")
-            .env_remove("AWS_PROFILE")
-            .env_remove("STACKSMITH_FAKE_FAIL")
-            .env_remove("STACKSMITH_FAKE_THROTTLE")
-            .env_remove("STACKSMITH_FAKE_LATENCY_MS")
-            .stdin(Stdio::null())
-            .output()
-            .expect("the provisioner binary runs")
+        fake_cloud_provisioner(
+            env!("CARGO_BIN_EXE_provisioner"),
+            &self.dir,
+            "cluster-access-test-key",
+        )
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "AKIDCLUSTERACCESS")
+        .env("AWS_SECRET_ACCESS_KEY", "cluster-access-secret")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", self.dir.join("no-aws-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            self.dir.join("no-aws-credentials"),
+        )
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .output()
+        .expect("the provisioner binary runs")
     }
 
     /// The EKS cluster's outputs in the local state.

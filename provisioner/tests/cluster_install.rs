@@ -7,7 +7,7 @@
 //! kube-rs.
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
@@ -17,7 +17,9 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use provisioner::engine::drift::{DriftReport, DriftStatus};
 use serde_json::json;
-use stacksmith_testkit::{describe, kubeconfig, unique_name, workspace_root};
+use stacksmith_testkit::{
+    describe, fake_cloud_provisioner, kubeconfig, unique_name, workspace_root,
+};
 
 mod drift_support;
 use drift_support::{assert_valid, check_junit};
@@ -103,20 +105,14 @@ impl Sandbox {
 
     /// The binary in the sandbox with the fake cloud, the shipped policies and the state key.
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_provisioner"))
-            .args(args)
-            .current_dir(&self.dir)
-            .env("STACKSMITH_PROVIDER", "fake")
-            .env("STACKSMITH_FAKE_CLOUD_DIR", self.dir.join("cloud"))
-            .env("STACKSMITH_POLICIES_DIR", workspace_root().join("policies"))
-            .env("STACKSMITH_STATE_KEY", "cluster-install-test-key")
-            .env("NO_COLOR", "1")
-            .env_remove("STACKSMITH_FAKE_FAIL")
-            .env_remove("STACKSMITH_FAKE_THROTTLE")
-            .env_remove("STACKSMITH_FAKE_LATENCY_MS")
-            .stdin(Stdio::null())
-            .output()
-            .expect("the provisioner binary runs")
+        fake_cloud_provisioner(
+            env!("CARGO_BIN_EXE_provisioner"),
+            &self.dir,
+            "cluster-install-test-key",
+        )
+        .args(args)
+        .output()
+        .expect("the provisioner binary runs")
     }
 }
 

@@ -4,13 +4,15 @@
 //! the Kubernetes emulator of `cargo xtask test`.
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use stacksmith_testkit::{describe, kubeconfig, unique_name, workspace_root};
+use stacksmith_testkit::{
+    describe, fake_cloud_provisioner, kubeconfig, unique_name, workspace_root,
+};
 
 struct Sandbox {
     dir: PathBuf,
@@ -62,20 +64,14 @@ impl Sandbox {
     }
 
     fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_provisioner"))
-            .args(args)
-            .current_dir(&self.dir)
-            .env("STACKSMITH_PROVIDER", "fake")
-            .env("STACKSMITH_FAKE_CLOUD_DIR", self.dir.join("cloud"))
-            .env("STACKSMITH_POLICIES_DIR", workspace_root().join("policies"))
-            .env("STACKSMITH_STATE_KEY", "down-lb-test-key")
-            .env("NO_COLOR", "1")
-            .env_remove("STACKSMITH_FAKE_FAIL")
-            .env_remove("STACKSMITH_FAKE_THROTTLE")
-            .env_remove("STACKSMITH_FAKE_LATENCY_MS")
-            .stdin(Stdio::null())
-            .output()
-            .expect("the provisioner binary runs")
+        fake_cloud_provisioner(
+            env!("CARGO_BIN_EXE_provisioner"),
+            &self.dir,
+            "down-lb-test-key",
+        )
+        .args(args)
+        .output()
+        .expect("the provisioner binary runs")
     }
 }
 

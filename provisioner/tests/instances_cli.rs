@@ -6,9 +6,9 @@
 //! Time is set with `STACKSMITH_NOW` (an RFC 3339 "now" read only at the binary's edge), so an
 //! instance can be made "expired" without waiting for its TTL.
 
-use stacksmith_testkit::describe;
+use stacksmith_testkit::{describe, fake_cloud_provisioner};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use provisioner::engine::fake::{FakeObject, FakeProvider};
 use serde_json::Value;
@@ -55,23 +55,12 @@ impl Sandbox {
     }
 
     fn command(&self, now: &str, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_provisioner"));
-        command
-            .args(args)
-            .current_dir(&self.dir)
-            .env("STACKSMITH_PROVIDER", "fake")
-            .env("STACKSMITH_NOW", now)
-            .env(
-                "STACKSMITH_POLICIES_DIR",
-                stacksmith_testkit::workspace_root().join("policies"),
-            )
-            .env("STACKSMITH_FAKE_CLOUD_DIR", self.cloud())
-            .env("STACKSMITH_FAKE_LATENCY_MS", "0")
-            .env("STACKSMITH_STATE_KEY", "instances-cli-test-key")
-            .env("NO_COLOR", "1")
-            .env_remove("STACKSMITH_FAKE_FAIL")
-            .env_remove("STACKSMITH_FAKE_THROTTLE")
-            .stdin(Stdio::null());
+        let mut command = fake_cloud_provisioner(
+            env!("CARGO_BIN_EXE_provisioner"),
+            &self.dir,
+            "instances-cli-test-key",
+        );
+        command.args(args).env("STACKSMITH_NOW", now);
         command
     }
 

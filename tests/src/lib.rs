@@ -111,3 +111,26 @@ pub fn describe(output: &std::process::Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     )
 }
+
+/// The `provisioner` binary (`binary`: the test's `env!("CARGO_BIN_EXE_provisioner")`) run in
+/// `dir` against the test-only fake cloud in `dir/cloud`, with the shipped policies, the state key
+/// `state_key`, no colour, no stdin, and none of the fake's fault knobs inherited from the caller.
+pub fn fake_cloud_provisioner(
+    binary: &str,
+    dir: &std::path::Path,
+    state_key: &str,
+) -> std::process::Command {
+    let mut command = std::process::Command::new(binary);
+    command
+        .current_dir(dir)
+        .env("STACKSMITH_PROVIDER", "fake")
+        .env("STACKSMITH_FAKE_CLOUD_DIR", dir.join("cloud"))
+        .env("STACKSMITH_POLICIES_DIR", workspace_root().join("policies"))
+        .env("STACKSMITH_STATE_KEY", state_key)
+        .env("NO_COLOR", "1")
+        .env_remove("STACKSMITH_FAKE_FAIL")
+        .env_remove("STACKSMITH_FAKE_THROTTLE")
+        .env_remove("STACKSMITH_FAKE_LATENCY_MS")
+        .stdin(std::process::Stdio::null());
+    command
+}
