@@ -15,6 +15,9 @@
 //! clients as workers for ORCH_BENCH_PGBENCH_SECONDS (default 10); the report gives
 //! tasks/s * 3 divided by pgbench's transactions/s.
 
+mod common;
+
+use common::{env_u32, with_scratch_database};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -23,18 +26,10 @@ use controlplane::config::{Config, HttpLimits, RateLimitConfig, Secret};
 use controlplane::{AppState, Server};
 use hdrhistogram::Histogram;
 use serde_json::{Value, json};
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tokio::sync::Mutex;
 
 const WORKER_KEY: &str = "bench-worker-key-0123456789abcdef-0123456789";
 const TRANSACTIONS_PER_TASK: f64 = 3.0;
-
-fn env_u32(name: &str, default: u32) -> u32 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -44,24 +39,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let admin_url = stacksmith_testkit::database_url();
-    let database = stacksmith_testkit::unique_name("cp_bench");
-    let mut admin = PgConnection::connect(&admin_url).await?;
-    // The name is generated here (letters, digits, `_`): safe to splice into the statement.
-    sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {database}")))
-        .execute(&mut admin)
-        .await?;
-    let (server_part, _) = admin_url
-        .rsplit_once('/')
-        .expect("database URL with a path");
-    let database_url = format!("{server_part}/{database}");
-    let outcome = load(&database_url).await;
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await?;
-    outcome
+    with_scratch_database(|database_url| async move { load(&database_url).await }).await
 }
 
 async fn load(database_url: &str) -> anyhow::Result<()> {

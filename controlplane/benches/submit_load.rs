@@ -10,6 +10,9 @@
 //! Limits: per key SUBMIT_LOAD_PER_KEY_RPS (default 1500, burst 500), global 5000 rps,
 //! per client 5000 rps (burst 10000).
 
+mod common;
+
+use common::{env_u32, with_scratch_database};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -17,17 +20,9 @@ use std::time::{Duration, Instant};
 use controlplane::config::{Config, HttpLimits, RateLimitConfig, Secret};
 use controlplane::{AppState, Server};
 use hdrhistogram::Histogram;
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use tokio::sync::{Mutex, Semaphore};
 
 const MAX_IN_FLIGHT: usize = 1000;
-
-fn env_u32(name: &str, default: u32) -> u32 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 #[derive(Default)]
 struct Counts {
@@ -50,26 +45,10 @@ async fn run() -> anyhow::Result<()> {
     let seconds = env_u32("SUBMIT_LOAD_SECONDS", 10).clamp(1, 120);
     let per_key_rps = env_u32("SUBMIT_LOAD_PER_KEY_RPS", 1500);
 
-    let admin_url = stacksmith_testkit::database_url();
-    let database = stacksmith_testkit::unique_name("cp_bench");
-    let mut admin = PgConnection::connect(&admin_url).await?;
-    // The name is generated here (letters, digits, `_`): safe to splice into the statement.
-    sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {database}")))
-        .execute(&mut admin)
-        .await?;
-    let (server_part, _) = admin_url
-        .rsplit_once('/')
-        .expect("database URL with a path");
-    let database_url = format!("{server_part}/{database}");
-
-    let outcome = load(&database_url, rps, seconds, per_key_rps).await;
-
-    sqlx::raw_sql(AssertSqlSafe(format!(
-        "DROP DATABASE IF EXISTS {database} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
-    .await?;
-    outcome
+    with_scratch_database(|database_url| async move {
+        load(&database_url, rps, seconds, per_key_rps).await
+    })
+    .await
 }
 
 async fn load(database_url: &str, rps: u32, seconds: u32, per_key_rps: u32) -> anyhow::Result<()> {
