@@ -2,7 +2,7 @@
 //!
 //! | server   | how it is found or started                                                  |
 //! |----------|-----------------------------------------------------------------------------|
-//! | moto     | always a private `moto_server` from the venv on a free port                  |
+//! | moto     | always a private moto (`tests/emulators/moto_server.py`: AWS tag-filter matching) on a free port |
 //! | Postgres | `STACKSMITH_TEST_DATABASE_URL`, else 127.0.0.1:5432, else a private cluster   |
 //! | Redis    | `STACKSMITH_TEST_REDIS_URL`, else 127.0.0.1:6379, else a private server       |
 //! | Kubernetes | always a private `tests/emulators/kube_emulator.py` (kmock) on a free port   |
@@ -44,7 +44,7 @@ impl TestEnvironment {
         let venv_bin = python::ensure_venvs()?;
         let mut servers = Vec::new();
         let mut scratch_dirs = Vec::new();
-        let (aws_endpoint, moto) = start_moto(&venv_bin, &scratch)?;
+        let (aws_endpoint, moto) = start_moto(&scratch)?;
         servers.push(moto);
         // STACKSMITH_TEST_PRIVATE_SERVERS=1: never reuse the machine's Postgres and Redis.
         let private = std::env::var_os("STACKSMITH_TEST_PRIVATE_SERVERS").is_some_and(|v| v == "1");
@@ -137,11 +137,19 @@ fn log_file(scratch: &Path, name: &str) -> Result<(PathBuf, std::fs::File), Stri
     Ok((path, file))
 }
 
-fn start_moto(venv_bin: &Path, scratch: &Path) -> Result<(String, Server), String> {
+/// Starts moto through `tests/emulators/moto_server.py`: moto's own server, with EC2 filter values
+/// matched the way AWS matches them (only `*` and `?` are wildcards; plain moto uses fnmatch, where
+/// `[0]` in `network.subnet.private[0]` is a character class).
+fn start_moto(scratch: &Path) -> Result<(String, Server), String> {
     let port = free_port()?;
     let (log_path, log) = log_file(scratch, &format!("moto-{port}"))?;
     let stderr = log.try_clone().map_err(|e| e.to_string())?;
-    let child = Command::new(venv_bin.join("moto_server"))
+    let launcher = crate::root()
+        .join("tests")
+        .join("emulators")
+        .join("moto_server.py");
+    let child = Command::new(python::venv_python("emulators"))
+        .arg(&launcher)
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
         // AWS managed policies (AmazonEKSWorkerNodePolicy, ...) exist in every real account; the
         // node role attaches them.
@@ -150,7 +158,7 @@ fn start_moto(venv_bin: &Path, scratch: &Path) -> Result<(String, Server), Strin
         .stdout(log)
         .stderr(stderr)
         .spawn()
-        .map_err(|e| format!("cannot start moto_server: {e}"))?;
+        .map_err(|e| format!("cannot start {}: {e}", launcher.display()))?;
     let mut server = Server {
         name: "moto",
         child,
