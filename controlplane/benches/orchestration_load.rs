@@ -49,10 +49,10 @@ async fn load(database_url: &str) -> anyhow::Result<()> {
     let batch = env_u32("ORCH_BENCH_BATCH", 10).clamp(1, 100);
     let pgbench_seconds = env_u32("ORCH_BENCH_PGBENCH_SECONDS", 10).clamp(1, 120);
 
-    let pool = controlplane::db::connect(database_url, 40).await?;
-    controlplane::db::migrate(&pool).await?;
-    let team = controlplane::db::teams::create(&pool, "bench").await?;
-    let key = controlplane::db::api_keys::create(&pool, team.id, "bench")
+    let pool = controlplane::store::connect(database_url, 40).await?;
+    controlplane::store::migrate(&pool).await?;
+    let team = controlplane::store::teams::create(&pool, "bench").await?;
+    let key = controlplane::store::api_keys::create(&pool, team.id, "bench")
         .await?
         .expect("team exists");
     let redis = redis::Client::open(stacksmith_testkit::redis_url())?

@@ -52,10 +52,10 @@ async fn run() -> anyhow::Result<()> {
 }
 
 async fn load(database_url: &str, rps: u32, seconds: u32, per_key_rps: u32) -> anyhow::Result<()> {
-    let pool = controlplane::db::connect(database_url, 30).await?;
-    controlplane::db::migrate(&pool).await?;
-    let team = controlplane::db::teams::create(&pool, "bench").await?;
-    let key = controlplane::db::api_keys::create(&pool, team.id, "bench")
+    let pool = controlplane::store::connect(database_url, 30).await?;
+    controlplane::store::migrate(&pool).await?;
+    let team = controlplane::store::teams::create(&pool, "bench").await?;
+    let key = controlplane::store::api_keys::create(&pool, team.id, "bench")
         .await?
         .expect("team exists");
     let redis = redis::Client::open(stacksmith_testkit::redis_url())?

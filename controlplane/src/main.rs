@@ -142,7 +142,7 @@ fn init_logging() {
 
 async fn database() -> anyhow::Result<sqlx::PgPool> {
     let url = std::env::var("DATABASE_URL").context("DATABASE_URL is not set")?;
-    controlplane::db::connect(&url, 2)
+    controlplane::store::connect(&url, 2)
         .await
         .context("cannot connect to Postgres")
 }
@@ -226,7 +226,7 @@ async fn main() -> anyhow::Result<()> {
                     tracing::info!("database created");
                 }
             }
-            controlplane::db::migrate(&database().await?).await?;
+            controlplane::store::migrate(&database().await?).await?;
             tracing::info!("migrations applied");
         }
         Command::Workflows {
@@ -239,7 +239,7 @@ async fn main() -> anyhow::Result<()> {
                     json,
                 },
         } => {
-            let options = controlplane::workflow_client::RunOptions {
+            let options = controlplane::client::workflows::RunOptions {
                 url,
                 api_key,
                 file,
@@ -247,11 +247,11 @@ async fn main() -> anyhow::Result<()> {
                 poll: std::time::Duration::from_millis(500),
             };
             let outcome =
-                controlplane::workflow_client::run(&options, |line| eprintln!("{line}")).await?;
+                controlplane::client::workflows::run(&options, |line| eprintln!("{line}")).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&outcome.workflow)?);
             } else {
-                print!("{}", controlplane::workflow_client::summary(&outcome));
+                print!("{}", controlplane::client::workflows::summary(&outcome));
             }
             if !outcome.succeeded() {
                 std::process::exit(1);
@@ -260,15 +260,15 @@ async fn main() -> anyhow::Result<()> {
         Command::Teams {
             command: TeamsCommand::Create { name },
         } => {
-            controlplane::api::teams::validate_name(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let team = controlplane::db::teams::create(&database().await?, &name).await?;
+            controlplane::model::team::validate_name(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let team = controlplane::store::teams::create(&database().await?, &name).await?;
             println!("{}", serde_json::json!({"id": team.id, "name": team.name}));
         }
         Command::Keys {
             command: KeysCommand::Create { team, name },
         } => {
-            controlplane::api::teams::validate_name(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let created = controlplane::db::api_keys::create(&database().await?, team, &name)
+            controlplane::model::team::validate_name(&name).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let created = controlplane::store::api_keys::create(&database().await?, team, &name)
                 .await?
                 .with_context(|| format!("no team {team}"))?;
             println!(
@@ -279,7 +279,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Keys {
             command: KeysCommand::Revoke { key_id },
         } => {
-            controlplane::db::api_keys::revoke(&database().await?, key_id, None)
+            controlplane::store::api_keys::revoke(&database().await?, key_id, None)
                 .await?
                 .with_context(|| format!("no API key {key_id}"))?;
             println!("{}", serde_json::json!({"revoked": key_id}));

@@ -1,19 +1,11 @@
-//! Prometheus metrics: HTTP requests by route and status, latency histograms, rate-limited
-//! requests, (computed at scrape time from Postgres) tasks by state and queue depth per pool, and
-//! the pool autoscaler's gauges and scaling events (recorded by `crate::autoscaler`).
+//! Prometheus metrics: their names, the process-wide recorder, and the recording functions every
+//! layer calls (HTTP requests and rate limiting, leases, attempts, retries, dead letters, the
+//! reaper, the pool autoscaler's gauges and scaling events). `crate::http::metrics` serves them
+//! and adds the task gauges read from Postgres at scrape time.
 
-use std::collections::BTreeSet;
 use std::sync::OnceLock;
-use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::rate_limit::Scope;
-use crate::state::AppState;
 
 pub const HTTP_REQUESTS: &str = "controlplane_http_requests_total";
 pub const HTTP_DURATION: &str = "controlplane_http_request_duration_seconds";
@@ -36,17 +28,6 @@ pub const AUTOSCALER_CURRENT_REPLICAS: &str = "controlplane_autoscaler_current_r
 pub const AUTOSCALER_DESIRED_REPLICAS: &str = "controlplane_autoscaler_desired_replicas";
 /// Per pool and direction (`up`, `down`): replica changes the autoscaler made.
 pub const AUTOSCALER_SCALINGS: &str = "controlplane_autoscaler_scaling_events_total";
-const TASK_STATES: [&str; 8] = [
-    "pending",
-    "queued",
-    "leased",
-    "running",
-    "succeeded",
-    "failed",
-    "dead",
-    "cancelled",
-];
-const MAX_POOLS_REPORTED: i64 = 200;
 
 /// The process-wide Prometheus recorder (installed once, shared by every server in the process).
 pub fn prometheus_handle() -> PrometheusHandle {
@@ -90,16 +71,14 @@ pub fn record_leases(pool: &str, leased: usize, elapsed: std::time::Duration) {
     metrics::histogram!(LEASE_LATENCY, "pool" => pool.to_owned()).record(elapsed.as_secs_f64());
 }
 
-/// An attempt reported: its duration (lease to report), and a retry or a dead letter.
-pub fn record_finished(task: &crate::api::tasks::Task, attempt_seconds: f64) {
-    use crate::api::tasks::TaskState;
-    let pool = task.pool.clone();
-    record_attempt_duration(&pool, attempt_seconds);
-    match task.state {
-        TaskState::Queued => metrics::counter!(RETRIES, "pool" => pool).increment(1),
-        TaskState::Dead => metrics::counter!(DEAD_LETTERS, "pool" => pool).increment(1),
-        _ => {}
-    }
+/// A failed attempt queued again for a retry.
+pub fn record_retry(pool: &str) {
+    metrics::counter!(RETRIES, "pool" => pool.to_owned()).increment(1);
+}
+
+/// A task out of attempts: a dead letter.
+pub fn record_dead_letter(pool: &str) {
+    metrics::counter!(DEAD_LETTERS, "pool" => pool.to_owned()).increment(1);
 }
 
 /// Duration of one attempt, from its lease to its report.
@@ -112,72 +91,7 @@ pub fn record_reaped(count: usize) {
     metrics::counter!(REAPED).increment(count as u64);
 }
 
-pub fn record_rate_limited(scope: Scope) {
-    metrics::counter!(RATE_LIMITED, "scope" => scope.as_str()).increment(1);
-}
-
-/// Middleware: counts requests by method, route template and status; observes latency.
-pub async fn track_requests(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().as_str().to_owned();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!(HTTP_REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!(HTTP_DURATION, "method" => method, "route" => route)
-        .record(started.elapsed().as_secs_f64());
-    response
-}
-
-async fn record_task_gauges(state: &AppState) -> Result<(), sqlx::Error> {
-    let counts = crate::db::tasks::count_by_state(&state.db).await?;
-    for task_state in TASK_STATES {
-        let count = counts
-            .iter()
-            .find(|(name, _)| name == task_state)
-            .map_or(0, |(_, count)| *count);
-        metrics::gauge!(TASKS, "state" => task_state).set(count as f64);
-    }
-    // Pools reported before but empty now go back to 0 instead of keeping a stale depth.
-    static REPORTED_POOLS: std::sync::Mutex<BTreeSet<String>> =
-        std::sync::Mutex::new(BTreeSet::new());
-    let depths = crate::db::tasks::queue_depth_by_pool(&state.db, MAX_POOLS_REPORTED).await?;
-    let mut reported = REPORTED_POOLS
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    for pool in reported.iter() {
-        if !depths.iter().any(|(name, _)| name == pool) {
-            metrics::gauge!(QUEUE_DEPTH, "pool" => pool.clone()).set(0.0);
-        }
-    }
-    for (pool, depth) in depths {
-        metrics::gauge!(QUEUE_DEPTH, "pool" => pool.clone()).set(depth as f64);
-        if reported.len() < MAX_POOLS_REPORTED as usize * 4 {
-            reported.insert(pool);
-        }
-    }
-    Ok(())
-}
-
-/// `GET /metrics`: Prometheus text format.
-#[utoipa::path(get, path = "/metrics", tag = "observability",
-    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String)))]
-pub async fn metrics_endpoint(State(state): State<AppState>) -> Response {
-    if let Err(error) = record_task_gauges(&state).await {
-        tracing::warn!(%error, "cannot read task counts for metrics");
-    }
-    state.metrics.run_upkeep();
-    (
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        state.metrics.render(),
-    )
-        .into_response()
+/// A request refused by the rate limiter of `scope` (`client`, `key`, `global`).
+pub fn record_rate_limited(scope: &'static str) {
+    metrics::counter!(RATE_LIMITED, "scope" => scope).increment(1);
 }

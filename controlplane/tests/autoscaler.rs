@@ -86,7 +86,7 @@ async fn replicas(api: &Api<Deployment>, pool: &str) -> i32 {
 }
 
 async fn team(db: &PgPool) -> Uuid {
-    controlplane::db::teams::create(db, &stacksmith_testkit::unique_name("scaling"))
+    controlplane::store::teams::create(db, &stacksmith_testkit::unique_name("scaling"))
         .await
         .expect("create a team")
         .id
@@ -333,7 +333,7 @@ async fn leadership_is_lost_with_the_leader_session(db: PgPool) {
     // The old leader finds out on its next query through the session, and cannot lead again.
     let session = first.connection().expect("still believes it leads");
     assert!(
-        controlplane::db::backlog::by_pool(session, &[])
+        controlplane::store::backlog::by_pool(session, &[])
             .await
             .is_err()
     );

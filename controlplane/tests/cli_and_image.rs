@@ -44,7 +44,11 @@ async fn cli_migrates_creates_teams_and_keys_and_revokes(pool: PgPool) {
         .status()
         .expect("run migrate");
     assert!(migrate.success());
-    assert!(controlplane::db::migrations_applied(&pool).await.unwrap());
+    assert!(
+        controlplane::store::migrations_applied(&pool)
+            .await
+            .unwrap()
+    );
 
     let team = controlplane(&url, &["teams", "create", "--name", "ops"]);
     let team_id = team["id"].as_str().unwrap();

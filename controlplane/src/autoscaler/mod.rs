@@ -8,7 +8,7 @@
 //!    `app.kubernetes.io/name=stacksmith-worker`, the pool in `stacksmith.dev/pool`, its
 //!    `replicas.min`, `replicas.max` and `tasks_per_replica` in `stacksmith.dev/*` annotations,
 //!    all rendered by the provisioner from the stack's `controlplane.worker_pools`);
-//! 2. reads each pool's backlog through its leader session ([`crate::db::backlog`]): queued tasks
+//! 2. reads each pool's backlog through its leader session ([`crate::store::backlog`]): queued tasks
 //!    whose `run_at` has come plus leased or running ones, the work the pool has to hold (counting
 //!    running tasks keeps a pool that keeps up with its queue from being shrunk under its tasks);
 //! 3. decides ([`decision`]: `clamp(ceil(backlog / tasks_per_replica), min, max)`, stabilized by
@@ -219,7 +219,7 @@ impl Autoscaler {
         let Some(connection) = self.leadership.connection() else {
             return Ok(());
         };
-        let backlogs = crate::db::backlog::by_pool(connection, &names).await?;
+        let backlogs = crate::store::backlog::by_pool(connection, &names).await?;
         self.stabilizers.retain(|pool, _| names.contains(pool));
         for pool in &pools {
             let backlog = backlogs.get(&pool.pool).copied().unwrap_or_default();

@@ -89,10 +89,10 @@ impl TestServer {
 
     /// Creates a team and a key directly in the database; returns (team id, key).
     pub async fn team_with_key(&self, name: &str) -> (Uuid, String) {
-        let team = controlplane::db::teams::create(&self.pool, name)
+        let team = controlplane::store::teams::create(&self.pool, name)
             .await
             .expect("create team");
-        let key = controlplane::db::api_keys::create(&self.pool, team.id, "test")
+        let key = controlplane::store::api_keys::create(&self.pool, team.id, "test")
             .await
             .expect("create key")
             .expect("team exists");

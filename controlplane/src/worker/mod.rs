@@ -9,19 +9,24 @@
 //!
 //! On shutdown (SIGTERM/SIGINT) it stops leasing, lets running tasks finish for up to the drain
 //! period, then kills the rest and releases their leases, and exits.
+//!
+//! This module leases, heartbeats and reports; [`process`] runs one task's process; `api` is the
+//! HTTP client.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::api::leases::{Lease, LeaseResponse};
+use crate::model::lease::{Lease, LeaseResponse};
+use api::{Api, Reply};
+use process::{Exit, Output, TaskProcess};
+
+mod api;
+pub mod process;
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -40,66 +45,6 @@ pub struct WorkerOptions {
     pub drain: Duration,
     /// Recorded with each attempt.
     pub name: String,
-}
-
-/// The answer to a request about a lease.
-enum Reply<T> {
-    Ok(T),
-    /// 404 or 409: the lease is gone; nothing more to do with it.
-    Gone(String),
-}
-
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    key: String,
-}
-
-impl Api {
-    async fn post<B: Serialize, R: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> anyhow::Result<Reply<R>> {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.key)
-            .json(body)
-            .send()
-            .await?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(Reply::Ok(response.json().await?));
-        }
-        let text = response.text().await.unwrap_or_default();
-        if status.as_u16() == 404 || status.as_u16() == 409 {
-            return Ok(Reply::Gone(text));
-        }
-        anyhow::bail!("{path}: HTTP {status}: {text}")
-    }
-
-    /// A report, retried a few times on network and server errors.
-    async fn report<B: Serialize>(&self, path: &str, body: &B) {
-        for attempt in 1..=5u32 {
-            match self.post::<B, serde_json::Value>(path, body).await {
-                Ok(Reply::Ok(_)) => return,
-                Ok(Reply::Gone(detail)) => {
-                    tracing::warn!(
-                        path,
-                        detail,
-                        "the server refused the report: the lease ended"
-                    );
-                    return;
-                }
-                Err(error) => {
-                    tracing::warn!(path, %error, attempt, "cannot report; retrying");
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-                }
-            }
-        }
-        tracing::error!(path, "giving up on the report; the lease will expire");
-    }
 }
 
 /// Runs until `shutdown` resolves, then drains (see the module documentation).
@@ -222,34 +167,6 @@ async fn release(api: &Api, lease: &Lease) {
     .await;
 }
 
-/// Reads a stream to its end, keeping the first `limit` bytes.
-async fn read_bounded(mut stream: impl AsyncRead + Unpin, limit: usize) -> (Vec<u8>, bool) {
-    let mut kept = Vec::new();
-    let mut truncated = false;
-    let mut buffer = [0u8; 8192];
-    loop {
-        match stream.read(&mut buffer).await {
-            Ok(0) | Err(_) => break,
-            Ok(read) => {
-                let room = limit.saturating_sub(kept.len());
-                if read > room {
-                    truncated = true;
-                }
-                kept.extend_from_slice(&buffer[..read.min(room)]);
-            }
-        }
-    }
-    (kept, truncated)
-}
-
-fn text(bytes: &[u8], truncated: bool) -> String {
-    let mut text = String::from_utf8_lossy(bytes).replace('\0', "");
-    if truncated {
-        text.push_str("\n[truncated]");
-    }
-    text
-}
-
 enum Ending {
     Exited(std::process::ExitStatus),
     TimedOut,
@@ -267,23 +184,8 @@ async fn run_task(
 ) {
     let lease_path = format!("/v1/leases/{}", lease.lease_id);
     tracing::info!(task_id = %lease.task_id, attempt = lease.attempt, "running");
-    let mut command = tokio::process::Command::new(&lease.command[0]);
-    command
-        .args(&lease.command[1..])
-        .envs(&lease.env)
-        .env("STACKSMITH_TASK_ID", lease.task_id.to_string())
-        .env("STACKSMITH_ATTEMPT", lease.attempt.to_string())
-        .env("STACKSMITH_FENCING_TOKEN", lease.fencing_token.to_string())
-        .env(
-            "STACKSMITH_DEPENDENCY_RESULTS",
-            lease.dependency_results.to_string(),
-        )
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = match command.spawn() {
-        Ok(child) => child,
+    let mut process = match TaskProcess::spawn(&lease, options.max_output_bytes) {
+        Ok(process) => process,
         Err(error) => {
             api.report(
                 &format!("{lease_path}/fail"),
@@ -296,19 +198,6 @@ async fn run_task(
             return;
         }
     };
-    let limit = options.max_output_bytes;
-    let stdout = child
-        .stdout
-        .take()
-        .map(|stream| tokio::spawn(read_bounded(stream, limit)));
-    let stderr = child
-        .stderr
-        .take()
-        .map(|stream| tokio::spawn(read_bounded(stream, limit)));
-    let timeout = tokio::time::sleep(Duration::from_secs(
-        u64::try_from(lease.timeout_seconds).unwrap_or(1),
-    ));
-    tokio::pin!(timeout);
     let period = Duration::from_millis(u64::from(options.lease_seconds) * 1000 / 3)
         .max(Duration::from_millis(200));
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -319,14 +208,10 @@ async fn run_task(
     // Bounded by the task's timeout.
     let ending = loop {
         tokio::select! {
-            status = child.wait() => match status {
-                Ok(status) => break Ending::Exited(status),
-                Err(error) => {
-                    tracing::error!(%error, "cannot wait for the task's process");
-                    break Ending::TimedOut;
-                }
+            exit = process.wait() => break match exit {
+                Exit::Exited(status) => Ending::Exited(status),
+                Exit::TimedOut => Ending::TimedOut,
             },
-            () = &mut timeout => break Ending::TimedOut,
             _ = heartbeat.tick() => {
                 match api.post::<_, serde_json::Value>(&format!("{lease_path}/heartbeat"), &heartbeat_body).await {
                     Ok(Reply::Ok(_)) => {}
@@ -341,28 +226,12 @@ async fn run_task(
         }
     };
     if !matches!(ending, Ending::Exited(_)) {
-        let _ = child.kill().await;
+        process.kill().await;
     }
-    // Grandchildren may hold the pipes open: bounded wait for the readers.
-    let collect = |handle: Option<tokio::task::JoinHandle<(Vec<u8>, bool)>>| async move {
-        match handle {
-            Some(handle) => tokio::time::timeout(Duration::from_secs(5), handle)
-                .await
-                .ok()
-                .and_then(Result::ok)
-                .unwrap_or_default(),
-            None => (Vec::new(), false),
-        }
-    };
-    let (out, out_truncated) = collect(stdout).await;
-    let (err, err_truncated) = collect(stderr).await;
-    let stdout_text = text(&out, out_truncated);
-    let stderr_text = text(&err, err_truncated);
-    let mut output = stdout_text.clone();
-    if !stderr_text.is_empty() {
-        output.push_str("\n[stderr]\n");
-        output.push_str(&stderr_text);
-    }
+    let Output {
+        stdout: stdout_text,
+        combined: output,
+    } = process.output().await;
     match ending {
         Ending::Exited(status) if status.success() => {
             let trimmed = stdout_text.trim();

@@ -13,6 +13,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::model::{Invalid, UnknownState};
+
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 const TYPE_BASE: &str = "https://stacksmith.dev/problems/";
 
@@ -200,6 +202,18 @@ impl From<JsonRejection> for ApiError {
             StatusCode::UNPROCESSABLE_ENTITY => Self::Unprocessable(detail),
             _ => Self::BadRequest(detail),
         }
+    }
+}
+
+impl From<Invalid> for ApiError {
+    fn from(invalid: Invalid) -> Self {
+        Self::Unprocessable(invalid.0)
+    }
+}
+
+impl From<UnknownState> for ApiError {
+    fn from(unknown: UnknownState) -> Self {
+        Self::Internal(unknown.to_string())
     }
 }
 

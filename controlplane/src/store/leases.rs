@@ -11,8 +11,8 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::tasks::TaskRow;
-use crate::task_columns;
+use super::tasks::{TaskRow, task_columns};
+use crate::model::lease::Lease;
 
 /// Added to a task's timeout to get the latest deadline of any of its leases: a worker that
 /// neither finishes nor reports is noticed by the reaper even while it heartbeats.
@@ -23,6 +23,26 @@ pub const TIMEOUT_GRACE_SECONDS: i32 = 30;
 pub struct Claimed {
     pub lease_id: Uuid,
     pub task: TaskRow,
+}
+
+impl From<Claimed> for Lease {
+    fn from(claimed: Claimed) -> Self {
+        let task = claimed.task;
+        Self {
+            lease_id: claimed.lease_id,
+            fencing_token: task.fencing_token,
+            lease_expires_at: task.lease_expires_at.unwrap_or_else(Utc::now),
+            task_id: task.id,
+            team_id: task.team_id,
+            pool: task.pool,
+            command: task.command,
+            env: task.env.0,
+            timeout_seconds: task.timeout_seconds,
+            attempt: task.attempts,
+            max_attempts: task.max_attempts,
+            dependency_results: task.dependency_results.0,
+        }
+    }
 }
 
 /// The claim of one task of `team_id`, or `None` when it has none ready (or they are all being

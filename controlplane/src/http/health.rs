@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::state::AppState;
+use super::state::AppState;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -33,13 +33,17 @@ pub async fn healthz() -> Json<HealthReport> {
 
 async fn check_dependencies(state: &AppState) -> (bool, HealthReport) {
     let mut checks = std::collections::BTreeMap::new();
-    let database =
-        match tokio::time::timeout(CHECK_TIMEOUT, crate::db::migrations_applied(&state.db)).await {
-            Ok(Ok(true)) => "ok".to_owned(),
-            Ok(Ok(false)) => "migrations not applied".to_owned(),
-            Ok(Err(_)) => "unreachable".to_owned(),
-            Err(_) => "timed out".to_owned(),
-        };
+    let database = match tokio::time::timeout(
+        CHECK_TIMEOUT,
+        crate::store::migrations_applied(&state.db),
+    )
+    .await
+    {
+        Ok(Ok(true)) => "ok".to_owned(),
+        Ok(Ok(false)) => "migrations not applied".to_owned(),
+        Ok(Err(_)) => "unreachable".to_owned(),
+        Err(_) => "timed out".to_owned(),
+    };
     checks.insert("postgres".to_owned(), database);
     let mut redis = state.redis.clone();
     let ping = tokio::time::timeout(

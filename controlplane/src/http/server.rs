@@ -20,10 +20,10 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::autoscaler::{self, Autoscaler, AutoscalerSettings};
+use super::state::AppState;
+use super::{auth, metrics, openapi, problem};
 use crate::config::Config;
-use crate::state::AppState;
-use crate::{api, auth, db, metrics, openapi, problem};
+use crate::store;
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -36,8 +36,9 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error("the server task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    /// The pool autoscaler's error (`crate::autoscaler::AutoscalerError`), from `crate::serve`.
     #[error("cannot start the pool autoscaler: {0}")]
-    Autoscaler(#[from] crate::autoscaler::AutoscalerError),
+    Autoscaler(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 const RATE_LIMIT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
@@ -45,7 +46,7 @@ const RATE_LIMIT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
 /// The complete application: API, probes, metrics, OpenAPI document and docs page.
 pub fn router(state: AppState) -> Router {
     let limits = state.config.limits.clone();
-    let v1 = api::v1_routes().route_layer(from_fn_with_state(
+    let v1 = super::v1_routes().route_layer(from_fn_with_state(
         state.clone(),
         auth::authenticate_and_limit,
     ));
@@ -53,7 +54,7 @@ pub fn router(state: AppState) -> Router {
     let serve_document = openapi_document.clone();
     Router::new()
         .merge(v1)
-        .merge(api::operational_routes())
+        .merge(super::operational_routes())
         .route(
             "/openapi.json",
             get(move || {
@@ -90,7 +91,7 @@ pub fn router(state: AppState) -> Router {
 
 /// Connects to Postgres and Redis and builds the shared state.
 pub async fn connect(config: Config) -> Result<AppState, ServeError> {
-    let db = db::connect(
+    let db = store::connect(
         config.database_url.expose(),
         config.database_max_connections,
     )
@@ -98,7 +99,7 @@ pub async fn connect(config: Config) -> Result<AppState, ServeError> {
     let redis = redis::Client::open(config.redis_url.expose())?
         .get_connection_manager()
         .await?;
-    if !db::migrations_applied(&db).await? {
+    if !store::migrations_applied(&db).await? {
         tracing::warn!(
             "database migrations are not applied: run `controlplane migrate`; /readyz fails until then"
         );
@@ -140,7 +141,7 @@ impl Server {
                 }
             }
         });
-        let background = crate::scheduler::spawn_background(&state);
+        let background = state.queue.spawn_background();
         let shutdown_started = Arc::new(tokio::sync::Notify::new());
         let lifecycle = state.lifecycle.clone();
         let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
@@ -177,34 +178,4 @@ impl Server {
         }
         outcome
     }
-}
-
-/// `controlplane serve`: connect, bind, start the pool autoscaler when configured, serve until
-/// SIGTERM/SIGINT.
-pub async fn serve(config: Config) -> Result<(), ServeError> {
-    let state = connect(config).await?;
-    // The pod name in a cluster: names this replica in the autoscaler's logs and leader session.
-    let identity = std::env::var("HOSTNAME")
-        .unwrap_or_else(|_| format!("controlplane-{}", std::process::id()));
-    let autoscaler = match AutoscalerSettings::from_config(&state.config.autoscaler, &identity) {
-        Some(settings) => {
-            let client =
-                autoscaler::kube_client(state.config.autoscaler.kubeconfig.as_deref()).await?;
-            Some(Autoscaler::new(
-                settings,
-                &state.db.connect_options(),
-                client,
-            ))
-        }
-        None => None,
-    };
-    let server = Server::bind(state).await?;
-    tracing::info!(address = %server.local_addr()?, "listening");
-    let autoscaling = autoscaler.map(|autoscaler| tokio::spawn(autoscaler.run()));
-    let outcome = server.run(crate::shutdown::signal()).await;
-    if let Some(task) = autoscaling {
-        // Ends the leader session, which releases the lock for another replica.
-        task.abort();
-    }
-    outcome
 }

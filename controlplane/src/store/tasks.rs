@@ -6,6 +6,9 @@ use sqlx::{FromRow, PgExecutor};
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
+use crate::model::UnknownState;
+use crate::model::task::{NewTask, Task, TaskRetry, TaskState};
+
 #[derive(Debug, Clone, FromRow)]
 pub struct TaskRow {
     pub id: Uuid,
@@ -36,7 +39,6 @@ pub struct TaskRow {
     pub dependency_results: Json<serde_json::Value>,
 }
 
-#[macro_export]
 macro_rules! task_columns {
     () => {
         "id, team_id, pool, command, env, timeout_seconds, priority, max_attempts, \
@@ -46,18 +48,42 @@ macro_rules! task_columns {
     };
 }
 
-/// A validated task submission.
-#[derive(Debug, Clone)]
-pub struct NewTask {
-    pub pool: String,
-    pub command: Vec<String>,
-    pub env: BTreeMap<String, String>,
-    pub timeout_seconds: i32,
-    pub priority: i32,
-    pub max_attempts: i32,
-    pub retry_backoff_seconds: i32,
-    pub retry_max_backoff_seconds: i32,
-    pub retry_jitter_percent: i32,
+pub(crate) use task_columns;
+
+impl TryFrom<TaskRow> for Task {
+    type Error = UnknownState;
+
+    fn try_from(row: TaskRow) -> Result<Self, UnknownState> {
+        Ok(Self {
+            state: TaskState::parse(&row.state)?,
+            id: row.id,
+            pool: row.pool,
+            command: row.command,
+            env: row.env.0,
+            timeout_seconds: row.timeout_seconds,
+            priority: row.priority,
+            retry: TaskRetry {
+                max_attempts: row.max_attempts,
+                backoff_seconds: row.retry_backoff_seconds,
+                max_backoff_seconds: row.retry_max_backoff_seconds,
+                jitter_percent: row.retry_jitter_percent,
+            },
+            attempts: row.attempts,
+            run_at: row.run_at,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            finished_at: row.finished_at,
+            fencing_token: row.fencing_token,
+            lease_expires_at: row.lease_expires_at,
+            result: row.result.map(|json| json.0),
+            output: row.output,
+            exit_code: row.exit_code,
+            last_error: row.last_error,
+            workflow_id: row.workflow_id,
+            workflow_task: row.workflow_node,
+            dependency_results: row.dependency_results.0,
+        })
+    }
 }
 
 pub async fn insert(

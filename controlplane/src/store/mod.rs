@@ -3,7 +3,7 @@
 pub mod api_keys;
 pub mod backlog;
 pub mod idempotency;
-pub mod scheduler;
+pub mod leases;
 pub mod tasks;
 pub mod teams;
 pub mod workflows;

@@ -1,4 +1,4 @@
-//! `/v1/workflows`: DAGs of named tasks with `depends_on`.
+//! Workflows: DAGs of named tasks with `depends_on`.
 //!
 //! A task is queued when all its dependencies succeeded, with their results in
 //! `dependency_results` (the worker passes them as `STACKSMITH_DEPENDENCY_RESULTS`). When a task
@@ -7,22 +7,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::TeamCaller;
-use crate::db;
-use crate::db::tasks::TaskRow;
-use crate::db::workflows::{NewWorkflowTask, WorkflowRow};
-use crate::problem::{ApiError, ApiJson, ApiPath};
-use crate::state::AppState;
-
-use super::tasks::{CreateTaskRequest, RetryPolicy, Task, TaskState};
+use super::Invalid;
+use super::task::{CreateTaskRequest, NewTask, RetryPolicy, Task, TaskState};
 
 pub const MAX_WORKFLOW_TASKS: usize = 100;
 
@@ -38,7 +29,7 @@ pub enum FailurePolicy {
 }
 
 impl FailurePolicy {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::FailFast => "fail_fast",
             Self::Continue => "continue",
@@ -134,9 +125,8 @@ pub struct Workflow {
     /// In submission order.
     pub tasks: Vec<WorkflowTask>,
 }
-
-fn invalid(detail: impl Into<String>) -> ApiError {
-    ApiError::Unprocessable(detail.into())
+fn invalid(detail: impl Into<String>) -> Invalid {
+    Invalid(detail.into())
 }
 
 fn valid_name(name: &str) -> bool {
@@ -147,9 +137,9 @@ fn valid_name(name: &str) -> bool {
 }
 
 /// Validates the request and returns its tasks in dependency order.
-fn validate(request: &CreateWorkflowRequest) -> Result<Vec<NewWorkflowTask>, ApiError> {
+pub fn validate(request: &CreateWorkflowRequest) -> Result<Vec<NewWorkflowTask>, Invalid> {
     if let Some(name) = &request.name {
-        super::teams::validate_name(name)?;
+        super::team::validate_name(name)?;
     }
     if request.tasks.is_empty() || request.tasks.len() > MAX_WORKFLOW_TASKS {
         return Err(invalid(format!(
@@ -232,106 +222,64 @@ fn validate(request: &CreateWorkflowRequest) -> Result<Vec<NewWorkflowTask>, Api
     Ok(order.into_iter().filter_map(|i| slots[i].take()).collect())
 }
 
-fn view(workflow: WorkflowRow, tasks: Vec<(TaskRow, Vec<String>)>) -> Result<Workflow, ApiError> {
-    let mut counts: BTreeMap<String, u32> = BTreeMap::new();
-    let mut nodes = Vec::with_capacity(tasks.len());
-    for (row, depends_on) in tasks {
-        let task = Task::try_from(row)?;
-        *counts.entry(task.state.as_str().to_owned()).or_default() += 1;
-        nodes.push(WorkflowTask {
-            name: task.workflow_task.clone().unwrap_or_default(),
-            depends_on,
-            task,
-        });
-    }
-    let states: Vec<TaskState> = nodes.iter().map(|node| node.task.state).collect();
-    let state = if states.iter().any(|s| {
-        matches!(
-            s,
-            TaskState::Pending | TaskState::Queued | TaskState::Leased | TaskState::Running
-        )
-    }) {
-        WorkflowState::Running
-    } else if states.iter().all(|s| *s == TaskState::Succeeded) {
-        WorkflowState::Succeeded
-    } else if states
-        .iter()
-        .any(|s| matches!(s, TaskState::Dead | TaskState::Failed))
-    {
-        WorkflowState::Failed
-    } else {
-        WorkflowState::Cancelled
-    };
-    Ok(Workflow {
-        id: workflow.id,
-        name: workflow.name,
-        failure_policy: if workflow.failure_policy == "continue" {
-            FailurePolicy::Continue
+/// A validated workflow task: its name, its task and the names it depends on.
+#[derive(Debug, Clone)]
+pub struct NewWorkflowTask {
+    pub name: String,
+    pub task: NewTask,
+    pub depends_on: Vec<String>,
+}
+
+impl Workflow {
+    /// A workflow with its tasks (in submission order): counts per state and the aggregate
+    /// state.
+    pub fn assemble(
+        id: Uuid,
+        name: Option<String>,
+        failure_policy: &str,
+        created_at: DateTime<Utc>,
+        tasks: Vec<(Task, Vec<String>)>,
+    ) -> Self {
+        let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+        let mut nodes = Vec::with_capacity(tasks.len());
+        for (task, depends_on) in tasks {
+            *counts.entry(task.state.as_str().to_owned()).or_default() += 1;
+            nodes.push(WorkflowTask {
+                name: task.workflow_task.clone().unwrap_or_default(),
+                depends_on,
+                task,
+            });
+        }
+        let states: Vec<TaskState> = nodes.iter().map(|node| node.task.state).collect();
+        let state = if states.iter().any(|s| {
+            matches!(
+                s,
+                TaskState::Pending | TaskState::Queued | TaskState::Leased | TaskState::Running
+            )
+        }) {
+            WorkflowState::Running
+        } else if states.iter().all(|s| *s == TaskState::Succeeded) {
+            WorkflowState::Succeeded
+        } else if states
+            .iter()
+            .any(|s| matches!(s, TaskState::Dead | TaskState::Failed))
+        {
+            WorkflowState::Failed
         } else {
-            FailurePolicy::FailFast
-        },
-        state,
-        counts,
-        created_at: workflow.created_at,
-        tasks: nodes,
-    })
-}
-
-/// Submit a workflow: a DAG of named tasks.
-#[utoipa::path(post, path = "/v1/workflows", tag = "tasks", security(("api_key" = [])),
-    request_body = CreateWorkflowRequest,
-    responses(
-        (status = 201, description = "Workflow created; tasks without dependencies are queued", body = Workflow, headers(("Location" = String, description = "URL of the workflow"))),
-        (status = 400, description = "Malformed request", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid API key", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not a team key", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid workflow: unknown dependency, cycle, duplicate name or invalid task", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = crate::problem::Problem, content_type = "application/problem+json"),
-    ))]
-pub async fn create_workflow(
-    State(state): State<AppState>,
-    caller: TeamCaller,
-    ApiJson(request): ApiJson<CreateWorkflowRequest>,
-) -> Result<Response, ApiError> {
-    let tasks = validate(&request)?;
-    let (workflow, rows) = db::workflows::insert(
-        &state.db,
-        caller.team_id,
-        request.name.as_deref(),
-        request.failure_policy.as_str(),
-        &tasks,
-    )
-    .await?;
-    state.announce_queued().await;
-    let workflow = view(workflow, rows)?;
-    let location = format!("/v1/workflows/{}", workflow.id);
-    let mut response = (StatusCode::CREATED, axum::Json(workflow)).into_response();
-    if let Ok(value) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, value);
+            WorkflowState::Cancelled
+        };
+        Self {
+            id,
+            name,
+            failure_policy: if failure_policy == "continue" {
+                FailurePolicy::Continue
+            } else {
+                FailurePolicy::FailFast
+            },
+            state,
+            counts,
+            created_at,
+            tasks: nodes,
+        }
     }
-    Ok(response)
-}
-
-/// Read a workflow: each task's state and result, and the aggregate state.
-#[utoipa::path(get, path = "/v1/workflows/{workflow_id}", tag = "tasks", security(("api_key" = [])),
-    params(("workflow_id" = Uuid, Path, description = "Workflow id")),
-    responses(
-        (status = 200, description = "The workflow", body = Workflow),
-        (status = 400, description = "Malformed workflow id", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid API key", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not a team key", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such workflow for this team", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = crate::problem::Problem, content_type = "application/problem+json"),
-    ))]
-pub async fn get_workflow(
-    State(state): State<AppState>,
-    caller: TeamCaller,
-    ApiPath(workflow_id): ApiPath<Uuid>,
-) -> Result<axum::Json<Workflow>, ApiError> {
-    let (workflow, tasks) = db::workflows::find(&state.db, caller.team_id, workflow_id)
-        .await?
-        .ok_or(ApiError::NotFound("workflow"))?;
-    Ok(axum::Json(view(workflow, tasks)?))
 }

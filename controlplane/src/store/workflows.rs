@@ -4,8 +4,10 @@ use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgPool};
 use uuid::Uuid;
 
-use super::tasks::{NewTask, TaskRow};
-use crate::task_columns;
+use super::tasks::{TaskRow, task_columns};
+use crate::model::UnknownState;
+use crate::model::task::Task;
+use crate::model::workflow::{NewWorkflowTask, Workflow};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct WorkflowRow {
@@ -14,14 +16,6 @@ pub struct WorkflowRow {
     pub name: Option<String>,
     pub failure_policy: String,
     pub created_at: DateTime<Utc>,
-}
-
-/// A validated workflow task: its name, its task and the names it depends on.
-#[derive(Debug, Clone)]
-pub struct NewWorkflowTask {
-    pub name: String,
-    pub task: NewTask,
-    pub depends_on: Vec<String>,
 }
 
 /// Inserts a workflow whose tasks are in dependency order (every dependency before its
@@ -116,4 +110,22 @@ pub async fn find(
         })
         .collect();
     Ok(Some((workflow, tasks)))
+}
+
+/// The model of a workflow read with [`find`] or written with [`insert`].
+pub fn to_model(
+    workflow: WorkflowRow,
+    tasks: Vec<(TaskRow, Vec<String>)>,
+) -> Result<Workflow, UnknownState> {
+    let tasks = tasks
+        .into_iter()
+        .map(|(row, depends_on)| Ok((Task::try_from(row)?, depends_on)))
+        .collect::<Result<Vec<_>, UnknownState>>()?;
+    Ok(Workflow::assemble(
+        workflow.id,
+        workflow.name,
+        &workflow.failure_policy,
+        workflow.created_at,
+        tasks,
+    ))
 }

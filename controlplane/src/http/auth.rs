@@ -10,47 +10,13 @@ use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use rand::RngCore;
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::db;
-use crate::problem::ApiError;
-use crate::rate_limit::RateStatus;
-use crate::state::AppState;
-
-const KEY_PREFIX: &str = "sk_";
-
-/// A freshly generated API key. Shown once to its creator, never logged.
-pub struct ApiKeySecret(String);
-
-impl ApiKeySecret {
-    pub fn generate() -> Self {
-        let mut bytes = [0u8; 32];
-        rand::rng().fill_bytes(&mut bytes);
-        Self(format!("{KEY_PREFIX}{}", hex::encode(bytes)))
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// The first characters, stored to let people recognise a key.
-    pub fn display_prefix(&self) -> String {
-        self.0.chars().take(KEY_PREFIX.len() + 8).collect()
-    }
-}
-
-impl std::fmt::Debug for ApiKeySecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ApiKeySecret({}...)", self.display_prefix())
-    }
-}
-
-/// sha256 of a presented key.
-pub fn hash_key(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
-}
+use super::problem::ApiError;
+use super::rate_limit::RateStatus;
+use super::state::AppState;
+use crate::model::api_key::{KEY_PREFIX, hash_key};
+use crate::store;
 
 /// Who is calling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +114,7 @@ async fn authenticate(state: &AppState, token: &str) -> Result<Principal, ApiErr
     if !token.starts_with(KEY_PREFIX) || token.len() > 128 {
         return Err(ApiError::Unauthorized("invalid API key"));
     }
-    match db::api_keys::find_active_by_hash(&state.db, &digest).await? {
+    match store::api_keys::find_active_by_hash(&state.db, &digest).await? {
         Some(key) => Ok(Principal::Team {
             team_id: key.team_id,
             key_id: key.id,
@@ -158,7 +124,7 @@ async fn authenticate(state: &AppState, token: &str) -> Result<Principal, ApiErr
 }
 
 fn limited_response(status: RateStatus) -> Response {
-    crate::metrics::record_rate_limited(status.scope);
+    crate::metrics::record_rate_limited(status.scope.as_str());
     let mut response = ApiError::TooManyRequests(status.scope.as_str()).into_response();
     status.write_headers(response.headers_mut());
     response

@@ -1,8 +1,16 @@
-//! HTTP routes, one module per resource.
+//! The HTTP layer: the routes (one module per resource), authentication and rate limits, problem
+//! responses, the OpenAPI document, metrics over HTTP, the shared state and the server.
 
+pub mod auth;
 pub mod dead_letters;
 pub mod health;
 pub mod leases;
+pub mod metrics;
+pub mod openapi;
+pub mod problem;
+pub mod rate_limit;
+pub mod server;
+pub mod state;
 pub mod tasks;
 pub mod teams;
 pub mod workflows;
@@ -10,7 +18,7 @@ pub mod workflows;
 use axum::Router;
 use axum::routing::{delete, get, post};
 
-use crate::state::AppState;
+use state::AppState;
 
 /// The authenticated `/v1` routes (the caller's middleware adds authentication).
 pub fn v1_routes() -> Router<AppState> {
@@ -42,5 +50,5 @@ pub fn operational_routes() -> Router<AppState> {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/startupz", get(health::startupz))
-        .route("/metrics", get(crate::metrics::metrics_endpoint))
+        .route("/metrics", get(metrics::metrics_endpoint))
 }

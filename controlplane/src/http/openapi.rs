@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::api::{dead_letters, health, leases, tasks, teams, workflows};
+use super::{dead_letters, health, leases, metrics, tasks, teams, workflows};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,9 +14,9 @@ use crate::api::{dead_letters, health, leases, tasks, teams, workflows};
         workflows::create_workflow, workflows::get_workflow,
         leases::create_leases, leases::heartbeat, leases::complete, leases::fail, leases::release,
         teams::create_team, teams::create_key, teams::revoke_key,
-        health::healthz, health::readyz, health::startupz, crate::metrics::metrics_endpoint,
+        health::healthz, health::readyz, health::startupz, metrics::metrics_endpoint,
     ),
-    components(schemas(crate::problem::Problem)),
+    components(schemas(crate::http::problem::Problem)),
     modifiers(&BearerAuth),
     tags(
         (name = "tasks", description = "A team's tasks"),

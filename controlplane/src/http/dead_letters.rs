@@ -5,13 +5,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-use crate::auth::TeamCaller;
-use crate::db;
-use crate::db::tasks::ListFilter;
-use crate::problem::{ApiError, ApiJson, ApiQuery};
-use crate::state::AppState;
-
-use super::tasks::{Task, TaskPage, decode_cursor, encode_cursor};
+use super::auth::TeamCaller;
+use super::problem::{ApiError, ApiJson, ApiQuery};
+use super::state::AppState;
+use super::tasks::{TaskPage, decode_cursor, encode_cursor};
+use crate::model::task::Task;
+use crate::store;
+use crate::store::tasks::ListFilter;
 
 const DEFAULT_PAGE_SIZE: u32 = 50;
 const MAX_PAGE_SIZE: u32 = 200;
@@ -51,10 +51,10 @@ pub struct RedriveResponse {
     params(ListDeadLettersQuery),
     responses(
         (status = 200, description = "One page of dead tasks", body = TaskPage),
-        (status = 400, description = "Bad cursor or limit", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid API key", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not a team key", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad cursor or limit", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid API key", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a team key", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = crate::http::problem::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn list_dead_letters(
     State(state): State<AppState>,
@@ -74,7 +74,7 @@ pub async fn list_dead_letters(
         before_id,
         limit: i64::from(limit) + 1,
     };
-    let mut rows = db::tasks::list(&state.db, caller.team_id, &filter).await?;
+    let mut rows = store::tasks::list(&state.db, caller.team_id, &filter).await?;
     let has_more = rows.len() > limit as usize;
     rows.truncate(limit as usize);
     let items = rows
@@ -94,13 +94,13 @@ pub async fn list_dead_letters(
     request_body = RedriveRequest,
     responses(
         (status = 200, description = "What was redriven and what was skipped", body = RedriveResponse),
-        (status = 400, description = "Malformed request", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or invalid API key", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 403, description = "Not a team key", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid request", body = crate::problem::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited", body = crate::problem::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed request", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid API key", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a team key", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid request", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = crate::http::problem::Problem, content_type = "application/problem+json"),
     ))]
 pub async fn redrive(
     State(state): State<AppState>,
@@ -112,9 +112,9 @@ pub async fn redrive(
             "task_ids must have 1 to {MAX_REDRIVE} items"
         )));
     }
-    let rows = db::scheduler::redrive(&state.db, caller.team_id, &request.task_ids).await?;
+    let rows = store::leases::redrive(&state.db, caller.team_id, &request.task_ids).await?;
     if !rows.is_empty() {
-        state.announce_queued().await;
+        state.queue.announce_queued().await;
     }
     let redriven = rows
         .into_iter()

@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use crate::api::tasks::TaskState;
-use crate::api::workflows::{Workflow, WorkflowState};
+use crate::model::task::TaskState;
+use crate::model::workflow::{Workflow, WorkflowState};
 
 /// How `run` reaches the control plane and what it submits.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{FromRow, PgPool};
 use uuid::Uuid;
 
-use crate::auth::{ApiKeySecret, hash_key};
+use crate::model::api_key::{ApiKeySecret, hash_key};
 
 #[derive(Debug, Clone, FromRow)]
 pub struct ApiKeyRow {

@@ -1,0 +1,345 @@
+//! `/v1/tasks`: submit, read, list and cancel the calling team's tasks.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+use super::auth::TeamCaller;
+use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery, PROBLEM_CONTENT_TYPE};
+use super::state::AppState;
+use crate::model::task::{Attempt, CreateTaskRequest, Task, TaskState};
+use crate::store;
+use crate::store::tasks::{CancelOutcome, ListFilter};
+
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
+const DEFAULT_PAGE_SIZE: u32 = 50;
+const MAX_PAGE_SIZE: u32 = 200;
+
+/// One page of tasks, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TaskPage {
+    pub items: Vec<Task>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Filters and paging of `GET /v1/tasks`.
+#[derive(Debug, Clone, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListTasksQuery {
+    /// Only tasks in this state.
+    pub state: Option<TaskState>,
+    /// Only tasks of this pool.
+    #[param(max_length = 63)]
+    pub pool: Option<String>,
+    /// Page size.
+    #[param(minimum = 1, maximum = 200, default = 50)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    #[param(max_length = 64)]
+    pub cursor: Option<String>,
+}
+
+pub fn encode_cursor(id: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(id.as_bytes())
+}
+
+pub fn decode_cursor(cursor: &str) -> Result<Uuid, ApiError> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| ApiError::BadRequest("invalid cursor".to_owned()))?;
+    Uuid::from_slice(&bytes).map_err(|_| ApiError::BadRequest("invalid cursor".to_owned()))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|key| {
+            (1..=MAX_IDEMPOTENCY_KEY_BYTES).contains(&key.len())
+                && key.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_BYTES} visible ASCII characters"
+            ))
+        })?;
+    Ok(Some(key.to_owned()))
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value, location: Option<&str>) -> Response {
+    let content_type = if status.is_client_error() || status.is_server_error() {
+        PROBLEM_CONTENT_TYPE
+    } else {
+        "application/json"
+    };
+    let mut response = (
+        status,
+        [(header::CONTENT_TYPE, content_type)],
+        body.to_string(),
+    )
+        .into_response();
+    if let Some(location) = location.and_then(|l| HeaderValue::from_str(l).ok()) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
+fn replay(
+    stored: store::idempotency::StoredResponse,
+    request_hash: &[u8],
+) -> Result<Response, ApiError> {
+    if stored.request_hash != request_hash {
+        return Err(ApiError::IdempotencyMismatch);
+    }
+    let status = u16::try_from(stored.response_status)
+        .ok()
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .unwrap_or(StatusCode::OK);
+    let location = stored
+        .response_body
+        .0
+        .get("id")
+        .and_then(|id| id.as_str())
+        .map(|id| format!("/v1/tasks/{id}"));
+    let mut response = json_response(status, &stored.response_body.0, location.as_deref());
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    Ok(response)
+}
+
+/// Submit a task.
+///
+/// With an `Idempotency-Key` header, a repeated request with the same key and body gets the
+/// first response again (with `Idempotent-Replayed: true`); the same key with another body is a 422.
+#[utoipa::path(post, path = "/v1/tasks", tag = "tasks", security(("api_key" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, max_length = 255, description = "Makes retries of this request safe")),
+    request_body = CreateTaskRequest,
+    responses(
+        (status = 201, description = "Task queued", body = Task, headers(("Location" = String, description = "URL of the task"))),
+        (status = 400, description = "Malformed request", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid API key", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a team key", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid task or reused idempotency key", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create_task(
+    State(state): State<AppState>,
+    caller: TeamCaller,
+    headers: HeaderMap,
+    ApiJson(request): ApiJson<CreateTaskRequest>,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let new_task = request.validate()?;
+    let canonical = serde_json::to_vec(&request).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let request_hash: [u8; 32] = Sha256::digest(&canonical).into();
+
+    if let Some(key) = &key
+        && let Some(stored) = store::idempotency::find(&state.db, caller.team_id, key).await?
+    {
+        return replay(stored, &request_hash);
+    }
+    let (task, body) = match &key {
+        // Without a key a single INSERT suffices (no transaction round trips).
+        None => {
+            let task =
+                Task::try_from(store::tasks::insert(&state.db, caller.team_id, &new_task).await?)?;
+            let body =
+                serde_json::to_value(&task).map_err(|e| ApiError::Internal(e.to_string()))?;
+            (task, body)
+        }
+        Some(key) => {
+            let mut transaction = state.db.begin().await?;
+            let task = Task::try_from(
+                store::tasks::insert(&mut *transaction, caller.team_id, &new_task).await?,
+            )?;
+            let body =
+                serde_json::to_value(&task).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let recorded = store::idempotency::record(
+                &mut *transaction,
+                caller.team_id,
+                key,
+                &request_hash,
+                StatusCode::CREATED.as_u16(),
+                &body,
+            )
+            .await?;
+            if !recorded {
+                // A concurrent request with the same key won; answer as it did.
+                transaction.rollback().await?;
+                let stored = store::idempotency::find(&state.db, caller.team_id, key)
+                    .await?
+                    .ok_or_else(|| ApiError::Internal("idempotency record vanished".to_owned()))?;
+                return replay(stored, &request_hash);
+            }
+            transaction.commit().await?;
+            (task, body)
+        }
+    };
+    state.queue.publish_event("created", &task).await;
+    let location = format!("/v1/tasks/{}", task.id);
+    Ok(json_response(StatusCode::CREATED, &body, Some(&location)))
+}
+
+/// Read one task of the calling team.
+#[utoipa::path(get, path = "/v1/tasks/{task_id}", tag = "tasks", security(("api_key" = [])),
+    params(("task_id" = Uuid, Path, description = "Task id")),
+    responses(
+        (status = 200, description = "The task", body = Task),
+        (status = 400, description = "Malformed task id", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid API key", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a team key", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task for this team", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_task(
+    State(state): State<AppState>,
+    caller: TeamCaller,
+    ApiPath(task_id): ApiPath<Uuid>,
+) -> Result<axum::Json<Task>, ApiError> {
+    let row = store::tasks::find(&state.db, caller.team_id, task_id)
+        .await?
+        .ok_or(ApiError::NotFound("task"))?;
+    Ok(axum::Json(row.try_into()?))
+}
+
+/// List the calling team's tasks, newest first.
+#[utoipa::path(get, path = "/v1/tasks", tag = "tasks", security(("api_key" = [])),
+    params(ListTasksQuery),
+    responses(
+        (status = 200, description = "One page of tasks", body = TaskPage),
+        (status = 400, description = "Bad filter or cursor", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid API key", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a team key", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_tasks(
+    State(state): State<AppState>,
+    caller: TeamCaller,
+    ApiQuery(query): ApiQuery<ListTasksQuery>,
+) -> Result<axum::Json<TaskPage>, ApiError> {
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE_SIZE);
+    if !(1..=MAX_PAGE_SIZE).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit must be between 1 and {MAX_PAGE_SIZE}"
+        )));
+    }
+    if query
+        .pool
+        .as_ref()
+        .is_some_and(|pool| pool.len() > 63 || pool.contains('\0'))
+    {
+        return Err(ApiError::BadRequest(
+            "pool has at most 63 characters".to_owned(),
+        ));
+    }
+    let before_id = query.cursor.as_deref().map(decode_cursor).transpose()?;
+    let filter = ListFilter {
+        state: query.state.map(|s| s.as_str().to_owned()),
+        pool: query.pool,
+        before_id,
+        limit: i64::from(limit) + 1,
+    };
+    let mut rows = store::tasks::list(&state.db, caller.team_id, &filter).await?;
+    let has_more = rows.len() > limit as usize;
+    rows.truncate(limit as usize);
+    let items = rows
+        .into_iter()
+        .map(Task::try_from)
+        .collect::<Result<Vec<_>, _>>()?;
+    let next_cursor = if has_more {
+        items.last().map(|task| encode_cursor(task.id))
+    } else {
+        None
+    };
+    Ok(axum::Json(TaskPage { items, next_cursor }))
+}
+
+/// Cancel a task. Cancelling a cancelled task returns it unchanged; a finished task is a 409.
+#[utoipa::path(post, path = "/v1/tasks/{task_id}/cancel", tag = "tasks", security(("api_key" = [])),
+    params(("task_id" = Uuid, Path, description = "Task id")),
+    responses(
+        (status = 200, description = "The cancelled task", body = Task),
+        (status = 400, description = "Malformed task id", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid API key", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a team key", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task for this team", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The task already finished", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn cancel_task(
+    State(state): State<AppState>,
+    caller: TeamCaller,
+    ApiPath(task_id): ApiPath<Uuid>,
+) -> Result<axum::Json<Task>, ApiError> {
+    match store::tasks::cancel(&state.db, caller.team_id, task_id).await? {
+        CancelOutcome::Cancelled(row) => {
+            store::leases::end_lease_cancelled(&state.db, row.id).await?;
+            if row.workflow_id.is_some() {
+                // Dependents can never run now.
+                let mut connection = state.db.acquire().await?;
+                store::leases::stop_dependents(&mut connection, row.id).await?;
+            }
+            let task = Task::try_from(row)?;
+            state.queue.publish_event("cancelled", &task).await;
+            Ok(axum::Json(task))
+        }
+        CancelOutcome::AlreadyFinished(row) => Err(ApiError::Conflict(format!(
+            "the task already finished in state {}",
+            row.state
+        ))),
+        CancelOutcome::NotFound => Err(ApiError::NotFound("task")),
+    }
+}
+
+/// The attempts of one task of the calling team, oldest first.
+#[utoipa::path(get, path = "/v1/tasks/{task_id}/attempts", tag = "tasks", security(("api_key" = [])),
+    params(("task_id" = Uuid, Path, description = "Task id")),
+    responses(
+        (status = 200, description = "The attempts", body = Vec<Attempt>),
+        (status = 400, description = "Malformed task id", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid API key", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a team key", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task for this team", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_attempts(
+    State(state): State<AppState>,
+    caller: TeamCaller,
+    ApiPath(task_id): ApiPath<Uuid>,
+) -> Result<axum::Json<Vec<Attempt>>, ApiError> {
+    if store::tasks::find(&state.db, caller.team_id, task_id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::NotFound("task"));
+    }
+    let rows = store::leases::attempts(&state.db, caller.team_id, task_id).await?;
+    Ok(axum::Json(
+        rows.into_iter()
+            .map(|row| Attempt {
+                attempt: row.attempt,
+                lease_id: row.lease_id,
+                fencing_token: row.fencing_token,
+                worker: row.worker,
+                leased_at: row.leased_at,
+                finished_at: row.finished_at,
+                outcome: row.outcome,
+                error: row.error,
+                next_run_at: row.next_run_at,
+            })
+            .collect(),
+    ))
+}

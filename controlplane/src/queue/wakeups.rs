@@ -1,0 +1,103 @@
+//! Wake-ups: the server that queued tasks wakes its own long-polling lease requests at once and
+//! the other servers' through Redis pub/sub; each server listens for the others' announcements.
+//! Also the `task-events` stream.
+//!
+//! Wake-ups travel through Redis rather than Postgres NOTIFY: a notifying transaction holds a
+//! database-wide lock through its commit, which serialized every task submission (768 commits/s
+//! with NOTIFY against 8,634 without, 32 clients, on the 2-core test machine).
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+
+use super::Queue;
+use crate::model::task::{Task, TaskState};
+
+/// The pub/sub channel (under the Redis key prefix) servers announce queued tasks on; the
+/// payload is the announcing server's id.
+pub const QUEUED_CHANNEL: &str = "task-queued";
+const RECONNECT_DELAY: Duration = Duration::from_secs(1);
+
+impl Queue {
+    /// Tasks became claimable: wakes this server's waiting lease requests at once and the other
+    /// servers' through Redis pub/sub. Losing the Redis message only delays the others to their
+    /// next poll (`scheduler.poll_interval_ms`).
+    pub async fn announce_queued(&self) {
+        let mut pipeline = redis::pipe();
+        self.add_queued_announcement(&mut pipeline);
+        let mut redis = self.redis.clone();
+        let published: redis::RedisResult<()> = pipeline.query_async(&mut redis).await;
+        if let Err(error) = published {
+            tracing::warn!(%error, "cannot announce queued tasks to the other servers");
+        }
+    }
+
+    /// [`Self::announce_queued`] inside a caller's pipeline (one round trip with its commands):
+    /// wakes this server's waiting lease requests now and adds the PUBLISH for the others.
+    pub fn add_queued_announcement(&self, pipeline: &mut redis::Pipeline) {
+        self.task_queued.notify_waiters();
+        pipeline
+            .cmd("PUBLISH")
+            .arg(self.redis_key(QUEUED_CHANNEL))
+            .arg(&*self.server_id)
+            .ignore();
+    }
+
+    /// Adds a task event to the `task-events` stream, and announces the task when it is queued.
+    pub async fn publish_event(&self, event: &str, task: &Task) {
+        let mut redis = self.redis.clone();
+        let mut pipeline = redis::pipe();
+        pipeline
+            .cmd("XADD")
+            .arg(self.redis_key("task-events"))
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(100_000)
+            .arg("*")
+            .arg("event")
+            .arg(event)
+            .arg("task_id")
+            .arg(task.id.to_string())
+            .arg("pool")
+            .arg(&task.pool)
+            .ignore();
+        if task.state == TaskState::Queued {
+            self.add_queued_announcement(&mut pipeline);
+        }
+        let result: redis::RedisResult<()> = pipeline.query_async(&mut redis).await;
+        if let Err(error) = result {
+            // The database is the source of truth; the stream and the announcement only wake
+            // schedulers early (the others poll).
+            tracing::warn!(%error, task_id = %task.id, "cannot publish the task event to Redis");
+        }
+    }
+}
+
+/// Wakes this server's waiting lease requests when another server announces queued tasks. While
+/// Redis is unreachable, waiting requests still poll every `scheduler.poll_interval_ms`.
+pub(super) async fn listen(queue: Queue) {
+    let channel = queue.redis_key(QUEUED_CHANNEL);
+    loop {
+        match subscribe(&queue, &channel).await {
+            Ok(pubsub) => {
+                let mut messages = pubsub.into_on_message();
+                while let Some(message) = messages.next().await {
+                    let from: String = message.get_payload().unwrap_or_default();
+                    if *from != *queue.server_id {
+                        queue.task_queued.notify_waiters();
+                    }
+                }
+                tracing::warn!("task announcements interrupted; lease requests poll meanwhile");
+            }
+            Err(error) => tracing::warn!(%error, "cannot subscribe to task announcements"),
+        }
+        tokio::time::sleep(RECONNECT_DELAY).await;
+    }
+}
+
+async fn subscribe(queue: &Queue, channel: &str) -> redis::RedisResult<redis::aio::PubSub> {
+    let client = redis::Client::open(queue.config.redis_url.expose())?;
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(channel).await?;
+    Ok(pubsub)
+}
