@@ -18,6 +18,8 @@ pub const TASK_DURATION: &str = "controlplane_task_attempt_duration_seconds";
 pub const RETRIES: &str = "controlplane_task_retries_total";
 pub const DEAD_LETTERS: &str = "controlplane_dead_letters_total";
 pub const REAPED: &str = "controlplane_expired_leases_total";
+/// Per pool: expired leases forgiven as lost (the task queued again, the attempt not counted).
+pub const LEASES_LOST: &str = "controlplane_lost_leases_total";
 /// 1 on the replica leading the pool autoscaler, 0 on the others.
 pub const AUTOSCALER_LEADER: &str = "controlplane_autoscaler_leader";
 /// Per pool: the backlog the autoscaler sized the pool for (ready plus running tasks).
@@ -74,6 +76,11 @@ pub fn record_leases(pool: &str, leased: usize, elapsed: std::time::Duration) {
 /// A failed attempt queued again for a retry.
 pub fn record_retry(pool: &str) {
     metrics::counter!(RETRIES, "pool" => pool.to_owned()).increment(1);
+}
+
+/// A lost lease forgiven: the task queued again without using an attempt.
+pub fn record_lease_lost(pool: &str) {
+    metrics::counter!(LEASES_LOST, "pool" => pool.to_owned()).increment(1);
 }
 
 /// A task out of attempts: a dead letter.

@@ -330,8 +330,112 @@ async fn an_expired_lease_is_reaped_and_its_late_completion_rejected(pool: PgPoo
     );
     assert_eq!(complete(&server, &second, json!("ok")).await.status(), 200);
     let attempts = get(&server, &key, &format!("/v1/tasks/{id}/attempts")).await;
-    assert_eq!(attempts[0]["outcome"], "expired");
+    // The worker vanished within the task's timeout: a lost lease, not a failed attempt.
+    assert_eq!(attempts[0]["outcome"], "lost");
     assert_eq!(attempts[1]["outcome"], "succeeded");
+    let task = get(&server, &key, &format!("/v1/tasks/{id}")).await;
+    assert_eq!(
+        (task["attempts"].clone(), task["lease_losses"].clone()),
+        (json!(2), json!(1))
+    );
+    server.stop().await;
+}
+
+/// Waits (bounded) until the task is in `state`, and returns it.
+async fn wait_for_state(server: &TestServer, key: &str, id: &str, state: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let task = get(server, key, &format!("/v1/tasks/{id}")).await;
+        if task["state"] == state {
+            return task;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "not {state}: {task}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn lost_leases_are_forgiven_up_to_the_budget_then_count_as_failed_attempts(pool: PgPool) {
+    let mut config = common::config(RateLimitConfig::disabled());
+    config.scheduler.reaper_interval_ms = 100;
+    let server = TestServer::start(pool, config).await;
+    let (_, key) = server.team_with_key("alice").await;
+    // The default budget, shown on every task.
+    let defaults = submit(&server, &key, json!({"pool": "other", "command": ["true"]})).await;
+    assert_eq!(defaults["retry"]["max_lease_losses"], 3);
+    assert_eq!(defaults["retry"]["max_attempts"], 1);
+    assert_eq!(defaults["lease_losses"], 0);
+
+    // max_attempts 1: any counted failure makes it dead; two lost leases are forgiven.
+    let task = submit(
+        &server,
+        &key,
+        json!({"pool": "p", "command": ["true"],
+               "retry": {"backoff_seconds": 0, "max_lease_losses": 2}}),
+    )
+    .await;
+    let id = task["id"].as_str().unwrap();
+    for lost in 1..=2 {
+        let leased = lease(&server, "p", 1, 1).await;
+        assert_eq!(leased.len(), 1, "lease {lost}");
+        assert_eq!(leased[0]["attempt"], lost);
+        let task = wait_for_state(&server, &key, id, "queued").await;
+        assert_eq!(task["lease_losses"], lost, "{task}");
+        assert_eq!(task["attempts"], lost);
+        assert!(
+            task["last_error"].as_str().unwrap().contains("lost"),
+            "{task}"
+        );
+    }
+    // The third loss is beyond the budget: a failed attempt, and the only one allowed.
+    assert_eq!(lease(&server, "p", 1, 1).await.len(), 1);
+    let dead = wait_for_state(&server, &key, id, "dead").await;
+    assert_eq!(
+        (dead["attempts"].clone(), dead["lease_losses"].clone()),
+        (json!(3), json!(2))
+    );
+    let attempts = get(&server, &key, &format!("/v1/tasks/{id}/attempts")).await;
+    let outcomes: Vec<&str> = attempts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["lost", "lost", "expired"]);
+    assert!(attempts[0]["next_run_at"].is_string());
+    assert!(
+        attempts[2]["error"]
+            .as_str()
+            .unwrap()
+            .contains("max_lease_losses"),
+        "{attempts}"
+    );
+
+    // A lease that reached its latest deadline (the task ran past its timeout) is a failed
+    // attempt even with the whole budget left.
+    let overran = submit(&server, &key, json!({"pool": "q", "command": ["true"]})).await;
+    let overran_id = overran["id"].as_str().unwrap();
+    assert_eq!(lease(&server, "q", 1, 600).await.len(), 1);
+    sqlx::query(
+        "UPDATE tasks SET leased_at = now() - interval '2 hours',
+                          lease_expires_at = now() - interval '1 second'
+         WHERE id = $1::uuid",
+    )
+    .bind(overran_id)
+    .execute(&server.pool)
+    .await
+    .unwrap();
+    let dead = wait_for_state(&server, &key, overran_id, "dead").await;
+    assert_eq!(dead["lease_losses"], 0);
+    let attempts = get(&server, &key, &format!("/v1/tasks/{overran_id}/attempts")).await;
+    assert_eq!(attempts[0]["outcome"], "expired");
+    assert!(
+        attempts[0]["error"].as_str().unwrap().contains("timeout"),
+        "{attempts}"
+    );
     server.stop().await;
 }
 

@@ -233,7 +233,7 @@ async fn a_worker_killed_mid_task_loses_its_lease_and_the_task_runs_again(pool: 
     .await;
     assert_eq!(done["result"], "second");
     let attempts = get(&server, &key, &attempts_path).await;
-    assert_eq!(attempts[0]["outcome"], "expired");
+    assert_eq!(attempts[0]["outcome"], "lost");
     assert_eq!(attempts[0]["worker"], "first");
     assert_eq!(attempts[1]["outcome"], "succeeded");
     assert_eq!(attempts[1]["worker"], "second");
@@ -252,6 +252,100 @@ async fn a_worker_killed_mid_task_loses_its_lease_and_the_task_runs_again(pool: 
         get(&server, &key, &format!("/v1/tasks/{id}")).await["result"],
         "second"
     );
+    stop_worker(second).await;
+    server.stop().await;
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn a_workflow_survives_the_sigkill_of_its_worker_with_default_settings(pool: PgPool) {
+    let server = server(pool).await;
+    let (_, key) = server.team_with_key("alice").await;
+    // Default retry and failure policies (max_attempts 1, fail_fast). `left` hangs in its
+    // first attempt, long enough for its worker to be killed under it.
+    let node = |name: &str, deps: &[&str]| {
+        json!({"name": name, "depends_on": deps, "pool": "spot", "command": [
+            "sh", "-c", format!("if [ {name} = left ] && [ \"$STACKSMITH_ATTEMPT\" = 1 ]; then sleep 20; fi; echo {name}")
+        ]})
+    };
+    let created = server
+        .client
+        .post(server.url("/v1/workflows"))
+        .bearer_auth(&key)
+        .json(
+            &json!({"tasks": [node("fetch", &[]), node("left", &["fetch"]),
+                                node("right", &["fetch"]), node("join", &["left", "right"])]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/v1/workflows/{id}");
+    let task_of = |workflow: &Value, name: &str| -> Value {
+        workflow["tasks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap()["task"]
+            .clone()
+    };
+    // A short lease keeps the test short; the task settings are the defaults.
+    let mut first = worker(
+        &server,
+        "spot",
+        &["--concurrency", "2", "--lease-seconds", "2"],
+    );
+    let running = wait_for(&server, &key, &path, Duration::from_secs(20), |w| {
+        task_of(w, "left")["state"] == "leased" && task_of(w, "right")["state"] == "succeeded"
+    })
+    .await;
+    assert_eq!(task_of(&running, "left")["attempts"], 1);
+    // SIGKILL mid-task: no report, no release.
+    first.start_kill().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), first.wait())
+        .await
+        .unwrap()
+        .unwrap();
+
+    let second = worker(&server, "spot", &["--lease-seconds", "2"]);
+    // The lost lease is noticed after 2 s, `left` runs again after its retry delay (10 s by
+    // default, less up to 10 % jitter).
+    let workflow = wait_for(&server, &key, &path, Duration::from_secs(45), |w| {
+        w["state"] != "running"
+    })
+    .await;
+    assert_eq!(workflow["state"], "succeeded", "{workflow}");
+    for name in ["fetch", "right", "join"] {
+        let task = task_of(&workflow, name);
+        assert_eq!(task["result"], name);
+        assert_eq!(
+            (task["attempts"].clone(), task["lease_losses"].clone()),
+            (json!(1), json!(0))
+        );
+    }
+    let left = task_of(&workflow, "left");
+    assert_eq!(left["result"], "left");
+    assert_eq!(
+        (left["attempts"].clone(), left["lease_losses"].clone()),
+        (json!(2), json!(1))
+    );
+    let attempts = get(
+        &server,
+        &key,
+        &format!("/v1/tasks/{}/attempts", left["id"].as_str().unwrap()),
+    )
+    .await;
+    let outcomes: Vec<&str> = attempts
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["lost", "succeeded"]);
     stop_worker(second).await;
     server.stop().await;
 }

@@ -52,7 +52,12 @@ fn check_output(output: Option<&String>) -> Result<(), ApiError> {
 /// Teams are served fairly: the team with the fewest leased tasks in the pool relative to its
 /// share goes first (ties: the team served least recently), within its concurrency quota; a
 /// team's tasks go by priority, then age. With `wait_seconds`, the request waits until a task is
-/// ready (woken by Postgres LISTEN/NOTIFY, polling as the fallback).
+/// ready (woken at once when tasks are queued, polling as the fallback).
+///
+/// Heartbeat before `lease_expires_at`. A lease that expires without a heartbeat or report is
+/// lost: the task is queued again after its retry delay without using an attempt, up to its
+/// `retry.max_lease_losses` (default 3); beyond them, or past the task's timeout, the expiry
+/// counts as a failed attempt. Delivery is at least once.
 #[utoipa::path(post, path = "/v1/leases", tag = "workers", security(("api_key" = [])),
     request_body = LeaseRequest,
     responses(

@@ -18,8 +18,9 @@ pub const MAX_ENV_VALUE_BYTES: usize = 8192;
 
 /// Lifecycle state of a task: `pending` (a workflow task waiting for its dependencies) ->
 /// `queued` -> `leased` -> `succeeded`, or back to `queued` (a failed attempt with attempts left,
-/// `run_at` later) or `dead` (attempts exhausted: a dead letter); `cancelled` at any point before
-/// a final state. `running` and `failed` are not written (kept for compatibility).
+/// or a lost lease within the lease-loss budget; `run_at` later) or `dead` (attempts exhausted:
+/// a dead letter); `cancelled` at any point before a final state. `running` and `failed` are not
+/// written (kept for compatibility).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum TaskState {
@@ -56,6 +57,11 @@ impl TaskState {
 /// How often a failed task is tried again. The delay before attempt n+1 is
 /// `min(backoff_seconds * 2^(n-1), max_backoff_seconds)`, minus up to `jitter_percent` percent
 /// of it at random.
+///
+/// A lost lease (its deadline passed without a heartbeat or report: the worker was killed, its
+/// node is gone) is not a failure of the task: the task is queued again after the same delay
+/// (n: the leases lost so far) and the attempt does not count against `max_attempts`, up to
+/// `max_lease_losses` lost leases; a loss beyond them counts as a failed attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RetryPolicy {
@@ -75,6 +81,15 @@ pub struct RetryPolicy {
     #[serde(default = "default_jitter_percent")]
     #[schema(minimum = 0, maximum = 100, default = 10)]
     pub jitter_percent: u32,
+    /// Lost leases forgiven: each queues the task again without using an attempt.
+    // Left out of the canonical form at its default, so Idempotency-Key fingerprints of
+    // requests made before this field existed stay the same.
+    #[serde(
+        default = "default_max_lease_losses",
+        skip_serializing_if = "is_default_max_lease_losses"
+    )]
+    #[schema(minimum = 0, maximum = 100, default = 3)]
+    pub max_lease_losses: u32,
 }
 
 impl Default for RetryPolicy {
@@ -84,6 +99,7 @@ impl Default for RetryPolicy {
             backoff_seconds: default_backoff_seconds(),
             max_backoff_seconds: default_max_backoff_seconds(),
             jitter_percent: default_jitter_percent(),
+            max_lease_losses: default_max_lease_losses(),
         }
     }
 }
@@ -97,6 +113,15 @@ fn default_jitter_percent() -> u32 {
 
 fn default_max_attempts() -> u32 {
     1
+}
+/// Lost leases forgiven by default: a worker killed mid-task (a spot node reclaimed, a pool
+/// scaled down) is routine, not the task's fault.
+pub const DEFAULT_MAX_LEASE_LOSSES: u32 = 3;
+fn default_max_lease_losses() -> u32 {
+    DEFAULT_MAX_LEASE_LOSSES
+}
+fn is_default_max_lease_losses(value: &u32) -> bool {
+    *value == DEFAULT_MAX_LEASE_LOSSES
 }
 fn default_backoff_seconds() -> u32 {
     10
@@ -226,6 +251,9 @@ impl CreateTaskRequest {
         if self.retry.jitter_percent > 100 {
             return Err(invalid("retry.jitter_percent must be between 0 and 100"));
         }
+        if self.retry.max_lease_losses > 100 {
+            return Err(invalid("retry.max_lease_losses must be between 0 and 100"));
+        }
         let to_i32 = |value: u32| i32::try_from(value).map_err(|_| invalid("number out of range"));
         Ok(NewTask {
             pool: self.pool.clone(),
@@ -237,6 +265,7 @@ impl CreateTaskRequest {
             retry_backoff_seconds: to_i32(self.retry.backoff_seconds)?,
             retry_max_backoff_seconds: to_i32(self.retry.max_backoff_seconds)?,
             retry_jitter_percent: to_i32(self.retry.jitter_percent)?,
+            max_lease_losses: to_i32(self.retry.max_lease_losses)?,
         })
     }
 }
@@ -252,8 +281,12 @@ pub struct Task {
     pub priority: i32,
     pub retry: TaskRetry,
     pub state: TaskState,
-    /// Attempts started so far.
+    /// Attempts started so far (every lease, lost ones included; released ones not).
     pub attempts: i32,
+    /// Leases lost so far (expired without a heartbeat or report: the worker vanished). Up to
+    /// `retry.max_lease_losses` of them do not count against `retry.max_attempts`.
+    #[serde(default)]
+    pub lease_losses: i32,
     /// Earliest time the task may run.
     pub run_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
@@ -289,6 +322,8 @@ pub struct TaskRetry {
     pub backoff_seconds: i32,
     pub max_backoff_seconds: i32,
     pub jitter_percent: i32,
+    #[serde(default)]
+    pub max_lease_losses: i32,
 }
 
 /// A validated task submission.
@@ -303,6 +338,7 @@ pub struct NewTask {
     pub retry_backoff_seconds: i32,
     pub retry_max_backoff_seconds: i32,
     pub retry_jitter_percent: i32,
+    pub max_lease_losses: i32,
 }
 
 /// True for the states a task never leaves.
@@ -322,7 +358,12 @@ pub struct Attempt {
     pub worker: Option<String>,
     pub leased_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
-    /// `succeeded`, `failed`, `expired`, `released` or `cancelled`; absent while leased.
+    /// How the attempt ended: `succeeded`; `failed` (reported); `lost` (the lease expired
+    /// without a heartbeat or report, within the task's timeout: the worker vanished; the task
+    /// was queued again without using an attempt); `expired` (the lease expired and counted as
+    /// a failed attempt: the task ran past its timeout, or it lost more leases than
+    /// `retry.max_lease_losses`); `released` (given back by a stopping worker; not counted);
+    /// `cancelled`. Absent while leased.
     pub outcome: Option<String>,
     pub error: Option<String>,
     /// When a failed attempt was followed by a retry: the earliest time of the next attempt.

@@ -1,9 +1,11 @@
-//! The reaper: ends expired leases, each as a failed attempt (retried after the backoff, or
-//! dead).
+//! The reaper: ends expired leases. A lease lost within the task's timeout queues the task again
+//! without using an attempt, up to its `max_lease_losses`; otherwise the expiry is a failed
+//! attempt (retried after the backoff, or dead). The rule is `store::leases::reap_expired`.
 
 use std::time::Duration;
 
 use super::Queue;
+use crate::store::leases::Expiry;
 
 const REAP_BATCH: i64 = 500;
 
@@ -18,15 +20,20 @@ pub(super) async fn reap(queue: Queue) {
         match crate::store::leases::reap_expired(&queue.db, REAP_BATCH).await {
             Ok(reaped) if !reaped.is_empty() => {
                 crate::metrics::record_reaped(reaped.len());
-                if reaped.iter().any(|task| task.state == "queued") {
+                if reaped
+                    .iter()
+                    .any(|(task, _)| task.state == "queued" && task.run_at <= chrono::Utc::now())
+                {
                     queue.announce_queued().await;
                 }
-                for task in &reaped {
-                    tracing::info!(task_id = %task.id, state = %task.state, "lease expired");
-                    if task.state == "dead" {
-                        crate::metrics::record_dead_letter(&task.pool);
-                    } else {
-                        crate::metrics::record_retry(&task.pool);
+                for (task, expiry) in &reaped {
+                    tracing::info!(task_id = %task.id, state = %task.state, ?expiry, "lease expired");
+                    match expiry {
+                        Expiry::Lost => crate::metrics::record_lease_lost(&task.pool),
+                        Expiry::Failed if task.state == "dead" => {
+                            crate::metrics::record_dead_letter(&task.pool);
+                        }
+                        Expiry::Failed => crate::metrics::record_retry(&task.pool),
                     }
                 }
             }

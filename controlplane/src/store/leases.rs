@@ -213,9 +213,12 @@ async fn lock_lease(
         return Err(match known {
             Some((outcome,)) => LeaseError::Stale(format!(
                 "the lease is no longer held (it ended: {})",
-                outcome
-                    .as_deref()
-                    .unwrap_or("the task left the leased state")
+                match outcome.as_deref() {
+                    Some("lost") =>
+                        "lost, it expired without a heartbeat; the task was queued again",
+                    Some(outcome) => outcome,
+                    None => "the task left the leased state",
+                }
             )),
             None => LeaseError::NotFound,
         });
@@ -309,7 +312,8 @@ pub async fn complete(
 }
 
 /// Ends the attempt of a locked, leased task as failed: queued again after the retry delay,
-/// or dead when it has no attempts left. `outcome` is `failed` or `expired`.
+/// or dead when it has no attempts left (forgiven lost leases do not count as attempts).
+/// `outcome` is `failed` or `expired`.
 async fn fail_locked(
     connection: &mut PgConnection,
     task_id: Uuid,
@@ -319,11 +323,12 @@ async fn fail_locked(
 ) -> Result<(TaskRow, f64), sqlx::Error> {
     let task = sqlx::query_as::<_, TaskRow>(concat!(
         "UPDATE tasks
-         SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
-             run_at = CASE WHEN attempts >= max_attempts THEN run_at
+         SET state = CASE WHEN attempts - lease_losses >= max_attempts THEN 'dead' ELSE 'queued' END,
+             run_at = CASE WHEN attempts - lease_losses >= max_attempts THEN run_at
                            ELSE now() + stacksmith_retry_delay(retry_backoff_seconds,
-                                  retry_max_backoff_seconds, retry_jitter_percent, attempts) END,
-             finished_at = CASE WHEN attempts >= max_attempts THEN now() END,
+                                  retry_max_backoff_seconds, retry_jitter_percent,
+                                  attempts - lease_losses) END,
+             finished_at = CASE WHEN attempts - lease_losses >= max_attempts THEN now() END,
              last_error = $2, output = coalesce($3, output), exit_code = $4, updated_at = now(),
              lease_id = NULL, lease_owner = NULL, lease_expires_at = NULL
          WHERE id = $1 RETURNING ",
@@ -398,29 +403,108 @@ pub async fn release(
     Ok(task)
 }
 
-/// Ends expired leases as failed attempts (retry or dead letter). Returns the tasks as they are
-/// now.
-pub async fn reap_expired(db: &PgPool, batch: i64) -> Result<Vec<TaskRow>, sqlx::Error> {
+/// Queues a locked, leased task again after a lost lease: its retry delay with the number of
+/// leases lost so far as the exponent, the attempt not counted against `max_attempts`.
+async fn lose_locked(
+    connection: &mut PgConnection,
+    task_id: Uuid,
+    lease_id: Uuid,
+) -> Result<TaskRow, sqlx::Error> {
+    let task = sqlx::query_as::<_, TaskRow>(concat!(
+        "UPDATE tasks
+         SET state = 'queued', lease_losses = lease_losses + 1,
+             run_at = now() + stacksmith_retry_delay(retry_backoff_seconds,
+                        retry_max_backoff_seconds, retry_jitter_percent, lease_losses + 1),
+             last_error = format('the lease was lost (no heartbeat or report before its deadline: '
+                                 'the worker stopped); queued again, lost lease %s of %s forgiven',
+                                 lease_losses + 1, max_lease_losses),
+             updated_at = now(), lease_id = NULL, lease_owner = NULL, lease_expires_at = NULL
+         WHERE id = $1 RETURNING ",
+        task_columns!()
+    ))
+    .bind(task_id)
+    .fetch_one(&mut *connection)
+    .await?;
+    sqlx::query(
+        "UPDATE task_attempts
+         SET finished_at = now(), outcome = 'lost', error = $2, next_run_at = $3
+         WHERE lease_id = $1",
+    )
+    .bind(lease_id)
+    .bind(&task.last_error)
+    .bind(task.run_at)
+    .execute(&mut *connection)
+    .await?;
+    Ok(task)
+}
+
+/// How the reaper ended an expired lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Lost and forgiven: the task is queued again, the attempt not counted.
+    Lost,
+    /// A failed attempt: the task is queued for a retry, or dead.
+    Failed,
+}
+
+/// Ends expired leases. A lease that expired while its task was within its timeout was lost
+/// (the worker vanished): the task is queued again without using an attempt, up to its
+/// `max_lease_losses`; beyond them, or when the task ran past its timeout (the lease reached
+/// its latest deadline, `leased_at + timeout + grace`), the attempt failed (`expired`: retry or
+/// dead letter). Returns the tasks as they are now.
+pub async fn reap_expired(db: &PgPool, batch: i64) -> Result<Vec<(TaskRow, Expiry)>, sqlx::Error> {
     let mut transaction = db.begin().await?;
-    let expired: Vec<(Uuid, Uuid)> = sqlx::query_as(
-        "SELECT id, lease_id FROM tasks
+    let expired: Vec<(Uuid, Uuid, bool, bool)> = sqlx::query_as(
+        "SELECT id, lease_id,
+                lease_expires_at >= leased_at + make_interval(secs => timeout_seconds + $2),
+                lease_losses < max_lease_losses
+         FROM tasks
          WHERE state = 'leased' AND lease_expires_at <= now()
          ORDER BY lease_expires_at
          LIMIT $1
          FOR UPDATE SKIP LOCKED",
     )
     .bind(batch)
+    .bind(TIMEOUT_GRACE_SECONDS)
     .fetch_all(&mut *transaction)
     .await?;
-    let report = Report {
-        error: Some("the lease expired (no heartbeat or report in time)".to_owned()),
+    let overran = Report {
+        error: Some(
+            "the task ran past its timeout and its worker never reported (the lease reached its \
+             latest deadline)"
+                .to_owned(),
+        ),
+        ..Report::default()
+    };
+    let over_budget = Report {
+        error: Some(
+            "the lease was lost (no heartbeat or report before its deadline) once more than \
+             retry.max_lease_losses allows: this loss counts as a failed attempt"
+                .to_owned(),
+        ),
         ..Report::default()
     };
     let mut reaped = Vec::with_capacity(expired.len());
-    for (task_id, lease_id) in &expired {
-        let (task, _) =
-            fail_locked(&mut transaction, *task_id, *lease_id, "expired", &report).await?;
-        reaped.push(task);
+    for (task_id, lease_id, ran_past_timeout, forgiven) in &expired {
+        let reaped_task = if *ran_past_timeout {
+            let (task, _) =
+                fail_locked(&mut transaction, *task_id, *lease_id, "expired", &overran).await?;
+            (task, Expiry::Failed)
+        } else if *forgiven {
+            let task = lose_locked(&mut transaction, *task_id, *lease_id).await?;
+            (task, Expiry::Lost)
+        } else {
+            let (task, _) = fail_locked(
+                &mut transaction,
+                *task_id,
+                *lease_id,
+                "expired",
+                &over_budget,
+            )
+            .await?;
+            (task, Expiry::Failed)
+        };
+        reaped.push(reaped_task);
     }
     transaction.commit().await?;
     Ok(reaped)
@@ -508,8 +592,8 @@ pub async fn redrive(
 ) -> Result<Vec<TaskRow>, sqlx::Error> {
     sqlx::query_as::<_, TaskRow>(concat!(
         "UPDATE tasks
-         SET state = 'queued', attempts = 0, run_at = now(), finished_at = NULL,
-             updated_at = now()
+         SET state = 'queued', attempts = 0, lease_losses = 0, run_at = now(),
+             finished_at = NULL, updated_at = now()
          WHERE team_id = $1 AND id = ANY($2) AND state = 'dead'
          RETURNING ",
         task_columns!()

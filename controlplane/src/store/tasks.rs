@@ -37,6 +37,8 @@ pub struct TaskRow {
     pub workflow_id: Option<Uuid>,
     pub workflow_node: Option<String>,
     pub dependency_results: Json<serde_json::Value>,
+    pub lease_losses: i32,
+    pub max_lease_losses: i32,
 }
 
 macro_rules! task_columns {
@@ -44,7 +46,8 @@ macro_rules! task_columns {
         "id, team_id, pool, command, env, timeout_seconds, priority, max_attempts, \
      retry_backoff_seconds, state, attempts, run_at, created_at, updated_at, finished_at, \
      retry_max_backoff_seconds, retry_jitter_percent, fencing_token, lease_expires_at, result, \
-     output, exit_code, last_error, workflow_id, workflow_node, dependency_results"
+     output, exit_code, last_error, workflow_id, workflow_node, dependency_results, \
+     lease_losses, max_lease_losses"
     };
 }
 
@@ -67,8 +70,10 @@ impl TryFrom<TaskRow> for Task {
                 backoff_seconds: row.retry_backoff_seconds,
                 max_backoff_seconds: row.retry_max_backoff_seconds,
                 jitter_percent: row.retry_jitter_percent,
+                max_lease_losses: row.max_lease_losses,
             },
             attempts: row.attempts,
+            lease_losses: row.lease_losses,
             run_at: row.run_at,
             created_at: row.created_at,
             updated_at: row.updated_at,
@@ -109,8 +114,9 @@ pub async fn insert_in_workflow(
     sqlx::query_as::<_, TaskRow>(concat!(
         "INSERT INTO tasks (id, team_id, pool, command, env, timeout_seconds, priority,
                             max_attempts, retry_backoff_seconds, retry_max_backoff_seconds,
-                            retry_jitter_percent, state, workflow_id, workflow_node)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                            retry_jitter_percent, state, workflow_id, workflow_node,
+                            max_lease_losses)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
          RETURNING ",
         task_columns!()
     ))
@@ -128,6 +134,7 @@ pub async fn insert_in_workflow(
     .bind(state)
     .bind(workflow.map(|(id, _, _)| id))
     .bind(workflow.map(|(_, name, _)| name))
+    .bind(task.max_lease_losses)
     .fetch_one(executor)
     .await
 }
