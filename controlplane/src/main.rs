@@ -1,7 +1,8 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use controlplane::config::Config;
 use uuid::Uuid;
 
@@ -61,6 +62,19 @@ enum Command {
         /// Name recorded with each attempt (default: host name and process id).
         #[arg(long)]
         name: Option<String>,
+        /// Where each task gets its private HOME and TMPDIR (default: TMPDIR, else /tmp).
+        #[arg(long)]
+        task_dir: Option<PathBuf>,
+        /// This worker owns its container (one task slot of a worker pod): it must be the
+        /// container's first process (PID 1) and run one task at a time; after each task it kills
+        /// every process the task left and empties the task directory.
+        #[arg(long)]
+        container_slot: bool,
+    },
+    /// The task runtime of worker pods.
+    Runtime {
+        #[command(subcommand)]
+        command: RuntimeCommand,
     },
     /// Submit and follow workflows through the HTTP API, as a team.
     Workflows {
@@ -101,6 +115,31 @@ enum WorkflowsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum RuntimeCommand {
+    /// Copy this executable to DIR/controlplane (atomically, mode 0555): what a worker pod's init
+    /// container runs, so that the pool's own image can run the worker from a shared volume.
+    Install {
+        /// The directory to copy into (created when missing).
+        #[arg(long)]
+        to: PathBuf,
+    },
+}
+
+/// Copies the running executable into `dir` (a temporary name, then a rename).
+fn install_runtime(dir: &std::path::Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let target = dir.join("controlplane");
+    let partial = dir.join(format!(".controlplane.{}", std::process::id()));
+    std::fs::copy("/proc/self/exe", &partial)
+        .with_context(|| format!("cannot copy the executable to {}", partial.display()))?;
+    std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o555))?;
+    std::fs::rename(&partial, &target)
+        .with_context(|| format!("cannot move it to {}", target.display()))?;
+    Ok(target)
 }
 
 #[derive(Debug, Subcommand)]
@@ -176,7 +215,17 @@ fn healthcheck(address: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    let worker_key_in_argv = matches
+        .subcommand_matches("worker")
+        .and_then(|worker| worker.value_source("api_key"))
+        == Some(ValueSource::CommandLine);
+    if matches!(cli.command, Command::Worker { .. }) {
+        // First thing: the environment holds the worker key; tasks run as the same user.
+        controlplane::worker::sandbox::harden_worker()
+            .context("cannot make the worker non-dumpable (prctl PR_SET_DUMPABLE)")?;
+    }
     init_logging();
     match cli.command {
         Command::Serve { config } => {
@@ -184,6 +233,12 @@ async fn main() -> anyhow::Result<()> {
             controlplane::serve(config).await?;
         }
         Command::Healthcheck { address } => healthcheck(address)?,
+        Command::Runtime {
+            command: RuntimeCommand::Install { to },
+        } => {
+            let target = install_runtime(&to)?;
+            tracing::info!(path = %target.display(), "worker runtime installed");
+        }
         Command::Worker {
             url,
             api_key,
@@ -194,7 +249,29 @@ async fn main() -> anyhow::Result<()> {
             max_output_bytes,
             drain_seconds,
             name,
+            task_dir,
+            container_slot,
         } => {
+            if controlplane::worker::init::is_pid1() {
+                let code = controlplane::worker::init::supervise().await?;
+                std::process::exit(code);
+            }
+            if worker_key_in_argv {
+                anyhow::ensure!(
+                    !container_slot,
+                    "--api-key on the command line is readable by every task (/proc/PID/cmdline): \
+                     pass the worker key in CONTROLPLANE_WORKER_KEY"
+                );
+                tracing::warn!(
+                    "the worker key was given with --api-key: every process of this machine can \
+                     read it in /proc/PID/cmdline; pass it in CONTROLPLANE_WORKER_KEY instead"
+                );
+            }
+            anyhow::ensure!(
+                !container_slot || controlplane::worker::init::under_init(),
+                "--container-slot needs the worker to be the first process of its container \
+                 (PID 1 of its PID namespace): it kills every other process there between tasks"
+            );
             let name = name.unwrap_or_else(|| {
                 let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".to_owned());
                 format!("{host}-{}", std::process::id())
@@ -209,6 +286,7 @@ async fn main() -> anyhow::Result<()> {
                 max_output_bytes,
                 drain: std::time::Duration::from_secs(drain_seconds),
                 name,
+                sandbox: controlplane::worker::sandbox::Sandbox::new(task_dir, container_slot),
             };
             controlplane::worker::run(options, controlplane::shutdown::signal()).await?;
         }

@@ -95,6 +95,16 @@ const UNSAFE: &[(&str, &str, &str)] = &[
         "baseline.network_policy.default_deny",
         "`none`",
     ),
+    (
+        "worker-pool-latest-image",
+        "controlplane.worker_pool.default",
+        "not pinned",
+    ),
+    (
+        "pod-security-workload-baseline",
+        "baseline.namespace.workload",
+        "must be `restricted`",
+    ),
 ];
 
 fn provisioner(args: &[&str]) -> Output {

@@ -8,6 +8,8 @@
 
 use std::path::{Path, PathBuf};
 
+pub mod container;
+
 /// `STACKSMITH_TEST_DATABASE_URL`: a Postgres URL whose user may create databases.
 pub const DATABASE_URL_VAR: &str = "STACKSMITH_TEST_DATABASE_URL";
 /// `STACKSMITH_TEST_REDIS_URL`: a Redis URL; tests give their keys a unique prefix.
@@ -133,4 +135,22 @@ pub fn fake_cloud_provisioner(
         .env_remove("STACKSMITH_FAKE_LATENCY_MS")
         .stdin(std::process::Stdio::null());
     command
+}
+
+/// A binary of the workspace built next to the running test (`target/<profile>/<name>`): for a
+/// binary of another package, which `env!("CARGO_BIN_EXE_...")` cannot name. `cargo xtask test`
+/// and `cargo build --workspace --all-targets` build them all.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let test = std::env::current_exe().expect("the test's path");
+    let profile_dir = test
+        .parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps");
+    let path = profile_dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the workspace first (`cargo build --workspace --all-targets`)",
+        path.display()
+    );
+    path
 }

@@ -1,8 +1,10 @@
 //! `controlplane worker`: leases tasks of one pool and runs them.
 //!
-//! Each task's command runs without a shell (argv), with its env plus `STACKSMITH_TASK_ID`,
-//! `STACKSMITH_ATTEMPT`, `STACKSMITH_FENCING_TOKEN` and `STACKSMITH_DEPENDENCY_RESULTS` (the JSON
-//! results of its workflow dependencies). The worker heartbeats while it runs, kills it at its
+//! Each task's command runs without a shell (argv), in a clean environment: `PATH`, a private
+//! `HOME` and `TMPDIR`, its env, then `STACKSMITH_TASK_ID`, `STACKSMITH_ATTEMPT`,
+//! `STACKSMITH_FENCING_TOKEN` and `STACKSMITH_DEPENDENCY_RESULTS` (the JSON results of its
+//! workflow dependencies); never the worker's own variables ([`sandbox`], which also removes what
+//! the task left behind). The worker heartbeats while it runs, kills it at its
 //! timeout, and reports: exit 0 completes the task with stdout as its result (parsed as JSON when
 //! it is JSON, else the text); anything else fails the attempt. A lease the server no longer
 //! honours (409/404 on a heartbeat) kills the process without a report.
@@ -10,8 +12,8 @@
 //! On shutdown (SIGTERM/SIGINT) it stops leasing, lets running tasks finish for up to the drain
 //! period, then kills the rest and releases their leases, and exits.
 //!
-//! This module leases, heartbeats and reports; [`process`] runs one task's process; `api` is the
-//! HTTP client.
+//! This module leases, heartbeats and reports; [`process`] runs one task's process in the
+//! [`sandbox`]; [`init`] is PID 1 of a worker container; `api` is the HTTP client.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -26,7 +28,9 @@ use api::{Api, Reply};
 use process::{Exit, Output, TaskProcess};
 
 mod api;
+pub mod init;
 pub mod process;
+pub mod sandbox;
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -45,6 +49,8 @@ pub struct WorkerOptions {
     pub drain: Duration,
     /// Recorded with each attempt.
     pub name: String,
+    /// Tasks' environment, private directories and clean-up ([`sandbox`]).
+    pub sandbox: sandbox::Sandbox,
 }
 
 /// Runs until `shutdown` resolves, then drains (see the module documentation).
@@ -53,6 +59,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(options.concurrency >= 1, "--concurrency must be at least 1");
+    anyhow::ensure!(
+        !options.sandbox.exclusive || options.concurrency == 1,
+        "--container-slot runs one task at a time: --concurrency must be 1"
+    );
     anyhow::ensure!(
         (1..=600).contains(&options.lease_seconds),
         "--lease-seconds must be between 1 and 600"
@@ -184,20 +194,21 @@ async fn run_task(
 ) {
     let lease_path = format!("/v1/leases/{}", lease.lease_id);
     tracing::info!(task_id = %lease.task_id, attempt = lease.attempt, "running");
-    let mut process = match TaskProcess::spawn(&lease, options.max_output_bytes) {
-        Ok(process) => process,
-        Err(error) => {
-            api.report(
-                &format!("{lease_path}/fail"),
-                &serde_json::json!({
-                    "fencing_token": lease.fencing_token,
-                    "error": format!("cannot start {:?}: {error}", lease.command[0]),
-                }),
-            )
-            .await;
-            return;
-        }
-    };
+    let mut process =
+        match TaskProcess::spawn(&lease, options.max_output_bytes, &options.sandbox).await {
+            Ok(process) => process,
+            Err(error) => {
+                api.report(
+                    &format!("{lease_path}/fail"),
+                    &serde_json::json!({
+                        "fencing_token": lease.fencing_token,
+                        "error": format!("cannot start {:?}: {error}", lease.command[0]),
+                    }),
+                )
+                .await;
+                return;
+            }
+        };
     let period = Duration::from_millis(u64::from(options.lease_seconds) * 1000 / 3)
         .max(Duration::from_millis(200));
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);

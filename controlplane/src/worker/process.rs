@@ -1,7 +1,9 @@
-//! One task's process: its argv run without a shell, with the task's env plus
+//! One task's process: its argv run without a shell, in the sandbox of [`super::sandbox`] (a
+//! clean environment: `PATH`, a private `HOME` and `TMPDIR`, the task's env, then
 //! `STACKSMITH_TASK_ID`, `STACKSMITH_ATTEMPT`, `STACKSMITH_FENCING_TOKEN` and
-//! `STACKSMITH_DEPENDENCY_RESULTS`, stdin closed, stdout and stderr read as it runs (each kept up
-//! to a bound), killed at the task's timeout or when the worker says so.
+//! `STACKSMITH_DEPENDENCY_RESULTS`; its own process group), stdin closed, stdout and stderr read as
+//! it runs (each kept up to a bound), killed at the task's timeout or when the worker says so;
+//! what it leaves behind is killed and removed before its output is collected.
 
 use std::time::Duration;
 
@@ -9,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Child;
 use tokio::task::JoinHandle;
 
+use super::sandbox::{Sandbox, TaskDirs};
 use crate::model::lease::Lease;
 
 /// A running task process.
@@ -17,6 +20,10 @@ pub struct TaskProcess {
     stdout: Option<JoinHandle<(Vec<u8>, bool)>>,
     stderr: Option<JoinHandle<(Vec<u8>, bool)>>,
     deadline: tokio::time::Instant,
+    sandbox: Sandbox,
+    dirs: TaskDirs,
+    /// The task's process group (its id).
+    group: Option<u32>,
 }
 
 /// How the process ended.
@@ -35,24 +42,48 @@ pub struct Output {
 }
 
 impl TaskProcess {
-    /// Starts the task's command; `max_output_bytes` is kept per stream.
-    pub fn spawn(lease: &Lease, max_output_bytes: usize) -> std::io::Result<Self> {
-        let mut command = tokio::process::Command::new(&lease.command[0]);
+    /// Starts the task's command in `sandbox`; `max_output_bytes` is kept per stream.
+    pub async fn spawn(
+        lease: &Lease,
+        max_output_bytes: usize,
+        sandbox: &Sandbox,
+    ) -> std::io::Result<Self> {
+        let dirs = sandbox
+            .prepare(&format!("{}-{}", lease.task_id, lease.attempt))
+            .map_err(|error| {
+                std::io::Error::new(
+                    error.kind(),
+                    format!("cannot create the task's private directories: {error}"),
+                )
+            })?;
+        let mut command = sandbox.command(
+            &lease.command,
+            &dirs,
+            lease.env.clone(),
+            [
+                ("STACKSMITH_TASK_ID", lease.task_id.to_string()),
+                ("STACKSMITH_ATTEMPT", lease.attempt.to_string()),
+                ("STACKSMITH_FENCING_TOKEN", lease.fencing_token.to_string()),
+                (
+                    "STACKSMITH_DEPENDENCY_RESULTS",
+                    lease.dependency_results.to_string(),
+                ),
+            ],
+        );
         command
-            .args(&lease.command[1..])
-            .envs(&lease.env)
-            .env("STACKSMITH_TASK_ID", lease.task_id.to_string())
-            .env("STACKSMITH_ATTEMPT", lease.attempt.to_string())
-            .env("STACKSMITH_FENCING_TOKEN", lease.fencing_token.to_string())
-            .env(
-                "STACKSMITH_DEPENDENCY_RESULTS",
-                lease.dependency_results.to_string(),
-            )
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
-        let mut child = command.spawn()?;
+        let mut child = match command.spawn() {
+            Ok(child) => child,
+            Err(error) => {
+                sandbox.finish(None, dirs).await;
+                return Err(error);
+            }
+        };
+        // The task leads its own process group: the group's id is its.
+        let group = child.id();
         let stdout = child
             .stdout
             .take()
@@ -68,6 +99,9 @@ impl TaskProcess {
             stdout,
             stderr,
             deadline,
+            sandbox: sandbox.clone(),
+            dirs,
+            group,
         })
     }
 
@@ -91,9 +125,12 @@ impl TaskProcess {
         let _ = self.child.kill().await;
     }
 
-    /// The output read so far and until the streams close. Grandchildren may hold the pipes
-    /// open: the wait for the readers is bounded.
+    /// After the process ended (exited, or killed): kills what it left running and removes its
+    /// files (see [`Sandbox::finish`]), then collects the output read so far and until the
+    /// streams close. Grandchildren of a worker that is not alone in its container may outlive
+    /// their process group and hold the pipes open: the wait for the readers is bounded.
     pub async fn output(self) -> Output {
+        self.sandbox.finish(self.group, self.dirs).await;
         let collect = |handle: Option<JoinHandle<(Vec<u8>, bool)>>| async move {
             match handle {
                 Some(handle) => tokio::time::timeout(Duration::from_secs(5), handle)

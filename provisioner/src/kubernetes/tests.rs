@@ -184,6 +184,73 @@ fn worker_pools_get_their_tier_size_and_resources() {
 }
 
 #[test]
+fn worker_pods_have_one_isolated_container_per_task_slot_in_the_pool_image() {
+    let files = render(&load("production", None), None).unwrap();
+    let default = find(&files, "Deployment", "stacksmith-worker-default");
+    let pod = &default["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["shareProcessNamespace"], false,
+        "one PID namespace per slot"
+    );
+    // The init container copies the worker binary out of the control plane image.
+    let init = &pod["initContainers"][0];
+    assert_eq!(init["image"], "ghcr.io/acme/stacksmith-controlplane:1.0.0");
+    assert_eq!(init["args"][0], "runtime");
+    assert_eq!(init["volumeMounts"][0]["mountPath"], "/stacksmith");
+    // production's default pool: concurrency 4, the default image, 100m/128Mi to 1/1Gi per pod.
+    let slots = pod["containers"].as_array().unwrap();
+    assert_eq!(slots.len(), 4);
+    let mut uids = vec![init["securityContext"]["runAsUser"].as_u64().unwrap()];
+    let mut ports = Vec::new();
+    for (i, slot) in slots.iter().enumerate() {
+        assert_eq!(slot["name"], format!("slot-{i}"));
+        assert_eq!(slot["image"], crate::stack::model::DEFAULT_POOL_IMAGE);
+        assert_eq!(slot["command"][0], "/stacksmith/bin/controlplane");
+        let args: Vec<&str> = slot["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let concurrency = args.iter().position(|a| *a == "--concurrency").unwrap();
+        assert_eq!(args[concurrency + 1], "1");
+        assert!(args.contains(&"--container-slot"), "{args:?}");
+        let security = &slot["securityContext"];
+        assert_eq!(security["readOnlyRootFilesystem"], true);
+        assert_eq!(security["allowPrivilegeEscalation"], false);
+        assert_eq!(security["capabilities"]["drop"][0], "ALL");
+        assert_eq!(security["runAsUser"], security["runAsGroup"]);
+        uids.push(security["runAsUser"].as_u64().unwrap());
+        ports.push(slot["ports"][0]["containerPort"].as_u64().unwrap());
+        let mounts = slot["volumeMounts"].as_array().unwrap();
+        assert_eq!(mounts[0]["mountPath"], "/stacksmith");
+        assert_eq!(mounts[0]["readOnly"], true);
+        assert_eq!(mounts[1]["mountPath"], "/tmp");
+        assert_eq!(mounts[1]["name"], format!("tmp-{i}"), "a /tmp of its own");
+        assert_eq!(
+            mounts[2]["mountPath"], "/dev/shm",
+            "not the pod's shared one"
+        );
+        assert_eq!(slot["resources"]["requests"]["cpu"], "25m");
+        assert_eq!(slot["resources"]["limits"]["memory"], "256Mi");
+    }
+    let distinct = |values: &[u64]| {
+        let mut sorted = values.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        sorted.len() == values.len()
+    };
+    assert!(distinct(&uids), "no two containers share a user: {uids:?}");
+    assert!(distinct(&ports), "one health port per slot: {ports:?}");
+    let volumes = pod["volumes"].as_array().unwrap();
+    assert_eq!(
+        volumes.len(),
+        9,
+        "the runtime, one /tmp and one /dev/shm per slot"
+    );
+}
+
+#[test]
 fn network_policies_allow_only_what_the_platform_needs() {
     let loaded = load("production", None);
     let files = render(&loaded, None).unwrap();

@@ -82,12 +82,36 @@ struct PoolValues {
     name: String,
     deployment: String,
     tier: String,
+    /// The team's image the slots run in.
+    image: String,
     concurrency: u32,
     min: u32,
     max: u32,
     tasks_per_replica: u32,
-    resources: ResourceValues,
+    /// One container per task slot (see `70-workers.yaml.tera`).
+    slots: Vec<SlotValues>,
+    /// The pool's pod resources divided by its slots: what each slot container gets.
+    slot_resources: ResourceValues,
 }
+
+/// One task slot of a worker pod: a container with its own user id, health port, `/tmp` and
+/// `/dev/shm`.
+#[derive(Debug, Serialize)]
+struct SlotValues {
+    container: String,
+    uid: u32,
+    health_port: u32,
+    port_name: String,
+    tmp_volume: String,
+    shm_volume: String,
+}
+
+/// The user id of the init container that copies the worker binary; slot `i` runs as
+/// `RUNTIME_UID + 1 + i`, so no two containers of a worker pod share a user.
+const RUNTIME_UID: u32 = 10000;
+/// Slot `i` serves its `/healthz` on `FIRST_HEALTH_PORT + i` (the pod's containers share one
+/// network namespace).
+const FIRST_HEALTH_PORT: u32 = 8081;
 
 impl<'a> RenderValues<'a> {
     pub(super) fn new(loaded: &LoadedStack, secrets: Option<&'a SecretValues>) -> Self {
@@ -177,11 +201,25 @@ impl<'a> RenderValues<'a> {
                 name: name.clone(),
                 deployment: format!("stacksmith-worker-{name}"),
                 tier: pool.tier.clone(),
+                image: pool.image.clone(),
                 concurrency: pool.concurrency,
                 min: pool.replicas.min,
                 max: pool.replicas.max,
                 tasks_per_replica: pool.tasks_per_replica,
-                resources: resources(pool.resources.as_ref(), ("100m", "128Mi"), ("1", "1Gi")),
+                slots: (0..pool.concurrency)
+                    .map(|i| SlotValues {
+                        container: format!("slot-{i}"),
+                        uid: RUNTIME_UID + 1 + i,
+                        health_port: FIRST_HEALTH_PORT + i,
+                        port_name: format!("health-{i}"),
+                        tmp_volume: format!("tmp-{i}"),
+                        shm_volume: format!("shm-{i}"),
+                    })
+                    .collect(),
+                slot_resources: divided(
+                    &resources(pool.resources.as_ref(), ("100m", "128Mi"), ("1", "1Gi")),
+                    pool.concurrency,
+                ),
             })
             .collect();
         Self {
@@ -251,5 +289,124 @@ fn resources(
     ResourceValues {
         requests: pick(given.and_then(|r| r.requests.as_ref()), requests),
         limits: pick(given.and_then(|r| r.limits.as_ref()), limits),
+    }
+}
+
+/// `whole` shared equally by `parts` containers, each share rounded up (CPU to a millicore,
+/// memory to a byte), so the parts add up to at least the whole.
+/// Shares are written the way the API server writes quantities back (`1` rather than `1000m`,
+/// `32Mi` rather than `33554432`), so `plan` and `drift` see no difference; one part is the
+/// whole, as written.
+fn divided(whole: &ResourceValues, parts: u32) -> ResourceValues {
+    let part = |list: &CpuMemory| {
+        if parts <= 1 {
+            return CpuMemory {
+                cpu: list.cpu.clone(),
+                memory: list.memory.clone(),
+            };
+        }
+        CpuMemory {
+            cpu: divide_quantity(&list.cpu, parts, 1000).map_or_else(
+                || list.cpu.clone(),
+                |milli| {
+                    if milli.is_multiple_of(1000) {
+                        (milli / 1000).to_string()
+                    } else {
+                        format!("{milli}m")
+                    }
+                },
+            ),
+            memory: divide_quantity(&list.memory, parts, 1)
+                .map_or_else(|| list.memory.clone(), binary_bytes),
+        }
+    };
+    ResourceValues {
+        requests: part(&whole.requests),
+        limits: part(&whole.limits),
+    }
+}
+
+/// A Kubernetes quantity (as the `kubernetes-quantity` format accepts it) in units of
+/// `1/scale`, divided by `parts` and rounded up; `None` for what does not parse, which the
+/// schema already refused.
+fn divide_quantity(quantity: &str, parts: u32, scale: u128) -> Option<u128> {
+    const SUFFIXES: &[(&str, u128, u128)] = &[
+        ("Ki", 1 << 10, 1),
+        ("Mi", 1 << 20, 1),
+        ("Gi", 1 << 30, 1),
+        ("Ti", 1 << 40, 1),
+        ("Pi", 1 << 50, 1),
+        ("Ei", 1 << 60, 1),
+        ("n", 1, 1_000_000_000),
+        ("u", 1, 1_000_000),
+        ("m", 1, 1000),
+        ("k", 1000, 1),
+        ("M", 1_000_000, 1),
+        ("G", 1_000_000_000, 1),
+        ("T", 1_000_000_000_000, 1),
+        ("P", 1_000_000_000_000_000, 1),
+        ("E", 1_000_000_000_000_000_000, 1),
+    ];
+    let (number, multiplier, divisor) = SUFFIXES
+        .iter()
+        .find_map(|(suffix, m, d)| quantity.strip_suffix(suffix).map(|n| (n, *m, *d)))
+        .unwrap_or((quantity, 1, 1));
+    let number = number.strip_prefix('+').unwrap_or(number);
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    let digits: u128 = format!("{whole}{fraction}").parse().ok()?;
+    let fraction_scale = 10u128.checked_pow(u32::try_from(fraction.len()).ok()?)?;
+    // value * scale / parts = digits * multiplier * scale / (fraction_scale * divisor * parts)
+    let numerator = digits.checked_mul(multiplier)?.checked_mul(scale)?;
+    let denominator = fraction_scale * divisor * u128::from(parts.max(1));
+    Some(numerator.div_ceil(denominator))
+}
+
+/// Bytes with the largest binary suffix that divides them exactly.
+fn binary_bytes(bytes: u128) -> String {
+    for (suffix, unit) in [("Gi", 1u128 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)] {
+        if bytes >= unit && bytes.is_multiple_of(unit) {
+            return format!("{}{suffix}", bytes / unit);
+        }
+    }
+    bytes.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_divide_rounding_up() {
+        assert_eq!(divide_quantity("1", 4, 1000), Some(250));
+        assert_eq!(divide_quantity("100m", 4, 1000), Some(25));
+        assert_eq!(divide_quantity("100m", 3, 1000), Some(34));
+        assert_eq!(divide_quantity("0.5", 2, 1000), Some(250));
+        assert_eq!(divide_quantity("1Gi", 4, 1), Some(256 << 20));
+        assert_eq!(divide_quantity("128Mi", 4, 1), Some(32 << 20));
+        assert_eq!(divide_quantity("1G", 3, 1), Some(333_333_334));
+        assert_eq!(divide_quantity("+2k", 2, 1), Some(1000));
+        assert_eq!(divide_quantity("x", 2, 1), None);
+        assert_eq!(binary_bytes(256 << 20), "256Mi");
+        assert_eq!(binary_bytes(1 << 30), "1Gi");
+        assert_eq!(binary_bytes(333_333_334), "333333334");
+    }
+
+    #[test]
+    fn one_slot_keeps_the_quantities_as_written() {
+        let whole = resources(None, ("100m", "128Mi"), ("1", "1Gi"));
+        let one = divided(&whole, 1);
+        assert_eq!(
+            (one.limits.cpu.as_str(), one.limits.memory.as_str()),
+            ("1", "1Gi")
+        );
+        let four = divided(&whole, 4);
+        assert_eq!(
+            (four.requests.cpu.as_str(), four.requests.memory.as_str()),
+            ("25m", "32Mi")
+        );
+        assert_eq!(
+            (four.limits.cpu.as_str(), four.limits.memory.as_str()),
+            ("250m", "256Mi")
+        );
     }
 }

@@ -541,22 +541,39 @@ pub struct RateLimit {
 pub struct WorkerPool {
     /// Priority tier: a key of `baseline.priority_classes`.
     pub tier: String,
-    /// Tasks one worker runs at once.
-    #[schemars(range(min = 1))]
+    /// Tasks one worker pod runs at once: the pod has one container per task slot, each with its
+    /// own user id, process namespace and `/tmp`, so tasks of one pod cannot see each other.
+    #[schemars(range(min = 1, max = 32))]
     pub concurrency: u32,
+    /// The image the pool's tasks run in (the team's choice, pinned to a tag or digest). The worker
+    /// binary is copied into it from the control plane image when the pod starts, so it needs
+    /// glibc 2.36 or newer (Debian 12, Ubuntu 24.04, UBI 10 and later); the tasks' commands are
+    /// looked up in its `PATH`. The default, Debian 12 slim, has a POSIX shell (`sh`) and coreutils.
+    #[serde(default = "default_pool_image")]
+    #[schemars(extend("format" = "container-image"))]
+    pub image: String,
     /// Bounds of the pool's Deployment, scaled by queue depth.
     pub replicas: ReplicaRange,
     /// Queued tasks per replica the autoscaler aims for.
     #[serde(default = "default_tasks_per_replica")]
     #[schemars(range(min = 1))]
     pub tasks_per_replica: u32,
-    /// Requests and limits of each worker pod.
+    /// Requests and limits of each worker pod, shared equally by its task slots.
     #[serde(default)]
     pub resources: Option<Resources>,
 }
 
 fn default_tasks_per_replica() -> u32 {
     10
+}
+
+/// The image a worker pool's tasks run in unless the pool names one: Debian 12 (the release the
+/// control plane image is built on, so the copied worker binary finds the glibc it was linked
+/// against), slim, with `sh` for tasks such as `sh -c '...'`.
+pub const DEFAULT_POOL_IMAGE: &str = "docker.io/library/debian:12-slim";
+
+fn default_pool_image() -> String {
+    DEFAULT_POOL_IMAGE.to_owned()
 }
 
 /// Replica bounds.

@@ -1,0 +1,405 @@
+//! Task isolation and the worker's runtime, through the real `controlplane worker` started the way
+//! a worker pod starts each task slot (`provisioner/templates/kubernetes/70-workers.yaml.tera`):
+//! as PID 1 of its own PID namespace, as its own non-root user with no capabilities and
+//! `no_new_privs`, with its own `/tmp` and `/dev/shm`, the worker key in its environment (never in
+//! its arguments), `--concurrency 1 --container-slot` (`stacksmith_testkit::container`). Against an
+//! in-process server on real Postgres and Redis.
+//!
+//! - A hostile task (`stacksmith-task-probe probe`) tries every way to the worker's key and to a
+//!   concurrently running task of another team that planted a secret in its environment, `HOME`,
+//!   `TMPDIR`, `/tmp` and `/dev/shm`; every way is refused, and the report is printed.
+//! - What a task leaves running or on disk is gone before the slot's next task, and no zombie
+//!   stays: the worker as PID 1 reaps the orphans.
+//! - Without `--container-slot` (a worker run as PID 1 by `docker run`), orphaned grandchildren
+//!   that exit on their own are reaped too.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::{TestServer, WORKER_KEY};
+use controlplane::config::RateLimitConfig;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use stacksmith_testkit::container::{Container, ContainerSpec};
+use stacksmith_testkit::workspace_binary;
+
+/// Stands in for the database URL a worker might have in its environment.
+const DATABASE_URL: &str = "postgres://stacksmith:db-password-never-seen@10.0.1.5:5432/stacksmith";
+
+async fn server(pool: PgPool) -> TestServer {
+    let mut config = common::config(RateLimitConfig::disabled());
+    config.scheduler.reaper_interval_ms = 200;
+    config.scheduler.poll_interval_ms = 200;
+    TestServer::start(pool, config).await
+}
+
+fn log_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(stacksmith_testkit::unique_name("isolation"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A task slot container as the worker pod template starts it (command and arguments as
+/// rendered, plus a short long-poll and a larger output bound for the probe's report).
+fn slot(server: &TestServer, pool: &str, uid: u32, extra: &[&str], log: PathBuf) -> Container {
+    let mut argv = vec![
+        env!("CARGO_BIN_EXE_controlplane").to_owned(),
+        "worker".into(),
+        "--url".into(),
+        server.base.clone(),
+        "--pool".into(),
+        pool.into(),
+        "--wait-seconds".into(),
+        "1".into(),
+        "--max-output-bytes".into(),
+        "65536".into(),
+    ];
+    argv.extend(extra.iter().map(|s| (*s).to_owned()));
+    Container::start(&ContainerSpec {
+        argv,
+        env: vec![
+            ("CONTROLPLANE_WORKER_KEY".into(), WORKER_KEY.into()),
+            ("DATABASE_URL".into(), DATABASE_URL.into()),
+            ("RUST_LOG".into(), "info".into()),
+            ("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into()),
+        ],
+        uid,
+        gid: uid,
+        empty_dirs: vec![PathBuf::from("/tmp"), PathBuf::from("/dev/shm")],
+        log: Some(log),
+    })
+}
+
+async fn submit(server: &TestServer, key: &str, body: Value) -> String {
+    let response = server
+        .client
+        .post(server.url("/v1/tasks"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+/// Polls the task until it is final (bounded).
+async fn finished(server: &TestServer, key: &str, id: &str, logs: &std::path::Path) -> Value {
+    let started = Instant::now();
+    loop {
+        let task: Value = server
+            .client
+            .get(server.url(&format!("/v1/tasks/{id}")))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if ["succeeded", "failed", "dead", "cancelled"].contains(&task["state"].as_str().unwrap())
+            || started.elapsed() > Duration::from_secs(90)
+        {
+            assert_eq!(
+                task["state"],
+                "succeeded",
+                "{task:#}\n--- worker logs\n{}",
+                logs_text(logs)
+            );
+            return task;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn logs_text(dir: &std::path::Path) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        text.push_str(&format!("== {}\n", entry.path().display()));
+        text.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+    }
+    text
+}
+
+fn probe_binary() -> String {
+    workspace_binary("stacksmith-task-probe")
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn a_task_reaches_neither_the_worker_key_nor_another_teams_task(pool: PgPool) {
+    let server = server(pool).await;
+    let (_, prober) = server.team_with_key("prober").await;
+    let (_, planter) = server.team_with_key("planter").await;
+    let logs = log_dir();
+    // Two task slots of one worker pod.
+    let _slot0 = slot(
+        &server,
+        "iso",
+        10001,
+        &["--container-slot"],
+        logs.join("slot-0.log"),
+    );
+    let _slot1 = slot(
+        &server,
+        "iso",
+        10002,
+        &["--container-slot"],
+        logs.join("slot-1.log"),
+    );
+    // The other team's task plants its secret and says where, then waits for the probe.
+    let secret = format!(
+        "planted-secret-{}",
+        stacksmith_testkit::unique_name("s").replace('_', "-")
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let planted = submit(
+        &server,
+        &planter,
+        json!({"pool": "iso", "command": [probe_binary(), "plant"], "timeout_seconds": 240,
+               "env": {"PLANTED_SECRET": secret, "PROBE_READY_ADDR": address}}),
+    )
+    .await;
+    listener.set_nonblocking(false).unwrap();
+    let accept = tokio::task::spawn_blocking(move || {
+        let (stream, _) = listener.accept().expect("the planter connects");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(60)))
+            .unwrap();
+        let mut lines = Vec::new();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                break;
+            }
+            lines.push(line.trim().to_owned());
+        }
+        (stream, lines)
+    });
+    let (planter_connection, planter_said) = tokio::time::timeout(Duration::from_secs(90), accept)
+        .await
+        .unwrap_or_else(|_| panic!("the planter never ran:\n{}", logs_text(&logs)))
+        .unwrap();
+    let planter_dir = |name: &str| {
+        planter_said
+            .iter()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap()
+            .to_owned()
+    };
+    let (planter_home, planter_tmp) = (planter_dir("HOME"), planter_dir("TMPDIR"));
+    // The probe runs while the planter's task is alive in the other slot.
+    let probe = submit(
+        &server,
+        &prober,
+        json!({"pool": "iso", "timeout_seconds": 120,
+               "command": [probe_binary(), "probe", planter_home, planter_tmp]}),
+    )
+    .await;
+    let task = finished(&server, &prober, &probe, &logs).await;
+    drop(planter_connection);
+    let planted_task = finished(&server, &planter, &planted, &logs).await;
+    assert_eq!(planted_task["result"]["planted"], true);
+
+    let report = &task["result"];
+    println!(
+        "isolation report of the probe task:\n{}",
+        serde_json::to_string_pretty(report).unwrap()
+    );
+    // Nothing of the worker's or the other team's secrets anywhere in what the task returned.
+    let everything = task.to_string();
+    for value in [WORKER_KEY, DATABASE_URL, secret.as_str()] {
+        assert!(
+            !everything.contains(value),
+            "a secret reached the task: {value}"
+        );
+    }
+    assert_eq!(
+        report["own_environment"]["unexpected"],
+        json!([]),
+        "the task's environment holds only PATH, HOME, TMPDIR and STACKSMITH_*"
+    );
+    assert_eq!(report["summary"]["leaks"], 0, "{report:#}");
+    // The processes it can see: its slot's init (PID 1) and worker, nothing of the other slot.
+    let processes = report["processes"].as_array().unwrap();
+    let pids: Vec<u64> = processes
+        .iter()
+        .map(|p| p["pid"].as_u64().unwrap())
+        .collect();
+    assert!(
+        pids.len() == 2 && pids[0] == 1,
+        "only its own slot's init (PID 1) and worker: {processes:?}"
+    );
+    for process in processes {
+        assert_eq!(process["comm"], "controlplane");
+        assert_eq!(
+            process["uid"], report["uid"],
+            "its slot's user, not the other slot's: {processes:?}"
+        );
+    }
+    let attempts = report["attempts"].as_array().unwrap();
+    let outcome_of = |target: &str| -> Vec<String> {
+        attempts
+            .iter()
+            .filter(|a| a["target"] == target)
+            .map(|a| a["outcome"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    for pid in pids {
+        for file in ["environ", "mem", "maps", "fd", "root", "cwd", "exe"] {
+            let outcomes = outcome_of(&format!("/proc/{pid}/{file}"));
+            assert_eq!(outcomes.len(), 1, "/proc/{pid}/{file} was tried");
+            assert!(
+                outcomes[0].starts_with("refused"),
+                "/proc/{pid}/{file}: {}",
+                outcomes[0]
+            );
+        }
+        // World-readable by design; the worker key is never in its arguments.
+        let cmdline = outcome_of(&format!("/proc/{pid}/cmdline"));
+        assert!(cmdline[0].starts_with("readable, no secret"), "{cmdline:?}");
+    }
+    for dir in [&planter_dir("HOME"), &planter_dir("TMPDIR")] {
+        for target in [dir.clone(), format!("{dir}/secret")] {
+            let outcomes = outcome_of(&target);
+            assert!(
+                !outcomes.is_empty() && outcomes.iter().all(|o| o.starts_with("absent")),
+                "{target}: {outcomes:?}"
+            );
+        }
+    }
+    assert_eq!(
+        report["other_task_directories_in_tmp"],
+        json!([]),
+        "no other task's directory in sight"
+    );
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn a_slot_keeps_nothing_of_a_task_for_the_next_and_leaves_no_zombie(pool: PgPool) {
+    let server = server(pool).await;
+    let (_, key) = server.team_with_key("slots").await;
+    let logs = log_dir();
+    let _slot = slot(
+        &server,
+        "leftovers",
+        10003,
+        &["--container-slot"],
+        logs.join("slot.log"),
+    );
+    // A task that leaves a daemon (its own session, out of its process group), an orphan that
+    // exits on its own, and files in /tmp and /dev/shm.
+    let first = submit(
+        &server,
+        &key,
+        json!({"pool": "leftovers", "command": ["sh", "-c",
+            "setsid sleep 300 </dev/null >/dev/null 2>&1 & (sleep 0.2 &) ; \
+             echo left > /tmp/left-behind; echo left > /dev/shm/left-behind; \
+             echo \"$HOME\""]}),
+    )
+    .await;
+    let first_task = finished(&server, &key, &first, &logs).await;
+    let first_home = first_task["result"].as_str().unwrap().to_owned();
+    assert!(
+        first_home.starts_with("/tmp/stacksmith-task-"),
+        "{first_home}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = submit(
+        &server,
+        &key,
+        json!({"pool": "leftovers", "command": [probe_binary(), "probe", first_home]}),
+    )
+    .await;
+    let report = finished(&server, &key, &second, &logs).await["result"].clone();
+    let processes = report["processes"].as_array().unwrap();
+    assert_eq!(
+        processes.len(),
+        2,
+        "only the init and the worker are left of the first task: {processes:?}"
+    );
+    assert!(
+        processes
+            .iter()
+            .all(|p| !p["state"].as_str().unwrap().starts_with('Z')),
+        "no zombie: {processes:?}"
+    );
+    for dir in ["/tmp", "/dev/shm"] {
+        let entries: Vec<&str> = report["scratch"][dir]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.as_str().unwrap())
+            .collect();
+        assert!(
+            entries.iter().all(|e| e.starts_with("stacksmith-task-")),
+            "{dir} holds only the running task's directory: {entries:?}"
+        );
+    }
+    assert_eq!(report["other_task_directories_in_tmp"], json!([]));
+    let home_attempts: Vec<&Value> = report["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["what"] == "another task's directory")
+        .collect();
+    assert!(
+        home_attempts
+            .iter()
+            .all(|a| a["outcome"].as_str().unwrap().starts_with("absent")),
+        "the first task's HOME is gone: {home_attempts:?}"
+    );
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn a_worker_as_pid_1_reaps_orphaned_grandchildren(pool: PgPool) {
+    let server = server(pool).await;
+    let (_, key) = server.team_with_key("reaping").await;
+    let logs = log_dir();
+    // `docker run ... controlplane worker --concurrency 2`: PID 1, no --container-slot.
+    let _worker = slot(
+        &server,
+        "reap",
+        10004,
+        &["--concurrency", "2"],
+        logs.join("worker.log"),
+    );
+    // Orphans that outlive their parent for a moment, then exit on their own (as a daemon's
+    // double fork does): they are reparented to PID 1, which must reap them.
+    let orphans = submit(
+        &server,
+        &key,
+        json!({"pool": "reap", "command": ["sh", "-c",
+            "for i in 1 2 3; do setsid sh -c 'sleep 0.3' </dev/null >/dev/null 2>&1 & done; exit 0"]}),
+    )
+    .await;
+    finished(&server, &key, &orphans, &logs).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let probe = submit(
+        &server,
+        &key,
+        json!({"pool": "reap", "command": [probe_binary(), "probe"]}),
+    )
+    .await;
+    let report = finished(&server, &key, &probe, &logs).await["result"].clone();
+    let processes = report["processes"].as_array().unwrap();
+    assert!(
+        processes
+            .iter()
+            .all(|p| !p["state"].as_str().unwrap().starts_with('Z')),
+        "no zombie: {processes:?}"
+    );
+    assert_eq!(
+        processes.len(),
+        2,
+        "the orphans are gone, reaped by PID 1: {processes:?}"
+    );
+}
