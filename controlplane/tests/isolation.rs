@@ -12,6 +12,9 @@
 //!   stays: the worker as PID 1 reaps the orphans.
 //! - Without `--container-slot` (a worker run as PID 1 by `docker run`), orphaned grandchildren
 //!   that exit on their own are reaped too.
+//! - SIGTERM to the slot's PID 1 (what the kubelet sends) reaches the worker, which drains, gives
+//!   its task back and exits 0.
+//! - `controlplane runtime install` (the worker pod's init container) copies a runnable binary.
 
 mod common;
 
@@ -402,4 +405,111 @@ async fn a_worker_as_pid_1_reaps_orphaned_grandchildren(pool: PgPool) {
         2,
         "the orphans are gone, reaped by PID 1: {processes:?}"
     );
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn sigterm_to_the_slots_pid_1_drains_the_worker_and_gives_the_task_back(pool: PgPool) {
+    let server = server(pool).await;
+    let (_, key) = server.team_with_key("draining").await;
+    let logs = log_dir();
+    let mut slot = slot(
+        &server,
+        "drain",
+        10005,
+        &["--container-slot", "--drain-seconds", "1"],
+        logs.join("slot.log"),
+    );
+    let id = submit(
+        &server,
+        &key,
+        json!({"pool": "drain", "command": ["sleep", "60"], "timeout_seconds": 120}),
+    )
+    .await;
+    let started = Instant::now();
+    loop {
+        let task: Value = server
+            .client
+            .get(server.url(&format!("/v1/tasks/{id}")))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if task["state"] == "leased" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "never leased: {task}\n{}",
+            logs_text(&logs)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // What the kubelet does on a pod's deletion: SIGTERM to each container's PID 1.
+    slot.signal(15);
+    let status = tokio::task::spawn_blocking(move || {
+        let status = slot.wait(Duration::from_secs(30));
+        (slot, status)
+    })
+    .await
+    .unwrap()
+    .1
+    .unwrap_or_else(|| panic!("the slot did not stop:\n{}", logs_text(&logs)));
+    assert!(
+        status.success(),
+        "PID 1 exits with the worker's status: {status}\n{}",
+        logs_text(&logs)
+    );
+    let task: Value = server
+        .client
+        .get(server.url(&format!("/v1/tasks/{id}")))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        task["state"], "queued",
+        "released for another worker: {task}"
+    );
+}
+
+#[test]
+fn runtime_install_copies_a_runnable_worker_binary() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = log_dir().join("runtime");
+    for _ in 0..2 {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_controlplane"))
+            .args(["runtime", "install", "--to"])
+            .arg(dir.join("bin"))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            stacksmith_testkit::describe(&output)
+        );
+    }
+    let copy = dir.join("bin/controlplane");
+    let mode = std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode, 0o555,
+        "read and execute for every slot's user, writable by none"
+    );
+    let version = std::process::Command::new(&copy)
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(version.status.success());
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("controlplane "));
+    let leftovers: Vec<_> = std::fs::read_dir(dir.join("bin"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(leftovers, ["controlplane"], "no partial copies left");
 }
