@@ -15,6 +15,8 @@
 //! - SIGTERM to the slot's PID 1 (what the kubelet sends) reaches the worker, which drains, gives
 //!   its task back and exits 0.
 //! - `controlplane runtime install` (the worker pod's init container) copies a runnable binary.
+//! - The control: one container running two tasks at once (a laptop's `--concurrency 2`): the
+//!   probe does find the other task's secret there (so it would find a leak), never the worker's.
 
 mod common;
 
@@ -512,4 +514,95 @@ fn runtime_install_copies_a_runnable_worker_binary() {
         .map(|e| e.file_name())
         .collect();
     assert_eq!(leftovers, ["controlplane"], "no partial copies left");
+}
+
+/// The probe is no vacuous oracle, and the README's laptop row holds: one worker with two task
+/// slots in one container (same user, same PID namespace, same /tmp), as `controlplane worker
+/// --concurrency 2` runs on a laptop. The worker's key stays out of reach (non-dumpable); the
+/// other team's concurrent task does not.
+#[sqlx::test(migrations = "./migrations")]
+async fn without_slot_containers_concurrent_tasks_see_each_other_but_not_the_worker_key(
+    pool: PgPool,
+) {
+    let server = server(pool).await;
+    let (_, prober) = server.team_with_key("prober").await;
+    let (_, planter) = server.team_with_key("planter").await;
+    let logs = log_dir();
+    let _worker = slot(
+        &server,
+        "shared",
+        10006,
+        &["--concurrency", "2"],
+        logs.join("worker.log"),
+    );
+    let secret = format!(
+        "planted-secret-{}",
+        stacksmith_testkit::unique_name("s").replace('_', "-")
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let planted = submit(
+        &server,
+        &planter,
+        json!({"pool": "shared", "command": [probe_binary(), "plant"], "timeout_seconds": 240,
+               "env": {"PLANTED_SECRET": secret, "PROBE_READY_ADDR": address}}),
+    )
+    .await;
+    let accept = tokio::task::spawn_blocking(move || {
+        let (stream, _) = listener.accept().expect("the planter connects");
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        stream
+    });
+    let connection = tokio::time::timeout(Duration::from_secs(90), accept)
+        .await
+        .unwrap_or_else(|_| panic!("the planter never ran:\n{}", logs_text(&logs)))
+        .unwrap();
+    let probe = submit(
+        &server,
+        &prober,
+        json!({"pool": "shared", "command": [probe_binary(), "probe"], "timeout_seconds": 120}),
+    )
+    .await;
+    let report = finished(&server, &prober, &probe, &logs).await["result"].clone();
+    drop(connection);
+    finished(&server, &planter, &planted, &logs).await;
+    let attempts = report["attempts"].as_array().unwrap();
+    let leaks: Vec<&str> = attempts
+        .iter()
+        .filter(|a| a["outcome"].as_str().unwrap().starts_with("LEAK"))
+        .map(|a| a["target"].as_str().unwrap())
+        .collect();
+    assert!(
+        leaks.iter().any(|t| t.ends_with("/environ")),
+        "the other task's environment is readable by a task of the same user: {report:#}"
+    );
+    assert!(
+        leaks.iter().any(|t| t.ends_with("/secret")),
+        "and its private directories too: {report:#}"
+    );
+    for leak in attempts
+        .iter()
+        .filter(|a| a["outcome"].as_str().unwrap().starts_with("LEAK"))
+    {
+        let outcome = leak["outcome"].as_str().unwrap();
+        assert!(
+            !outcome.contains("CONTROLPLANE_WORKER_KEY") && !outcome.contains("DATABASE_URL"),
+            "never the worker's: {leak}"
+        );
+    }
+    // The worker (PID 1 and its child) stays unreadable.
+    for process in report["processes"].as_array().unwrap() {
+        if process["comm"] == "controlplane" {
+            let environ = format!("/proc/{}/environ", process["pid"]);
+            let outcome = attempts
+                .iter()
+                .find(|a| a["target"] == environ.as_str())
+                .unwrap()["outcome"]
+                .as_str()
+                .unwrap();
+            assert!(outcome.starts_with("refused"), "{environ}: {outcome}");
+        }
+    }
 }
