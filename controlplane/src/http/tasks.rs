@@ -15,7 +15,8 @@ use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery, PROBLEM_CONTENT_TYPE}
 use super::state::AppState;
 use crate::model::task::{Attempt, CreateTaskRequest, Task, TaskState};
 use crate::store;
-use crate::store::tasks::{CancelOutcome, ListFilter};
+use crate::store::leases::CancelOutcome;
+use crate::store::tasks::ListFilter;
 
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
 const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -284,14 +285,8 @@ pub async fn cancel_task(
     caller: TeamCaller,
     ApiPath(task_id): ApiPath<Uuid>,
 ) -> Result<axum::Json<Task>, ApiError> {
-    match store::tasks::cancel(&state.db, caller.team_id, task_id).await? {
+    match store::leases::cancel(&state.db, caller.team_id, task_id).await? {
         CancelOutcome::Cancelled(row) => {
-            store::leases::end_lease_cancelled(&state.db, row.id).await?;
-            if row.workflow_id.is_some() {
-                // Dependents can never run now.
-                let mut connection = state.db.acquire().await?;
-                store::leases::stop_dependents(&mut connection, row.id).await?;
-            }
             let task = Task::try_from(row)?;
             state.queue.publish_event("cancelled", &task).await;
             Ok(axum::Json(task))

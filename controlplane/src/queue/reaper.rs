@@ -1,6 +1,7 @@
 //! The reaper: ends expired leases. A lease lost within the task's timeout queues the task again
 //! without using an attempt, up to its `max_lease_losses`; otherwise the expiry is a failed
 //! attempt (retried after the backoff, or dead). The rule is `store::leases::reap_expired`.
+//! Every minute it also sets the lease counters right if they drifted (`store::usage`).
 
 use std::time::Duration;
 
@@ -8,6 +9,8 @@ use super::Queue;
 use crate::store::leases::Expiry;
 
 const REAP_BATCH: i64 = 500;
+/// How often the lease counters are checked against the tasks (and set right when they drifted).
+const RECONCILE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Ends expired leases every `scheduler.reaper_interval_ms`, until aborted.
 pub(super) async fn reap(queue: Queue) {
@@ -15,8 +18,17 @@ pub(super) async fn reap(queue: Queue) {
         queue.config.scheduler.reaper_interval_ms,
     ));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_reconcile = tokio::time::Instant::now();
     loop {
         interval.tick().await;
+        if tokio::time::Instant::now() >= next_reconcile {
+            next_reconcile = tokio::time::Instant::now() + RECONCILE_INTERVAL;
+            match crate::store::usage::reconcile(&queue.db).await {
+                Ok(0) => {}
+                Ok(fixed) => tracing::warn!(fixed, "lease counters had drifted; set right"),
+                Err(error) => tracing::warn!(%error, "cannot reconcile the lease counters"),
+            }
+        }
         match crate::store::leases::reap_expired(&queue.db, REAP_BATCH).await {
             Ok(reaped) if !reaped.is_empty() => {
                 crate::metrics::record_reaped(reaped.len());

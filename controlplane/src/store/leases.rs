@@ -1,14 +1,14 @@
 //! Leasing, retries, the reaper, dead letters and workflow progress: every state change of a
 //! task after its submission.
 //!
-//! Claims are short transactions, one per task: pick the team that is furthest below its fair
-//! share in the pool (fewest leased tasks relative to its `share`, then the team served least
-//! recently), check its quota under a row lock on the team (only when it has one), then take its
-//! best task (priority, then age) with `FOR UPDATE SKIP LOCKED`.
+//! A claim is one statement that leases up to N tasks fairly across teams within their quotas
+//! ([`claim`]). The leased tasks of each team (all pools) and of each team in each pool are
+//! counters (`team_usage.active`, `team_pool_usage.active`), changed in the transaction that
+//! changes a lease ([`super::usage`]); claims read them instead of counting tasks.
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::tasks::{TaskRow, task_columns};
@@ -45,64 +45,126 @@ impl From<Claimed> for Lease {
     }
 }
 
-/// The claim of one task of `team_id`, or `None` when it has none ready (or they are all being
-/// claimed by someone else).
-async fn claim_one(
-    connection: &mut PgConnection,
-    team_id: Uuid,
-    pool: &str,
-    lease_seconds: i32,
-    worker: &str,
-) -> Result<Option<Claimed>, sqlx::Error> {
-    let lease_id = Uuid::now_v7();
-    let task = sqlx::query_as::<_, TaskRow>(concat!(
-        "UPDATE tasks
-         SET state = 'leased', attempts = attempts + 1, fencing_token = fencing_token + 1,
-             lease_id = $4, lease_owner = $5, leased_at = now(), updated_at = now(),
-             lease_expires_at = least(now() + make_interval(secs => $3),
-                                      now() + make_interval(secs => timeout_seconds + $6))
-         WHERE id = (SELECT id FROM tasks
-                     WHERE team_id = $1 AND pool = $2 AND state = 'queued' AND run_at <= now()
-                     ORDER BY priority DESC, run_at, id
-                     LIMIT 1
-                     FOR UPDATE SKIP LOCKED)
-         RETURNING ",
-        task_columns!()
-    ))
-    .bind(team_id)
-    .bind(pool)
-    .bind(f64::from(lease_seconds))
-    .bind(lease_id)
-    .bind(worker)
-    .bind(TIMEOUT_GRACE_SECONDS)
-    .fetch_optional(&mut *connection)
-    .await?;
-    let Some(task) = task else {
-        return Ok(None);
-    };
-    sqlx::query(
-        "INSERT INTO task_attempts (lease_id, task_id, attempt, fencing_token, worker)
-         VALUES ($1, $2, $3, $4, $5)",
-    )
-    .bind(lease_id)
-    .bind(task.id)
-    .bind(task.attempts)
-    .bind(task.fencing_token)
-    .bind(worker)
-    .execute(&mut *connection)
-    .await?;
-    sqlx::query(
-        "INSERT INTO team_pool_usage (team_id, pool, last_leased_at) VALUES ($1, $2, clock_timestamp())
-         ON CONFLICT (team_id, pool) DO UPDATE SET last_leased_at = EXCLUDED.last_leased_at",
-    )
-    .bind(team_id)
-    .bind(pool)
-    .execute(&mut *connection)
-    .await?;
-    Ok(Some(Claimed { lease_id, task }))
+/// The claim statement. Parameters: `$1` pool, `$2` most tasks, `$3` lease seconds, `$4` worker,
+/// `$5` the timeout grace in seconds, `$6` one new lease id per task (at least `$2`). Public so
+/// that a test can show its cost does not depend on the backlog (`EXPLAIN (ANALYZE, BUFFERS)`).
+pub const CLAIM_STATEMENT: &str = concat!(
+    "WITH candidates AS (
+             SELECT t.id AS team_id, t.share, coalesce(u.active, 0) AS pool_active,
+                    u.last_leased_at,
+                    least($2, coalesce(t.max_concurrent_tasks - coalesce(tu.active, 0), $2))
+                        AS room
+             FROM teams t
+             LEFT JOIN team_usage tu ON tu.team_id = t.id
+             LEFT JOIN team_pool_usage u ON u.team_id = t.id AND u.pool = $1
+             WHERE t.max_concurrent_tasks IS NULL
+                OR coalesce(tu.active, 0) < t.max_concurrent_tasks
+         ),
+         ready AS (
+             SELECT c.*, r.n
+             FROM candidates c
+             CROSS JOIN LATERAL (
+                 SELECT count(*) AS n FROM (
+                     SELECT 1 FROM tasks
+                     WHERE team_id = c.team_id AND pool = $1 AND state = 'queued'
+                       AND run_at <= now()
+                     LIMIT c.room) probe
+             ) r
+             WHERE r.n > 0
+         ),
+         slots AS (
+             SELECT r.team_id
+             FROM ready r CROSS JOIN LATERAL generate_series(1, r.n) AS k
+             ORDER BY (r.pool_active + k)::float8 / r.share, r.last_leased_at NULLS FIRST,
+                      r.team_id, k
+             LIMIT $2
+         ),
+         allocation AS (SELECT team_id, count(*) AS wanted FROM slots GROUP BY team_id),
+         picked AS (
+             SELECT p.id, a.team_id
+             FROM allocation a
+             CROSS JOIN LATERAL (
+                 SELECT id FROM tasks
+                 WHERE team_id = a.team_id AND pool = $1 AND state = 'queued' AND run_at <= now()
+                 ORDER BY priority DESC, run_at, id
+                 LIMIT a.wanted
+                 FOR UPDATE SKIP LOCKED
+             ) p
+         ),
+         counts AS (SELECT team_id, count(*)::int AS n FROM picked GROUP BY team_id),
+         granted AS (
+             INSERT INTO team_usage AS tu (team_id, active)
+             SELECT c.team_id, c.n FROM counts c JOIN teams t ON t.id = c.team_id
+             WHERE t.max_concurrent_tasks IS NULL OR c.n <= t.max_concurrent_tasks
+             ORDER BY c.team_id
+             ON CONFLICT (team_id) DO UPDATE SET active = tu.active + EXCLUDED.active
+             WHERE tu.active + EXCLUDED.active <= coalesce(
+                 (SELECT max_concurrent_tasks FROM teams WHERE id = EXCLUDED.team_id), 2147483647)
+             RETURNING tu.team_id
+         ),
+         pool_usage AS (
+             INSERT INTO team_pool_usage (team_id, pool, last_leased_at, active)
+             SELECT c.team_id, $1, clock_timestamp(), c.n
+             FROM granted g JOIN counts c ON c.team_id = g.team_id
+             ORDER BY c.team_id
+             ON CONFLICT (team_id, pool) DO UPDATE
+             SET active = team_pool_usage.active + EXCLUDED.active,
+                 last_leased_at = EXCLUDED.last_leased_at
+         ),
+         numbered AS (
+             SELECT p.id, row_number() OVER (ORDER BY p.id) AS position
+             FROM picked p JOIN granted g ON g.team_id = p.team_id
+         ),
+         leased AS (
+             UPDATE tasks t
+             SET state = 'leased', attempts = t.attempts + 1,
+                 fencing_token = t.fencing_token + 1, lease_id = l.lease_id, lease_owner = $4,
+                 leased_at = now(), updated_at = now(),
+                 lease_expires_at = least(now() + make_interval(secs => $3),
+                                          now() + make_interval(secs => t.timeout_seconds + $5))
+             FROM numbered n
+             JOIN unnest($6::uuid[]) WITH ORDINALITY AS l(lease_id, position)
+               ON l.position = n.position
+             WHERE t.id = n.id
+             RETURNING t.lease_id AS claimed_lease_id, t.*
+         ),
+         attempts AS (
+             INSERT INTO task_attempts (lease_id, task_id, attempt, fencing_token, worker)
+             SELECT claimed_lease_id, id, attempts, fencing_token, $4 FROM leased
+         )
+         SELECT claimed_lease_id, ",
+    task_columns!(),
+    " FROM leased"
+);
+
+/// A claimed task as the claim statement returns it.
+#[derive(Debug, FromRow)]
+struct ClaimedRow {
+    claimed_lease_id: Uuid,
+    #[sqlx(flatten)]
+    task: TaskRow,
 }
 
-/// Leases up to `max` ready tasks of `pool`, fairly across teams and within their quotas.
+/// Leases up to `max` ready tasks of `pool` in one statement, fairly across teams and within
+/// their quotas; the cost does not depend on how many tasks are queued.
+///
+/// 1. Every team below its quota is a candidate, with its leased tasks in the pool and in all
+///    pools read from the counters (`team_pool_usage.active`, `team_usage.active`), never by
+///    counting tasks.
+/// 2. For each, the ready tasks it has, counted only up to what it could get (an index probe
+///    bounded by `max` and its room under the quota).
+/// 3. Weighted fair queuing across teams: the k-th task a team would get in this claim is ranked
+///    by `(leased in the pool + k) / share`, ties to the team served least recently; the first
+///    `max` ranks are the allocation.
+/// 4. Each team's best tasks (priority, then age), as many as allocated, are locked with
+///    `FOR UPDATE SKIP LOCKED`: concurrent claims take different tasks.
+/// 5. The team counters are raised with upserts in team order, each only while the quota holds
+///    on the counter's current row (an upsert locks the newest version and checks its `WHERE`
+///    there), so concurrent claims never exceed a quota; a team refused here gets nothing this
+///    time. (Locking a row in one part of a statement and updating it in another would follow
+///    the row's update chain from a stale snapshot and can deadlock with waiters.)
+/// 6. The granted tasks become leased (a new lease id and fencing token each) and get their
+///    attempt rows.
 pub async fn claim(
     db: &PgPool,
     pool: &str,
@@ -110,67 +172,24 @@ pub async fn claim(
     lease_seconds: i32,
     worker: &str,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
-    let mut claimed = Vec::new();
-    // Teams with nothing left to give in this call (all locked, or at their quota).
-    let mut skipped: Vec<Uuid> = Vec::new();
-    // Bounded: every iteration either claims a task or skips a team.
-    while claimed.len() < max {
-        let mut transaction = db.begin().await?;
-        let team: Option<(Uuid, Option<i32>)> = sqlx::query_as(
-            "SELECT t.id, t.max_concurrent_tasks FROM teams t
-             LEFT JOIN team_pool_usage u ON u.team_id = t.id AND u.pool = $1
-             WHERE t.id <> ALL($2)
-               AND EXISTS (SELECT 1 FROM tasks q
-                           WHERE q.team_id = t.id AND q.pool = $1 AND q.state = 'queued'
-                             AND q.run_at <= now())
-               AND (t.max_concurrent_tasks IS NULL
-                    OR (SELECT count(*) FROM tasks a
-                        WHERE a.team_id = t.id AND a.state IN ('leased', 'running'))
-                       < t.max_concurrent_tasks)
-             ORDER BY (SELECT count(*) FROM tasks a
-                       WHERE a.team_id = t.id AND a.pool = $1
-                         AND a.state IN ('leased', 'running'))::float8 / t.share,
-                      u.last_leased_at NULLS FIRST, t.id
-             LIMIT 1",
-        )
+    let max = i64::try_from(max.clamp(1, 1000)).unwrap_or(1);
+    let lease_ids: Vec<Uuid> = (0..max).map(|_| Uuid::now_v7()).collect();
+    let rows = sqlx::query_as::<_, ClaimedRow>(CLAIM_STATEMENT)
         .bind(pool)
-        .bind(&skipped)
-        .fetch_optional(&mut *transaction)
+        .bind(max)
+        .bind(f64::from(lease_seconds))
+        .bind(worker)
+        .bind(TIMEOUT_GRACE_SECONDS)
+        .bind(&lease_ids)
+        .fetch_all(db)
         .await?;
-        let Some((team_id, quota)) = team else {
-            break;
-        };
-        if let Some(quota) = quota {
-            // Serialises the claims of this team so concurrent claimers cannot both take the
-            // last slot of its quota.
-            sqlx::query("SELECT 1 FROM teams WHERE id = $1 FOR NO KEY UPDATE")
-                .bind(team_id)
-                .execute(&mut *transaction)
-                .await?;
-            let active: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM tasks WHERE team_id = $1 AND state IN ('leased', 'running')",
-            )
-            .bind(team_id)
-            .fetch_one(&mut *transaction)
-            .await?;
-            if active >= i64::from(quota) {
-                skipped.push(team_id);
-                transaction.rollback().await?;
-                continue;
-            }
-        }
-        match claim_one(&mut transaction, team_id, pool, lease_seconds, worker).await? {
-            Some(task) => {
-                transaction.commit().await?;
-                claimed.push(task);
-            }
-            None => {
-                transaction.rollback().await?;
-                skipped.push(team_id);
-            }
-        }
-    }
-    Ok(claimed)
+    Ok(rows
+        .into_iter()
+        .map(|row| Claimed {
+            lease_id: row.claimed_lease_id,
+            task: row.task,
+        })
+        .collect())
 }
 
 /// Why an operation on a lease was refused.
@@ -304,6 +323,7 @@ pub async fn complete(
     .bind(lease_id)
     .fetch_one(&mut *transaction)
     .await?;
+    super::usage::lease_ended(&mut transaction, &[(task.team_id, task.pool.clone())]).await?;
     if task.workflow_id.is_some() {
         release_dependents(&mut transaction, task.id).await?;
     }
@@ -370,6 +390,7 @@ pub async fn fail(
     let mut transaction = db.begin().await?;
     let row = lock_lease(&mut transaction, lease_id, fencing_token).await?;
     let task = fail_locked(&mut transaction, row.id, lease_id, "failed", report).await?;
+    super::usage::lease_ended(&mut transaction, &[(row.team_id, row.pool.clone())]).await?;
     transaction.commit().await?;
     Ok(task)
 }
@@ -399,6 +420,7 @@ pub async fn release(
     .bind(lease_id)
     .execute(&mut *transaction)
     .await?;
+    super::usage::lease_ended(&mut transaction, &[(task.team_id, task.pool.clone())]).await?;
     transaction.commit().await?;
     Ok(task)
 }
@@ -506,20 +528,85 @@ pub async fn reap_expired(db: &PgPool, batch: i64) -> Result<Vec<(TaskRow, Expir
         };
         reaped.push(reaped_task);
     }
+    let ended: Vec<(Uuid, String)> = reaped
+        .iter()
+        .map(|(task, _)| (task.team_id, task.pool.clone()))
+        .collect();
+    super::usage::lease_ended(&mut transaction, &ended).await?;
     transaction.commit().await?;
     Ok(reaped)
 }
 
-/// Marks the lease of a task that was cancelled while leased.
-pub async fn end_lease_cancelled(db: &PgPool, task_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE task_attempts SET finished_at = now(), outcome = 'cancelled'
-         WHERE task_id = $1 AND outcome IS NULL",
+/// Outcome of a cancellation request.
+#[derive(Debug)]
+pub enum CancelOutcome {
+    /// The task is cancelled now (or already was).
+    Cancelled(TaskRow),
+    /// The task had already finished; it keeps its final state.
+    AlreadyFinished(TaskRow),
+    NotFound,
+}
+
+/// Cancels a task of `team_id` that is not final, in one transaction: a leased task's lease
+/// ends (its attempt `cancelled`, the lease counters lowered), and a workflow task's dependents
+/// that can never run now are stopped.
+pub async fn cancel(db: &PgPool, team_id: Uuid, id: Uuid) -> Result<CancelOutcome, sqlx::Error> {
+    let mut transaction = db.begin().await?;
+    // Lock first, then update in a statement of its own (a fresh snapshot sees the locked row).
+    let previous: Option<(String, Option<Uuid>)> = sqlx::query_as(
+        "SELECT state, lease_id FROM tasks WHERE id = $1 AND team_id = $2 FOR UPDATE",
     )
-    .bind(task_id)
-    .execute(db)
+    .bind(id)
+    .bind(team_id)
+    .fetch_optional(&mut *transaction)
     .await?;
-    Ok(())
+    let cancelled = match &previous {
+        Some((state, _))
+            if matches!(state.as_str(), "pending" | "queued" | "leased" | "running") =>
+        {
+            Some(
+                sqlx::query_as::<_, TaskRow>(concat!(
+                    "UPDATE tasks
+                     SET state = 'cancelled', updated_at = now(), finished_at = now(),
+                         lease_owner = NULL, lease_expires_at = NULL, lease_id = NULL
+                     WHERE id = $1 RETURNING ",
+                    task_columns!()
+                ))
+                .bind(id)
+                .fetch_one(&mut *transaction)
+                .await?,
+            )
+        }
+        _ => None,
+    };
+    let Some(cancelled) = cancelled else {
+        transaction.rollback().await?;
+        return Ok(match super::tasks::find(db, team_id, id).await? {
+            Some(task) if task.state == "cancelled" => CancelOutcome::Cancelled(task),
+            Some(task) => CancelOutcome::AlreadyFinished(task),
+            None => CancelOutcome::NotFound,
+        });
+    };
+    let (previous_state, previous_lease_id) = previous.unwrap_or_default();
+    let task = cancelled;
+    if let Some(lease_id) = previous_lease_id {
+        sqlx::query(
+            "UPDATE task_attempts SET finished_at = now(), outcome = 'cancelled'
+             WHERE lease_id = $1 AND outcome IS NULL",
+        )
+        .bind(lease_id)
+        .execute(&mut *transaction)
+        .await?;
+    }
+    if matches!(previous_state.as_str(), "leased" | "running") {
+        super::usage::lease_ended(&mut transaction, &[(task.team_id, task.pool.clone())]).await?;
+    }
+    if task.workflow_id.is_some() {
+        // Dependents can never run now.
+        stop_dependents(&mut transaction, task.id).await?;
+    }
+    transaction.commit().await?;
+    Ok(CancelOutcome::Cancelled(task))
 }
 
 /// Queues the pending dependents of `task_id` whose dependencies all succeeded, with their

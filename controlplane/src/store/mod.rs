@@ -6,6 +6,7 @@ pub mod idempotency;
 pub mod leases;
 pub mod tasks;
 pub mod teams;
+pub mod usage;
 pub mod workflows;
 
 use std::time::Duration;

@@ -190,43 +190,6 @@ pub async fn list(
     .await
 }
 
-/// Outcome of a cancellation request.
-#[derive(Debug)]
-pub enum CancelOutcome {
-    /// The task is cancelled now (or already was).
-    Cancelled(TaskRow),
-    /// The task had already finished; it keeps its final state.
-    AlreadyFinished(TaskRow),
-    NotFound,
-}
-
-pub async fn cancel(
-    executor: impl PgExecutor<'_> + Copy,
-    team_id: Uuid,
-    id: Uuid,
-) -> Result<CancelOutcome, sqlx::Error> {
-    let cancelled = sqlx::query_as::<_, TaskRow>(concat!(
-        "UPDATE tasks
-         SET state = 'cancelled', updated_at = now(), finished_at = now(),
-             lease_owner = NULL, lease_expires_at = NULL, lease_id = NULL
-         WHERE id = $1 AND team_id = $2 AND state IN ('pending', 'queued', 'leased', 'running')
-         RETURNING ",
-        task_columns!()
-    ))
-    .bind(id)
-    .bind(team_id)
-    .fetch_optional(executor)
-    .await?;
-    if let Some(task) = cancelled {
-        return Ok(CancelOutcome::Cancelled(task));
-    }
-    Ok(match find(executor, team_id, id).await? {
-        Some(task) if task.state == "cancelled" => CancelOutcome::Cancelled(task),
-        Some(task) => CancelOutcome::AlreadyFinished(task),
-        None => CancelOutcome::NotFound,
-    })
-}
-
 /// Number of tasks per state, over all teams (for metrics).
 pub async fn count_by_state(
     executor: impl PgExecutor<'_>,

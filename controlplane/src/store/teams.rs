@@ -21,7 +21,11 @@ pub enum CreateTeamError {
 
 pub async fn create(pool: &PgPool, name: &str) -> Result<TeamRow, CreateTeamError> {
     sqlx::query_as::<_, TeamRow>(
-        "INSERT INTO teams (id, name) VALUES ($1, $2) RETURNING id, name, created_at",
+        "WITH team AS (
+             INSERT INTO teams (id, name) VALUES ($1, $2) RETURNING id, name, created_at
+         ),
+         counter AS (INSERT INTO team_usage (team_id) SELECT id FROM team)
+         SELECT id, name, created_at FROM team",
     )
     .bind(Uuid::now_v7())
     .bind(name)
