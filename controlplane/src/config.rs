@@ -13,6 +13,7 @@
 //! | `CONTROLPLANE_RATE_PER_CLIENT_RPS`  | `rate_limit.per_client_rps`    | `200`                   |
 //! | `CONTROLPLANE_RATE_PER_CLIENT_BURST`| `rate_limit.per_client_burst`  | `400`                   |
 //! | `CONTROLPLANE_BODY_LIMIT_BYTES`     | `limits.body_limit_bytes`      | `262144`                |
+//! | `CONTROLPLANE_BATCH_BODY_LIMIT_BYTES` | `limits.batch_body_limit_bytes` | `8388608` (`POST /v1/tasks/batch`) |
 //! | `CONTROLPLANE_REQUEST_TIMEOUT_MS`   | `limits.request_timeout_ms`    | `10000`                 |
 //! | `CONTROLPLANE_CONCURRENCY_LIMIT`    | `limits.concurrency_limit`     | `512`                   |
 //! | `CONTROLPLANE_SHUTDOWN_GRACE_MS`    | `shutdown_grace_ms`            | `20000`                 |
@@ -123,6 +124,8 @@ impl RateLimitConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct HttpLimits {
     pub body_limit_bytes: usize,
+    /// The body limit of `POST /v1/tasks/batch` (up to 1,000 tasks).
+    pub batch_body_limit_bytes: usize,
     pub request_timeout_ms: u64,
     pub concurrency_limit: usize,
 }
@@ -131,6 +134,7 @@ impl Default for HttpLimits {
     fn default() -> Self {
         Self {
             body_limit_bytes: 256 * 1024,
+            batch_body_limit_bytes: 8 * 1024 * 1024,
             request_timeout_ms: 10_000,
             concurrency_limit: 512,
         }
@@ -356,6 +360,11 @@ impl Config {
         )?;
         parse(
             &lookup,
+            "CONTROLPLANE_BATCH_BODY_LIMIT_BYTES",
+            &mut limits.batch_body_limit_bytes,
+        )?;
+        parse(
+            &lookup,
             "CONTROLPLANE_REQUEST_TIMEOUT_MS",
             &mut limits.request_timeout_ms,
         )?;
@@ -422,6 +431,7 @@ impl Config {
             return Err(ConfigError::Invalid("the autoscaler namespace is empty"));
         }
         if self.limits.body_limit_bytes == 0
+            || self.limits.batch_body_limit_bytes == 0
             || self.limits.request_timeout_ms == 0
             || self.limits.concurrency_limit == 0
             || self.database_max_connections == 0

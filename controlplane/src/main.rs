@@ -81,6 +81,11 @@ enum Command {
         #[command(subcommand)]
         command: WorkflowsCommand,
     },
+    /// Submit tasks through the HTTP API, as a team.
+    Tasks {
+        #[command(subcommand)]
+        command: TasksCommand,
+    },
     /// Manage teams (talks to the database directly).
     Teams {
         #[command(subcommand)]
@@ -114,6 +119,38 @@ enum WorkflowsCommand {
         /// Print the final workflow as JSON (the API's representation).
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TasksCommand {
+    /// Submit a file of tasks, one JSON object per line (an item of `POST /v1/tasks/batch`: a
+    /// task, optionally with its own `idempotency_key`), in batches that are each stored whole
+    /// or not at all. Prints one JSON line per task on stdout (line, task_id, state, replayed),
+    /// a summary on stderr. Lines without a key get one derived from their text (see
+    /// --key-prefix), so running it again stores nothing twice. Exit 1 when a line or a batch
+    /// is refused (each bad line named as FILE:LINE).
+    Submit {
+        /// Base URL of the control plane.
+        #[arg(long, env = "CONTROLPLANE_URL")]
+        url: String,
+        /// The team's API key.
+        #[arg(long, env = "CONTROLPLANE_API_KEY", hide_env_values = true)]
+        api_key: String,
+        /// The tasks: JSON Lines; blank lines and lines starting with `#` are skipped.
+        #[arg(long)]
+        file: PathBuf,
+        /// Tasks per request (1 to 1000).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        batch_size: u16,
+        /// Scopes the keys derived for lines without one (`PREFIX:DIGEST:N`): the same prefix
+        /// and line give the same task; use a new one (a run id, a date) to submit the same
+        /// lines again as new tasks.
+        #[arg(long, default_value = "tasks-submit")]
+        key_prefix: String,
+        /// Derive no keys: every run creates every line's task anew.
+        #[arg(long, conflicts_with = "key_prefix")]
+        no_idempotency: bool,
     },
 }
 
@@ -306,6 +343,50 @@ async fn main() -> anyhow::Result<()> {
             }
             controlplane::store::migrate(&database().await?).await?;
             tracing::info!("migrations applied");
+        }
+        Command::Tasks {
+            command:
+                TasksCommand::Submit {
+                    url,
+                    api_key,
+                    file,
+                    batch_size,
+                    key_prefix,
+                    no_idempotency,
+                },
+        } => {
+            anyhow::ensure!(
+                (1..=200).contains(&key_prefix.len())
+                    && key_prefix.bytes().all(|b| b.is_ascii_graphic()),
+                "--key-prefix must be 1-200 visible ASCII characters"
+            );
+            let options = controlplane::client::tasks::SubmitOptions {
+                url,
+                api_key,
+                file,
+                batch_size: usize::from(batch_size),
+                key_prefix: (!no_idempotency).then_some(key_prefix),
+            };
+            let outcome = controlplane::client::tasks::submit(&options, |batch| {
+                for item in batch {
+                    println!("{}", serde_json::json!(item));
+                }
+            })
+            .await;
+            match outcome {
+                Ok(submitted) => {
+                    let replayed = submitted.iter().filter(|item| item.replayed).count();
+                    eprintln!(
+                        "{} task(s): {} created, {replayed} already submitted",
+                        submitted.len(),
+                        submitted.len() - replayed
+                    );
+                }
+                Err(error) => {
+                    eprintln!("{error}");
+                    std::process::exit(1);
+                }
+            }
         }
         Command::Workflows {
             command:

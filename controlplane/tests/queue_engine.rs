@@ -232,6 +232,7 @@ async fn quotas_hold_under_concurrent_batched_claims_and_counters_follow_every_l
     backlog(&pool, capped, "p1", 100).await;
     backlog(&pool, capped, "p2", 100).await;
     backlog(&pool, free, "p1", 100).await;
+    backlog(&pool, free, "p2", 100).await;
 
     // Rounds of 8 concurrent claims of up to 10 on two pools; between rounds leases end every
     // way a lease can end: completed, failed, released, cancelled, and (the 1 s leases of p2)
@@ -351,5 +352,402 @@ async fn quotas_hold_under_concurrent_batched_claims_and_counters_follow_every_l
     .await
     .unwrap();
     assert_eq!(drift, 0);
+    server.stop().await;
+}
+
+async fn get(server: &TestServer, key: &str, path: &str) -> reqwest::Response {
+    server
+        .client
+        .get(server.url(path))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("request")
+}
+
+async fn task_count(db: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM tasks")
+        .fetch_one(db)
+        .await
+        .unwrap()
+}
+
+fn ids(answer: &Value) -> Vec<String> {
+    answer["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["task"]["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn replayed(answer: &Value) -> Vec<bool> {
+    answer["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["replayed"].as_bool().unwrap())
+        .collect()
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn a_batch_is_atomic_and_stays_in_its_team(pool: PgPool) {
+    let server = TestServer::unlimited(pool.clone()).await;
+    let (alice, alice_key) = server.team_with_key("alice").await;
+    let (_, bob_key) = server.team_with_key("bob").await;
+
+    let batch = json!({"tasks": [
+        {"pool": "p", "command": ["echo", "1"]},
+        {"pool": "p", "command": ["echo", "2"], "priority": 5},
+        {"pool": "q", "command": ["echo", "3"], "retry": {"max_attempts": 2}},
+    ]});
+    let response = post(&server, &alice_key, "/v1/tasks/batch", batch).await;
+    assert_eq!(response.status(), 201);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(replayed(&answer), [false, false, false]);
+    assert_eq!(answer["items"][1]["task"]["priority"], 5);
+    assert_eq!(answer["items"][2]["task"]["pool"], "q");
+    for id in ids(&answer) {
+        let mine = get(&server, &alice_key, &format!("/v1/tasks/{id}")).await;
+        assert_eq!(mine.status(), 200);
+        let theirs = get(&server, &bob_key, &format!("/v1/tasks/{id}")).await;
+        assert_eq!(
+            theirs.status(),
+            404,
+            "another team's task does not exist for bob"
+        );
+    }
+    let owners: Vec<Uuid> = sqlx::query_scalar("SELECT DISTINCT team_id FROM tasks")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(owners, [alice]);
+    // Leasable at once: the batch announced its tasks.
+    assert_eq!(lease(&server, "p", 10).await.len(), 2);
+
+    // Two bad items among four: both named, nothing stored.
+    let before = task_count(&pool).await;
+    let response = post(
+        &server,
+        &alice_key,
+        "/v1/tasks/batch",
+        json!({"tasks": [
+            {"pool": "p", "command": ["true"]},
+            {"pool": "Not A Pool", "command": ["true"]},
+            {"pool": "p", "command": ["true"]},
+            {"pool": "p", "command": [], "team_id": "someone else's"},
+        ]}),
+    )
+    .await;
+    let problem = common::expect_problem(response, 422).await;
+    let indexes: Vec<u64> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|error| error["index"].as_u64().unwrap())
+        .collect();
+    assert_eq!(indexes, [1, 3], "{problem}");
+    assert!(
+        problem["errors"][1]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("team_id"),
+        "{problem}"
+    );
+    assert_eq!(task_count(&pool).await, before);
+
+    // Size limits, and a body that is no batch.
+    let many: Vec<Value> = (0..1001)
+        .map(|_| json!({"pool": "p", "command": ["true"]}))
+        .collect();
+    let response = post(
+        &server,
+        &alice_key,
+        "/v1/tasks/batch",
+        json!({ "tasks": many }),
+    )
+    .await;
+    common::expect_problem(response, 422).await;
+    let response = post(&server, &alice_key, "/v1/tasks/batch", json!({"tasks": []})).await;
+    common::expect_problem(response, 422).await;
+    let response = post(&server, &alice_key, "/v1/tasks/batch", json!([1, 2])).await;
+    common::expect_problem(response, 422).await;
+    assert_eq!(task_count(&pool).await, before);
+    // The worker key owns no tasks.
+    let response = post(
+        &server,
+        WORKER_KEY,
+        "/v1/tasks/batch",
+        json!({"tasks": [{"pool": "p", "command": ["true"]}]}),
+    )
+    .await;
+    common::expect_problem(response, 403).await;
+
+    // The OpenAPI document lists the endpoint and its schemas.
+    let document: Value = server
+        .client
+        .get(server.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(document["paths"]["/v1/tasks/batch"]["post"].is_object());
+    for schema in ["CreateTaskBatchRequest", "TaskBatchResponse", "ItemError"] {
+        assert!(
+            document["components"]["schemas"][schema].is_object(),
+            "{schema} missing"
+        );
+    }
+
+    // 1,000 tasks in one request.
+    let thousand: Vec<Value> = (0..1000)
+        .map(|n| json!({"pool": "big", "command": ["echo", n.to_string()]}))
+        .collect();
+    let response = post(
+        &server,
+        &alice_key,
+        "/v1/tasks/batch",
+        json!({ "tasks": thousand }),
+    )
+    .await;
+    assert_eq!(response.status(), 201);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["items"][999]["task"]["command"][1], "999");
+    assert_eq!(task_count(&pool).await, before + 1000);
+    server.stop().await;
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn idempotency_keys_hold_within_and_across_batches_and_single_submissions(pool: PgPool) {
+    let server = TestServer::unlimited(pool.clone()).await;
+    let (_, key) = server.team_with_key("alice").await;
+    let (_, other_key) = server.team_with_key("bob").await;
+    let a = json!({"pool": "p", "command": ["echo", "a"], "idempotency_key": "k-a"});
+    let b = json!({"pool": "p", "command": ["echo", "b"], "idempotency_key": "k-b"});
+    let plain = json!({"pool": "p", "command": ["echo", "plain"]});
+
+    // Within a batch: the same key and task twice is one task.
+    let response = post(
+        &server,
+        &key,
+        "/v1/tasks/batch",
+        json!({"tasks": [a.clone(), b.clone(), plain.clone(), a.clone()]}),
+    )
+    .await;
+    assert_eq!(response.status(), 201);
+    let first: Value = response.json().await.unwrap();
+    assert_eq!(replayed(&first), [false, false, false, true]);
+    let first_ids = ids(&first);
+    assert_eq!(first_ids[0], first_ids[3]);
+    assert_eq!(task_count(&pool).await, 3);
+
+    // Across batches: a key seen before gives its task; only new items create.
+    let c = json!({"pool": "p", "command": ["echo", "c"], "idempotency_key": "k-c"});
+    let response = post(
+        &server,
+        &key,
+        "/v1/tasks/batch",
+        json!({"tasks": [a.clone(), c.clone()]}),
+    )
+    .await;
+    assert_eq!(response.status(), 201);
+    let second: Value = response.json().await.unwrap();
+    assert_eq!(replayed(&second), [true, false]);
+    assert_eq!(ids(&second)[0], first_ids[0]);
+    assert_eq!(task_count(&pool).await, 4);
+
+    // Everything replayed: 200, nothing new.
+    let response = post(
+        &server,
+        &key,
+        "/v1/tasks/batch",
+        json!({"tasks": [b.clone(), c.clone()]}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(task_count(&pool).await, 4);
+
+    // A key reused with another task refuses the whole batch, naming the item.
+    let b_changed = json!({"pool": "p", "command": ["echo", "B!"], "idempotency_key": "k-b"});
+    let d = json!({"pool": "p", "command": ["echo", "d"], "idempotency_key": "k-d"});
+    let response = post(
+        &server,
+        &key,
+        "/v1/tasks/batch",
+        json!({"tasks": [d.clone(), b_changed]}),
+    )
+    .await;
+    let problem = common::expect_problem(response, 422).await;
+    assert_eq!(problem["errors"][0]["index"], 1, "{problem}");
+    assert!(
+        problem["errors"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("k-b")
+    );
+    // Within one batch, too.
+    let d_changed = json!({"pool": "q", "command": ["echo", "d"], "idempotency_key": "k-d"});
+    let response = post(
+        &server,
+        &key,
+        "/v1/tasks/batch",
+        json!({"tasks": [d.clone(), plain.clone(), d_changed]}),
+    )
+    .await;
+    let problem = common::expect_problem(response, 422).await;
+    assert_eq!(problem["errors"][0]["index"], 2, "{problem}");
+    assert_eq!(task_count(&pool).await, 4, "refused batches stored nothing");
+
+    // The same keys as the Idempotency-Key of a single submission, both ways.
+    let single = |body: Value, idempotency_key: &str| {
+        server
+            .client
+            .post(server.url("/v1/tasks"))
+            .bearer_auth(&key)
+            .header("Idempotency-Key", idempotency_key)
+            .json(&body)
+            .send()
+    };
+    let replay = single(json!({"pool": "p", "command": ["echo", "a"]}), "k-a")
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 201);
+    assert_eq!(
+        replay.headers()["idempotent-replayed"].to_str().unwrap(),
+        "true"
+    );
+    let replayed_task: Value = replay.json().await.unwrap();
+    assert_eq!(replayed_task["id"], first_ids[0].as_str());
+    let created = single(json!({"pool": "p", "command": ["echo", "e"]}), "k-e")
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let e: Value = created.json().await.unwrap();
+    let response = post(
+        &server,
+        &key,
+        "/v1/tasks/batch",
+        json!({"tasks": [{"pool": "p", "command": ["echo", "e"], "idempotency_key": "k-e"}]}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(ids(&answer)[0], e["id"].as_str().unwrap());
+    assert_eq!(task_count(&pool).await, 5);
+
+    // Keys belong to a team: bob's k-a is his own.
+    let response = post(
+        &server,
+        &other_key,
+        "/v1/tasks/batch",
+        json!({"tasks": [a]}),
+    )
+    .await;
+    assert_eq!(response.status(), 201);
+    assert_eq!(task_count(&pool).await, 6);
+
+    // Concurrent batches with the same new key: one task.
+    let mut handles = Vec::new();
+    for _ in 0..6 {
+        let client = server.client.clone();
+        let url = server.url("/v1/tasks/batch");
+        let key = key.clone();
+        handles.push(tokio::spawn(async move {
+            let response = client
+                .post(url)
+                .bearer_auth(key)
+                .json(&json!({"tasks": [
+                    {"pool": "p", "command": ["echo", "race"], "idempotency_key": "k-race"}
+                ]}))
+                .send()
+                .await
+                .unwrap();
+            assert!(response.status().is_success(), "{}", response.status());
+            let answer: Value = response.json().await.unwrap();
+            answer["items"][0]["task"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }));
+    }
+    let mut race_ids = Vec::new();
+    for handle in handles {
+        race_ids.push(handle.await.unwrap());
+    }
+    race_ids.dedup();
+    assert_eq!(race_ids.len(), 1, "one task for the key");
+    assert_eq!(task_count(&pool).await, 7);
+    server.stop().await;
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn tasks_submit_sends_a_jsonl_file_in_batches_and_a_second_run_creates_nothing(pool: PgPool) {
+    let server = TestServer::unlimited(pool.clone()).await;
+    let (_, key) = server.team_with_key("alice").await;
+    let directory = std::env::temp_dir().join(stacksmith_testkit::unique_name("tasks_submit"));
+    std::fs::create_dir_all(&directory).unwrap();
+    let file = directory.join("tasks.jsonl");
+    let mut lines = vec!["# nightly jobs".to_owned(), String::new()];
+    for n in 0..5 {
+        lines.push(json!({"pool": "p", "command": ["echo", n.to_string()]}).to_string());
+    }
+    // Two identical lines are two tasks.
+    lines.push(json!({"pool": "p", "command": ["echo", "twice"]}).to_string());
+    lines.push(json!({"pool": "p", "command": ["echo", "twice"]}).to_string());
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let run = |file: &std::path::Path| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_controlplane"))
+            .args([
+                "tasks",
+                "submit",
+                "--url",
+                &server.base,
+                "--batch-size",
+                "3",
+            ])
+            .arg("--file")
+            .arg(file)
+            .env("CONTROLPLANE_API_KEY", &key)
+            .env("RUST_LOG", "warn")
+            .output()
+    };
+    let first = run(&file).await.unwrap();
+    assert!(first.status.success(), "{first:?}");
+    let printed: Vec<Value> = String::from_utf8_lossy(&first.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(printed.len(), 7);
+    assert_eq!(printed[0]["line"], 3);
+    assert!(printed.iter().all(|item| item["replayed"] == false));
+    assert_eq!(task_count(&pool).await, 7);
+
+    let second = run(&file).await.unwrap();
+    assert!(second.status.success(), "{second:?}");
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("0 created, 7 already submitted"),
+        "{second:?}"
+    );
+    assert_eq!(task_count(&pool).await, 7, "the second run created nothing");
+
+    // A bad line: named with its line number, nothing of its batch stored.
+    let bad = directory.join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        [
+            json!({"pool": "p", "command": ["echo", "new"]}).to_string(),
+            json!({"pool": "NOPE", "command": ["true"]}).to_string(),
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let refused = run(&bad).await.unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("bad.jsonl:2:"), "{stderr}");
+    assert_eq!(task_count(&pool).await, 7);
+    std::fs::remove_dir_all(&directory).unwrap();
     server.stop().await;
 }

@@ -16,14 +16,20 @@ pub mod teams;
 pub mod workflows;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 
 use state::AppState;
 
 /// The authenticated `/v1` routes (the caller's middleware adds authentication).
-pub fn v1_routes() -> Router<AppState> {
+/// `batch_body_limit`: the body limit of `POST /v1/tasks/batch` (the others have the server's).
+pub fn v1_routes(batch_body_limit: usize) -> Router<AppState> {
     Router::new()
         .route("/v1/tasks", post(tasks::create_task).get(tasks::list_tasks))
+        .route(
+            "/v1/tasks/batch",
+            post(tasks::create_task_batch).layer(DefaultBodyLimit::max(batch_body_limit)),
+        )
         .route("/v1/tasks/{task_id}", get(tasks::get_task))
         .route("/v1/tasks/{task_id}/cancel", post(tasks::cancel_task))
         .route("/v1/tasks/{task_id}/attempts", get(tasks::list_attempts))

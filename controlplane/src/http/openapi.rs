@@ -9,7 +9,7 @@ use super::{dead_letters, health, leases, metrics, tasks, teams, workflows};
 #[openapi(
     info(title = "Stacksmith control plane", description = "Tasks API for teams. Errors are RFC 9457 application/problem+json. Rate-limited responses carry RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset and Retry-After. Delivery is at least once: every lease carries a fencing token that heartbeats and reports must present (a stale one is a 409). A lease that expires without a heartbeat or report within the task's timeout is lost, not failed: the task is queued again after its retry delay without using an attempt, up to retry.max_lease_losses (default 3) lost leases."),
     paths(
-        tasks::create_task, tasks::list_tasks, tasks::get_task, tasks::cancel_task,
+        tasks::create_task, tasks::create_task_batch, tasks::list_tasks, tasks::get_task, tasks::cancel_task,
         tasks::list_attempts, dead_letters::list_dead_letters, dead_letters::redrive,
         workflows::create_workflow, workflows::get_workflow,
         leases::create_leases, leases::heartbeat, leases::complete, leases::fail, leases::release,

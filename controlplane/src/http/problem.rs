@@ -13,7 +13,9 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::model::submission::ItemError;
 use crate::model::{Invalid, UnknownState};
+use crate::queue::submit::SubmitError;
 
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 const TYPE_BASE: &str = "https://stacksmith.dev/problems/";
@@ -37,6 +39,9 @@ pub struct Problem {
     /// The request id (also in the `x-request-id` response header).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// For a batch: every bad item, by its position in the request (from 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<ItemError>>,
 }
 
 impl Problem {
@@ -48,6 +53,7 @@ impl Problem {
             detail,
             instance: None,
             request_id: None,
+            errors: None,
         }
     }
 
@@ -60,6 +66,7 @@ impl Problem {
             detail: None,
             instance: None,
             request_id: None,
+            errors: None,
         }
     }
 }
@@ -83,6 +90,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("invalid request: {0}")]
     Unprocessable(String),
+    /// Some items of a batch are invalid: each with its position.
+    #[error("invalid items: {0:?}")]
+    InvalidItems(Vec<ItemError>),
     #[error("idempotency key reused with a different request")]
     IdempotencyMismatch,
     #[error("too many requests ({0} limit)")]
@@ -105,7 +115,9 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unprocessable(_) | Self::IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Unprocessable(_) | Self::InvalidItems(_) | Self::IdempotencyMismatch => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Database(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -154,6 +166,18 @@ impl ApiError {
                 "Invalid request",
                 Some(detail.clone()),
             ),
+            Self::InvalidItems(errors) => Problem {
+                errors: Some(errors.clone()),
+                ..Problem::new(
+                    status,
+                    "invalid-items",
+                    "Invalid items",
+                    Some(format!(
+                        "{} item(s) of the batch are invalid (see `errors`); nothing was stored",
+                        errors.len()
+                    )),
+                )
+            },
             Self::IdempotencyMismatch => Problem::new(
                 status,
                 "idempotency-key-reused",
@@ -214,6 +238,20 @@ impl From<Invalid> for ApiError {
 impl From<UnknownState> for ApiError {
     fn from(unknown: UnknownState) -> Self {
         Self::Internal(unknown.to_string())
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(error: SubmitError) -> Self {
+        match error {
+            SubmitError::Database(error) => Self::Database(error),
+            SubmitError::KeyContended => Self::Conflict(
+                "an idempotency key of this request is being used by concurrent requests; retry"
+                    .to_owned(),
+            ),
+            SubmitError::KeysReused(_) => Self::IdempotencyMismatch,
+            other => Self::Internal(other.to_string()),
+        }
     }
 }
 

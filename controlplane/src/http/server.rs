@@ -46,7 +46,7 @@ const RATE_LIMIT_CLEANUP_INTERVAL: Duration = Duration::from_secs(60);
 /// The complete application: API, probes, metrics, OpenAPI document and docs page.
 pub fn router(state: AppState) -> Router {
     let limits = state.config.limits.clone();
-    let v1 = super::v1_routes().route_layer(from_fn_with_state(
+    let v1 = super::v1_routes(limits.batch_body_limit_bytes).route_layer(from_fn_with_state(
         state.clone(),
         auth::authenticate_and_limit,
     ));
@@ -83,7 +83,10 @@ pub fn router(state: AppState) -> Router {
                     Duration::from_millis(limits.request_timeout_ms),
                 ))
                 .layer(ConcurrencyLimitLayer::new(limits.concurrency_limit))
-                .layer(RequestBodyLimitLayer::new(limits.body_limit_bytes))
+                // The largest limit of any route; each route's own is its `DefaultBodyLimit`.
+                .layer(RequestBodyLimitLayer::new(
+                    limits.body_limit_bytes.max(limits.batch_body_limit_bytes),
+                ))
                 .layer(DefaultBodyLimit::max(limits.body_limit_bytes)),
         )
         .with_state(state)

@@ -13,7 +13,12 @@ use uuid::Uuid;
 use super::auth::TeamCaller;
 use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery, PROBLEM_CONTENT_TYPE};
 use super::state::AppState;
+use crate::model::submission::{
+    BatchError, BatchItem, CreateTaskBatchRequest, ItemError, Submission, TaskBatchResponse,
+    parse_batch,
+};
 use crate::model::task::{Attempt, CreateTaskRequest, Task, TaskState};
+use crate::queue::submit::{OnKeyReused, Outcome, SubmitError};
 use crate::store;
 use crate::store::leases::CancelOutcome;
 use crate::store::tasks::ListFilter;
@@ -192,6 +197,94 @@ pub async fn create_task(
     state.queue.publish_event("created", &task).await;
     let location = format!("/v1/tasks/{}", task.id);
     Ok(json_response(StatusCode::CREATED, &body, Some(&location)))
+}
+
+/// Submit up to 1,000 tasks at once, all stored or none.
+///
+/// The tasks are stored for the calling team in one statement, in one transaction with their
+/// idempotency records. Any invalid item refuses the whole batch with a 422 whose `errors` name
+/// every bad item by its position (from 0). An item's `idempotency_key` works like the
+/// `Idempotency-Key` of `POST /v1/tasks` (the same keys): used before (in any request, or earlier
+/// in this batch) with the same task, the item gives the task created first (`replayed`) and
+/// creates nothing; with another task, the batch is refused. The answer lists the items in
+/// order: 201 when at least one task was created, 200 when every item was replayed.
+#[utoipa::path(post, path = "/v1/tasks/batch", tag = "tasks", security(("api_key" = [])),
+    request_body = CreateTaskBatchRequest,
+    responses(
+        (status = 200, description = "Every item was replayed: nothing new", body = TaskBatchResponse),
+        (status = 201, description = "Tasks queued", body = TaskBatchResponse),
+        (status = 400, description = "Malformed request", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid API key", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a team key", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "An idempotency key stayed contended by concurrent requests; retry", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid items (each named in `errors`) or an idempotency key reused with another task; nothing stored", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create_task_batch(
+    State(state): State<AppState>,
+    caller: TeamCaller,
+    ApiJson(body): ApiJson<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    let submissions = parse_batch(&body).map_err(|error| match error {
+        BatchError::Body(invalid) => ApiError::from(invalid),
+        BatchError::Items(errors) => ApiError::InvalidItems(errors),
+    })?;
+    let items: Vec<(Uuid, &Submission)> = submissions
+        .iter()
+        .map(|submission| (caller.team_id, submission))
+        .collect();
+    let outcomes = match state.queue.submit(&items, OnKeyReused::StoreNothing).await {
+        Ok(outcomes) => outcomes,
+        Err(SubmitError::KeysReused(indexes)) => {
+            return Err(ApiError::InvalidItems(
+                indexes
+                    .into_iter()
+                    .map(|index| ItemError {
+                        index,
+                        detail: format!(
+                            "idempotency_key {:?} was first used with a different task",
+                            submissions[index]
+                                .idempotency_key
+                                .as_deref()
+                                .unwrap_or_default()
+                        ),
+                    })
+                    .collect(),
+            ));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let mut created = false;
+    let mut answer = Vec::with_capacity(outcomes.len());
+    for outcome in outcomes {
+        answer.push(match outcome {
+            Outcome::Created(task) => {
+                created = true;
+                BatchItem {
+                    task: *task,
+                    replayed: false,
+                }
+            }
+            Outcome::Replayed { body, .. } => BatchItem {
+                task: serde_json::from_value(body)
+                    .map_err(|e| ApiError::Internal(format!("a stored response: {e}")))?,
+                replayed: true,
+            },
+            Outcome::KeyReused => {
+                return Err(ApiError::Internal(
+                    "a reused key outside all-or-nothing".to_owned(),
+                ));
+            }
+        });
+    }
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(TaskBatchResponse { items: answer })).into_response())
 }
 
 /// Read one task of the calling team.

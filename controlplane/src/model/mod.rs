@@ -4,6 +4,7 @@
 
 pub mod api_key;
 pub mod lease;
+pub mod submission;
 pub mod task;
 pub mod team;
 pub mod workflow;

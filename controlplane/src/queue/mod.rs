@@ -3,6 +3,7 @@
 //! stream, the reaper of expired leases, and what reports mean for metrics.
 
 pub mod reaper;
+pub mod submit;
 pub mod wakeups;
 
 use std::sync::Arc;

@@ -43,6 +43,39 @@ impl Queue {
             .ignore();
     }
 
+    /// Adds a `created` event per task to the `task-events` stream and announces them, in one
+    /// round trip.
+    pub async fn publish_created(&self, tasks: &[&Task]) {
+        if tasks.is_empty() {
+            return;
+        }
+        let mut redis = self.redis.clone();
+        let mut pipeline = redis::pipe();
+        for task in tasks {
+            pipeline
+                .cmd("XADD")
+                .arg(self.redis_key("task-events"))
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(100_000)
+                .arg("*")
+                .arg("event")
+                .arg("created")
+                .arg("task_id")
+                .arg(task.id.to_string())
+                .arg("pool")
+                .arg(&task.pool)
+                .ignore();
+        }
+        self.add_queued_announcement(&mut pipeline);
+        let result: redis::RedisResult<()> = pipeline.query_async(&mut redis).await;
+        if let Err(error) = result {
+            // The database is the source of truth; the stream and the announcement only wake
+            // schedulers early (the others poll).
+            tracing::warn!(%error, tasks = tasks.len(), "cannot publish task events to Redis");
+        }
+    }
+
     /// Adds a task event to the `task-events` stream, and announces the task when it is queued.
     pub async fn publish_event(&self, event: &str, task: &Task) {
         let mut redis = self.redis.clone();

@@ -139,6 +139,59 @@ pub async fn insert_in_workflow(
     .await
 }
 
+/// Inserts queued tasks, of one team or several, in one statement. Returns the rows in the
+/// order of `tasks`.
+pub async fn insert_many(
+    executor: impl PgExecutor<'_>,
+    tasks: &[(Uuid, &NewTask)],
+) -> Result<Vec<TaskRow>, sqlx::Error> {
+    let ids: Vec<Uuid> = tasks.iter().map(|_| Uuid::now_v7()).collect();
+    let column =
+        |f: &dyn Fn(&NewTask) -> i32| -> Vec<i32> { tasks.iter().map(|(_, t)| f(t)).collect() };
+    let rows = sqlx::query_as::<_, TaskRow>(concat!(
+        "INSERT INTO tasks (id, team_id, pool, command, env, timeout_seconds, priority,
+                            max_attempts, retry_backoff_seconds, retry_max_backoff_seconds,
+                            retry_jitter_percent, max_lease_losses, state)
+         SELECT id, team_id, pool, ARRAY(SELECT jsonb_array_elements_text(command)), env,
+                timeout_seconds, priority, max_attempts, retry_backoff_seconds,
+                retry_max_backoff_seconds, retry_jitter_percent, max_lease_losses, 'queued'
+         FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::jsonb[], $6::int[],
+                     $7::int[], $8::int[], $9::int[], $10::int[], $11::int[], $12::int[])
+              AS i(id, team_id, pool, command, env, timeout_seconds, priority, max_attempts,
+                   retry_backoff_seconds, retry_max_backoff_seconds, retry_jitter_percent,
+                   max_lease_losses)
+         RETURNING ",
+        task_columns!()
+    ))
+    .bind(&ids)
+    .bind(tasks.iter().map(|(team, _)| *team).collect::<Vec<Uuid>>())
+    .bind(
+        tasks
+            .iter()
+            .map(|(_, t)| t.pool.as_str())
+            .collect::<Vec<&str>>(),
+    )
+    .bind(
+        tasks
+            .iter()
+            .map(|(_, t)| Json(&t.command))
+            .collect::<Vec<_>>(),
+    )
+    .bind(tasks.iter().map(|(_, t)| Json(&t.env)).collect::<Vec<_>>())
+    .bind(column(&|t| t.timeout_seconds))
+    .bind(column(&|t| t.priority))
+    .bind(column(&|t| t.max_attempts))
+    .bind(column(&|t| t.retry_backoff_seconds))
+    .bind(column(&|t| t.retry_max_backoff_seconds))
+    .bind(column(&|t| t.retry_jitter_percent))
+    .bind(column(&|t| t.max_lease_losses))
+    .fetch_all(executor)
+    .await?;
+    let mut by_id: std::collections::HashMap<Uuid, TaskRow> =
+        rows.into_iter().map(|row| (row.id, row)).collect();
+    Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
+}
+
 pub async fn find(
     executor: impl PgExecutor<'_>,
     team_id: Uuid,
