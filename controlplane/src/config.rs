@@ -22,6 +22,8 @@
 //! | `CONTROLPLANE_MAX_LEASE_WAIT_MS`    | `scheduler.max_lease_wait_ms`  | `20000`                 |
 //! | `CONTROLPLANE_LEASE_POLL_MS`        | `scheduler.poll_interval_ms`   | `1000`                  |
 //! | `CONTROLPLANE_REAPER_INTERVAL_MS`   | `scheduler.reaper_interval_ms` | `1000`                  |
+//! | `CONTROLPLANE_SUBMIT_GROUP_MAX`     | `scheduler.submit_group_max`   | `500`                   |
+//! | `CONTROLPLANE_SUBMIT_GROUP_FLUSHES` | `scheduler.submit_group_flushes` | `4`                   |
 //! | `CONTROLPLANE_AUTOSCALER_NAMESPACE` | `autoscaler.namespace`         | (none: autoscaler off)  |
 //! | `CONTROLPLANE_AUTOSCALER_KUBECONFIG`| `autoscaler.kubeconfig`        | (none: `KUBECONFIG`, then in-cluster) |
 //! | `CONTROLPLANE_AUTOSCALER_INTERVAL_MS` | `autoscaler.interval_ms`     | `15000`                 |
@@ -152,6 +154,10 @@ pub struct SchedulerConfig {
     pub poll_interval_ms: u64,
     /// How often expired leases are returned to the queue.
     pub reaper_interval_ms: u64,
+    /// Group commit of `POST /v1/tasks`: most submissions stored by one statement.
+    pub submit_group_max: usize,
+    /// Group commit: most groups being stored at once (each holds a database connection).
+    pub submit_group_flushes: usize,
 }
 
 impl Default for SchedulerConfig {
@@ -160,6 +166,8 @@ impl Default for SchedulerConfig {
             max_lease_wait_ms: 20_000,
             poll_interval_ms: 1_000,
             reaper_interval_ms: 1_000,
+            submit_group_max: 500,
+            submit_group_flushes: 4,
         }
     }
 }
@@ -308,6 +316,16 @@ impl Config {
             "CONTROLPLANE_REAPER_INTERVAL_MS",
             &mut self.scheduler.reaper_interval_ms,
         )?;
+        parse(
+            &lookup,
+            "CONTROLPLANE_SUBMIT_GROUP_MAX",
+            &mut self.scheduler.submit_group_max,
+        )?;
+        parse(
+            &lookup,
+            "CONTROLPLANE_SUBMIT_GROUP_FLUSHES",
+            &mut self.scheduler.submit_group_flushes,
+        )?;
         let autoscaler = &mut self.autoscaler;
         if let Some(namespace) = lookup("CONTROLPLANE_AUTOSCALER_NAMESPACE") {
             autoscaler.namespace = Some(namespace.trim().to_owned()).filter(|n| !n.is_empty());
@@ -429,6 +447,13 @@ impl Config {
             .is_some_and(|namespace| namespace.is_empty())
         {
             return Err(ConfigError::Invalid("the autoscaler namespace is empty"));
+        }
+        if !(1..=10_000).contains(&self.scheduler.submit_group_max)
+            || !(1..=64).contains(&self.scheduler.submit_group_flushes)
+        {
+            return Err(ConfigError::Invalid(
+                "submit_group_max must be 1-10000 and submit_group_flushes 1-64",
+            ));
         }
         if self.limits.body_limit_bytes == 0
             || self.limits.batch_body_limit_bytes == 0

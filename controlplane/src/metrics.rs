@@ -18,6 +18,8 @@ pub const TASK_DURATION: &str = "controlplane_task_attempt_duration_seconds";
 pub const RETRIES: &str = "controlplane_task_retries_total";
 pub const DEAD_LETTERS: &str = "controlplane_dead_letters_total";
 pub const REAPED: &str = "controlplane_expired_leases_total";
+/// Submissions of `POST /v1/tasks` stored by one statement (group commit).
+pub const SUBMIT_GROUP_SIZE: &str = "controlplane_submit_group_size";
 /// Per pool: expired leases forgiven as lost (the task queued again, the attempt not counted).
 pub const LEASES_LOST: &str = "controlplane_lost_leases_total";
 /// 1 on the replica leading the pool autoscaler, 0 on the others.
@@ -53,6 +55,11 @@ pub fn prometheus_handle() -> PrometheusHandle {
                 )
                 .expect("bucket list is not empty")
                 .set_buckets_for_metric(
+                    Matcher::Full(SUBMIT_GROUP_SIZE.to_owned()),
+                    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+                )
+                .expect("bucket list is not empty")
+                .set_buckets_for_metric(
                     Matcher::Full(TASK_DURATION.to_owned()),
                     &[0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0],
                 )
@@ -76,6 +83,11 @@ pub fn record_leases(pool: &str, leased: usize, elapsed: std::time::Duration) {
 /// A failed attempt queued again for a retry.
 pub fn record_retry(pool: &str) {
     metrics::counter!(RETRIES, "pool" => pool.to_owned()).increment(1);
+}
+
+/// A group of single submissions stored together.
+pub fn record_submit_group(size: usize) {
+    metrics::histogram!(SUBMIT_GROUP_SIZE).record(size as f64);
 }
 
 /// A lost lease forgiven: the task queued again without using an attempt.

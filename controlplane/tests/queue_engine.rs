@@ -751,3 +751,131 @@ async fn tasks_submit_sends_a_jsonl_file_in_batches_and_a_second_run_creates_not
     std::fs::remove_dir_all(&directory).unwrap();
     server.stop().await;
 }
+
+#[sqlx::test(migrations = "./migrations")]
+async fn concurrent_single_submissions_are_stored_together_and_answered_after_the_commit(
+    pool: PgPool,
+) {
+    let server = TestServer::unlimited(pool.clone()).await;
+    let (_, key) = server.team_with_key("alice").await;
+    // 200 requests at once: 180 without a key, 10 with one key and one body, 10 with another
+    // key and two bodies.
+    let mut handles = Vec::new();
+    for n in 0..200 {
+        let client = server.client.clone();
+        let url = server.url("/v1/tasks");
+        let key = key.clone();
+        let db = pool.clone();
+        handles.push(tokio::spawn(async move {
+            let (body, idempotency_key) = match n {
+                0..180 => (
+                    json!({"pool": "g", "command": ["echo", n.to_string()]}),
+                    None,
+                ),
+                180..190 => (
+                    json!({"pool": "g", "command": ["echo", "same"]}),
+                    Some("same"),
+                ),
+                _ => (
+                    json!({"pool": "g", "command": ["echo", (n % 2).to_string()]}),
+                    Some("contested"),
+                ),
+            };
+            let mut request = client.post(url).bearer_auth(key).json(&body);
+            if let Some(idempotency_key) = idempotency_key {
+                request = request.header("Idempotency-Key", idempotency_key);
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let replayed = response.headers().contains_key("idempotent-replayed");
+            let answer: Value = response.json().await.unwrap();
+            if status == 201 {
+                // Answered after the commit: another connection sees the row.
+                let id: Uuid = answer["id"].as_str().unwrap().parse().unwrap();
+                let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM tasks WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&db)
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    stored, 1,
+                    "request {n} answered before its row was committed"
+                );
+            }
+            (
+                n,
+                status,
+                replayed,
+                answer["id"].as_str().map(str::to_owned),
+            )
+        }));
+    }
+    let mut answers = Vec::new();
+    for handle in handles {
+        answers.push(handle.await.unwrap());
+    }
+    let plain_created = answers
+        .iter()
+        .filter(|(n, status, replayed, _)| *n < 180 && *status == 201 && !replayed)
+        .count();
+    assert_eq!(plain_created, 180);
+    // One key, one body: one task, every answer its id.
+    let same: Vec<&Option<String>> = answers
+        .iter()
+        .filter(|(n, ..)| (180..190).contains(n))
+        .map(|(_, status, _, id)| {
+            assert_eq!(*status, 201);
+            id
+        })
+        .collect();
+    assert!(same.iter().all(|id| *id == same[0]));
+    assert_eq!(
+        answers
+            .iter()
+            .filter(|(n, _, replayed, _)| (180..190).contains(n) && !replayed)
+            .count(),
+        1,
+        "exactly one request created the task"
+    );
+    // One key, two bodies: the requests with the body stored first get its task, the others 422.
+    let contested: Vec<(u16, Option<String>)> = answers
+        .iter()
+        .filter(|(n, ..)| *n >= 190)
+        .map(|(_, status, _, id)| (*status, id.clone()))
+        .collect();
+    let winners: Vec<&Option<String>> = contested
+        .iter()
+        .filter(|(status, _)| *status == 201)
+        .map(|(_, id)| id)
+        .collect();
+    assert_eq!(winners.len(), 5, "{contested:?}");
+    assert!(winners.iter().all(|id| *id == winners[0]));
+    assert_eq!(
+        contested
+            .iter()
+            .filter(|(status, _)| *status == 422)
+            .count(),
+        5
+    );
+    assert_eq!(task_count(&pool).await, 182);
+
+    // Fewer groups than requests: they were stored together.
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let groups: f64 = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("controlplane_submit_group_size_count "))
+        .expect("the group size histogram")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(groups < 200.0, "{groups} groups for 200 requests");
+    server.stop().await;
+}

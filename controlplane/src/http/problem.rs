@@ -250,6 +250,7 @@ impl From<SubmitError> for ApiError {
                     .to_owned(),
             ),
             SubmitError::KeysReused(_) => Self::IdempotencyMismatch,
+            SubmitError::CommitterStopped => Self::Unavailable("the server is shutting down"),
             other => Self::Internal(other.to_string()),
         }
     }

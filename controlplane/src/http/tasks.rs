@@ -6,7 +6,6 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
@@ -14,8 +13,8 @@ use super::auth::TeamCaller;
 use super::problem::{ApiError, ApiJson, ApiPath, ApiQuery, PROBLEM_CONTENT_TYPE};
 use super::state::AppState;
 use crate::model::submission::{
-    BatchError, BatchItem, CreateTaskBatchRequest, ItemError, Submission, TaskBatchResponse,
-    parse_batch,
+    BatchError, BatchItem, CreateTaskBatchRequest, ItemError, MAX_IDEMPOTENCY_KEY_BYTES,
+    Submission, TaskBatchResponse, parse_batch, valid_idempotency_key,
 };
 use crate::model::task::{Attempt, CreateTaskRequest, Task, TaskState};
 use crate::queue::submit::{OnKeyReused, Outcome, SubmitError};
@@ -23,7 +22,6 @@ use crate::store;
 use crate::store::leases::CancelOutcome;
 use crate::store::tasks::ListFilter;
 
-pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
 const DEFAULT_PAGE_SIZE: u32 = 50;
 const MAX_PAGE_SIZE: u32 = 200;
 
@@ -70,10 +68,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let key = value
         .to_str()
         .ok()
-        .filter(|key| {
-            (1..=MAX_IDEMPOTENCY_KEY_BYTES).contains(&key.len())
-                && key.bytes().all(|b| b.is_ascii_graphic())
-        })
+        .filter(|key| valid_idempotency_key(key))
         .ok_or_else(|| {
             ApiError::BadRequest(format!(
                 "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY_BYTES} visible ASCII characters"
@@ -100,28 +95,18 @@ fn json_response(status: StatusCode, body: &serde_json::Value, location: Option<
     response
 }
 
-fn replay(
-    stored: store::idempotency::StoredResponse,
-    request_hash: &[u8],
-) -> Result<Response, ApiError> {
-    if stored.request_hash != request_hash {
-        return Err(ApiError::IdempotencyMismatch);
-    }
-    let status = u16::try_from(stored.response_status)
-        .ok()
-        .and_then(|code| StatusCode::from_u16(code).ok())
-        .unwrap_or(StatusCode::OK);
-    let location = stored
-        .response_body
-        .0
+/// The response first given to an idempotency key, again.
+fn replay(status: u16, body: &serde_json::Value) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let location = body
         .get("id")
         .and_then(|id| id.as_str())
         .map(|id| format!("/v1/tasks/{id}"));
-    let mut response = json_response(status, &stored.response_body.0, location.as_deref());
+    let mut response = json_response(status, body, location.as_deref());
     response
         .headers_mut()
         .insert("idempotent-replayed", HeaderValue::from_static("true"));
-    Ok(response)
+    response
 }
 
 /// Submit a task.
@@ -148,55 +133,18 @@ pub async fn create_task(
     ApiJson(request): ApiJson<CreateTaskRequest>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
-    let new_task = request.validate()?;
-    let canonical = serde_json::to_vec(&request).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let request_hash: [u8; 32] = Sha256::digest(&canonical).into();
-
-    if let Some(key) = &key
-        && let Some(stored) = store::idempotency::find(&state.db, caller.team_id, key).await?
-    {
-        return replay(stored, &request_hash);
+    let submission = Submission::new(key, &request)?;
+    // Stored together with the other submissions waiting; answered after the commit.
+    match state.queue.submit_one(caller.team_id, submission).await? {
+        Outcome::Created(task) => {
+            let body =
+                serde_json::to_value(&task).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let location = format!("/v1/tasks/{}", task.id);
+            Ok(json_response(StatusCode::CREATED, &body, Some(&location)))
+        }
+        Outcome::Replayed { status, body } => Ok(replay(status, &body)),
+        Outcome::KeyReused => Err(ApiError::IdempotencyMismatch),
     }
-    let (task, body) = match &key {
-        // Without a key a single INSERT suffices (no transaction round trips).
-        None => {
-            let task =
-                Task::try_from(store::tasks::insert(&state.db, caller.team_id, &new_task).await?)?;
-            let body =
-                serde_json::to_value(&task).map_err(|e| ApiError::Internal(e.to_string()))?;
-            (task, body)
-        }
-        Some(key) => {
-            let mut transaction = state.db.begin().await?;
-            let task = Task::try_from(
-                store::tasks::insert(&mut *transaction, caller.team_id, &new_task).await?,
-            )?;
-            let body =
-                serde_json::to_value(&task).map_err(|e| ApiError::Internal(e.to_string()))?;
-            let recorded = store::idempotency::record(
-                &mut *transaction,
-                caller.team_id,
-                key,
-                &request_hash,
-                StatusCode::CREATED.as_u16(),
-                &body,
-            )
-            .await?;
-            if !recorded {
-                // A concurrent request with the same key won; answer as it did.
-                transaction.rollback().await?;
-                let stored = store::idempotency::find(&state.db, caller.team_id, key)
-                    .await?
-                    .ok_or_else(|| ApiError::Internal("idempotency record vanished".to_owned()))?;
-                return replay(stored, &request_hash);
-            }
-            transaction.commit().await?;
-            (task, body)
-        }
-    };
-    state.queue.publish_event("created", &task).await;
-    let location = format!("/v1/tasks/{}", task.id);
-    Ok(json_response(StatusCode::CREATED, &body, Some(&location)))
 }
 
 /// Submit up to 1,000 tasks at once, all stored or none.

@@ -2,6 +2,7 @@
 //! claimable (at once on this server, through Redis pub/sub on the others), the task event
 //! stream, the reaper of expired leases, and what reports mean for metrics.
 
+pub mod group_commit;
 pub mod reaper;
 pub mod submit;
 pub mod wakeups;
@@ -27,6 +28,8 @@ pub struct Queue {
     pub task_queued: Arc<tokio::sync::Notify>,
     /// Tells this server's own wake-ups apart from the other servers' on the pub/sub channel.
     pub server_id: Arc<str>,
+    /// Where single submissions wait to be stored together.
+    pub group_commit: Arc<group_commit::GroupCommit>,
 }
 
 impl Queue {
@@ -37,6 +40,7 @@ impl Queue {
             redis,
             task_queued: Arc::default(),
             server_id: uuid::Uuid::new_v4().to_string().into(),
+            group_commit: Arc::default(),
         }
     }
 

@@ -50,6 +50,8 @@ pub enum SubmitError {
     /// before with another task. Nothing was stored.
     #[error("idempotency keys reused with other tasks")]
     KeysReused(Vec<usize>),
+    #[error("the submission committer stopped (the server is shutting down)")]
+    CommitterStopped,
 }
 
 /// What to do when a submission reuses a key with another task.

@@ -91,14 +91,6 @@ impl TryFrom<TaskRow> for Task {
     }
 }
 
-pub async fn insert(
-    executor: impl PgExecutor<'_>,
-    team_id: Uuid,
-    task: &NewTask,
-) -> Result<TaskRow, sqlx::Error> {
-    insert_in_workflow(executor, team_id, task, None).await
-}
-
 /// Inserts a task; a workflow task (`workflow`: its workflow, its name, whether it waits for
 /// dependencies) starts `pending` when it has dependencies.
 pub async fn insert_in_workflow(
