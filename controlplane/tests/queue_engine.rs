@@ -879,3 +879,136 @@ async fn concurrent_single_submissions_are_stored_together_and_answered_after_th
     assert!(groups < 200.0, "{groups} groups for 200 requests");
     server.stop().await;
 }
+
+#[sqlx::test(migrations = "./migrations")]
+async fn a_batched_report_fences_each_item_on_its_own(pool: PgPool) {
+    let server = TestServer::unlimited(pool.clone()).await;
+    let (_, key) = server.team_with_key("alice").await;
+    let mut tasks = Vec::new();
+    for n in 0..6 {
+        let body = json!({"pool": "r", "command": ["echo", n.to_string()],
+                          "retry": {"max_attempts": 2, "backoff_seconds": 0}});
+        let response = server.submit(&key, body).await;
+        assert_eq!(response.status(), 201);
+        tasks.push(response.json::<Value>().await.unwrap());
+    }
+    let leases = lease(&server, "r", 10).await;
+    assert_eq!(leases.len(), 6);
+    let report = |lease: &Value, kind: &str, token: Value| json!({"lease_id": lease["lease_id"], "fencing_token": token, "kind": kind});
+    let token = |lease: &Value| lease["fencing_token"].clone();
+    let mut complete_0 = report(&leases[0], "complete", token(&leases[0]));
+    complete_0["result"] = json!({"n": 0});
+    complete_0["output"] = json!("done");
+    let mut fail_2 = report(&leases[2], "fail", token(&leases[2]));
+    fail_2["error"] = json!("boom");
+    let mut heartbeat_4 = report(&leases[4], "heartbeat", token(&leases[4]));
+    heartbeat_4["lease_seconds"] = json!(120);
+    let body = json!({"reports": [
+        complete_0,
+        // A stale token fails only its own item.
+        report(&leases[1], "complete", json!(token(&leases[1]).as_i64().unwrap() + 7)),
+        fail_2,
+        report(&leases[3], "release", token(&leases[3])),
+        heartbeat_4,
+        // Reported twice in one batch: the second is gone.
+        report(&leases[0], "complete", token(&leases[0])),
+        // Never leased.
+        json!({"lease_id": Uuid::now_v7(), "fencing_token": 1, "kind": "heartbeat"}),
+        // A failure without its error.
+        report(&leases[5], "fail", token(&leases[5])),
+    ]});
+    let response = post(&server, WORKER_KEY, "/v1/leases/reports", body).await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    let outcomes: Vec<&str> = answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|result| result["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            "ok",
+            "gone",
+            "ok",
+            "ok",
+            "ok",
+            "gone",
+            "not_found",
+            "invalid"
+        ],
+        "{answer}"
+    );
+    let results = &answer["results"];
+    assert_eq!(results[0]["task_state"], "succeeded");
+    assert!(results[1]["detail"].as_str().unwrap().contains("stale"));
+    assert_eq!(
+        results[2]["task_state"], "queued",
+        "retried: a second attempt is allowed"
+    );
+    assert_eq!(results[3]["task_state"], "queued");
+    assert!(results[4]["lease_expires_at"].is_string());
+    assert!(results[7]["detail"].as_str().unwrap().contains("error"));
+
+    let state = |id: &Value| {
+        let pool = pool.clone();
+        let id: Uuid = id.as_str().unwrap().parse().unwrap();
+        async move {
+            sqlx::query_as::<_, (String, Option<sqlx::types::Json<Value>>, i32)>(
+                "SELECT state, result, attempts FROM tasks WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let (s0, result0, _) = state(&leases[0]["task_id"]).await;
+    assert_eq!(
+        (s0.as_str(), result0.unwrap().0),
+        ("succeeded", json!({"n": 0}))
+    );
+    assert_eq!(
+        state(&leases[1]["task_id"]).await.0,
+        "leased",
+        "the stale item did nothing"
+    );
+    assert_eq!(state(&leases[2]["task_id"]).await.0, "queued");
+    let (s3, _, attempts3) = state(&leases[3]["task_id"]).await;
+    assert_eq!(
+        (s3.as_str(), attempts3),
+        ("queued", 0),
+        "a release does not count"
+    );
+    assert_eq!(state(&leases[4]["task_id"]).await.0, "leased");
+    assert_eq!(state(&leases[5]["task_id"]).await.0, "leased");
+    // The lease that was reported twice completed once.
+    let (succeeded,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM task_attempts WHERE lease_id = $1::uuid AND outcome = 'succeeded'",
+    )
+    .bind(leases[0]["lease_id"].as_str().unwrap())
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(succeeded, 1);
+    // The counters followed: three leases ended.
+    let (active,): (i64,) = sqlx::query_as("SELECT coalesce(sum(active), 0) FROM team_usage")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(active, 3);
+    // An empty batch is refused as a whole.
+    let response = post(
+        &server,
+        WORKER_KEY,
+        "/v1/leases/reports",
+        json!({"reports": []}),
+    )
+    .await;
+    common::expect_problem(response, 422).await;
+    // A team key cannot report.
+    let response = post(&server, &key, "/v1/leases/reports", json!({"reports": []})).await;
+    common::expect_problem(response, 403).await;
+    server.stop().await;
+}

@@ -14,10 +14,12 @@ use super::auth::WorkerCaller;
 use super::problem::{ApiError, ApiJson, ApiPath};
 use super::state::AppState;
 use crate::model::lease::{
-    CompleteRequest, FailRequest, HeartbeatRequest, HeartbeatResponse, Lease, LeaseRequest,
-    LeaseResponse, MAX_ERROR_BYTES, MAX_OUTPUT_BYTES, MAX_RESULT_BYTES, ReleaseRequest,
+    CompleteRequest, FailRequest, HeartbeatRequest, HeartbeatResponse, Lease, LeaseReportsRequest,
+    LeaseReportsResponse, LeaseRequest, LeaseResponse, MAX_REPORTS, ReleaseRequest, check_error,
+    check_lease_seconds, check_output, check_result,
 };
 use crate::model::task::{Task, TaskState, valid_pool};
+use crate::queue::reports::ReportError;
 use crate::store;
 use crate::store::leases::{LeaseError, Report};
 
@@ -27,24 +29,6 @@ fn lease_error(error: LeaseError) -> ApiError {
         LeaseError::Stale(detail) => ApiError::Conflict(detail),
         LeaseError::Database(error) => ApiError::Database(error),
     }
-}
-
-fn check_lease_seconds(value: u32) -> Result<i32, ApiError> {
-    if !(1..=600).contains(&value) {
-        return Err(ApiError::Unprocessable(
-            "lease_seconds must be between 1 and 600".to_owned(),
-        ));
-    }
-    Ok(value as i32)
-}
-
-fn check_output(output: Option<&String>) -> Result<(), ApiError> {
-    if output.is_some_and(|o| o.len() > MAX_OUTPUT_BYTES) {
-        return Err(ApiError::Unprocessable(format!(
-            "output exceeds {MAX_OUTPUT_BYTES} bytes"
-        )));
-    }
-    Ok(())
 }
 
 /// Lease tasks of a pool.
@@ -80,9 +64,9 @@ pub async fn create_leases(
             "pool must be 1-63 lowercase letters, digits or '-', not starting with '-'".to_owned(),
         ));
     }
-    if !(1..=100).contains(&request.max_tasks) {
+    if !(1..=1000).contains(&request.max_tasks) {
         return Err(ApiError::Unprocessable(
-            "max_tasks must be between 1 and 100".to_owned(),
+            "max_tasks must be between 1 and 1000".to_owned(),
         ));
     }
     if request.wait_seconds > 20 {
@@ -132,6 +116,45 @@ pub async fn create_leases(
             () = tokio::time::sleep_until(sleep_until) => {}
         }
     }
+}
+
+/// Report on many leases at once: heartbeats, completions, failures, releases.
+///
+/// Each report is fenced by its own token and answered on its own, in the order of the request
+/// (`ok`, `gone`: the lease ended or the token is stale, `not_found`, `invalid` with `detail`);
+/// one refused report does not affect the others. The valid ones are applied in one transaction.
+/// A report after the one that ended its lease in the same batch is `gone`.
+#[utoipa::path(post, path = "/v1/leases/reports", tag = "workers", security(("api_key" = [])),
+    request_body = LeaseReportsRequest,
+    responses(
+        (status = 200, description = "One result per report, in order", body = LeaseReportsResponse),
+        (status = 400, description = "Malformed request", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid API key", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Not a worker key", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Not 1 to 1,000 reports", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited", body = crate::http::problem::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn report(
+    State(state): State<AppState>,
+    _worker: WorkerCaller,
+    ApiJson(request): ApiJson<LeaseReportsRequest>,
+) -> Result<axum::Json<LeaseReportsResponse>, ApiError> {
+    if request.reports.is_empty() || request.reports.len() > MAX_REPORTS {
+        return Err(ApiError::Unprocessable(format!(
+            "reports must have 1 to {MAX_REPORTS} items"
+        )));
+    }
+    let results = state
+        .queue
+        .report(&request.reports)
+        .await
+        .map_err(|error| match error {
+            ReportError::Database(error) => ApiError::Database(error),
+            ReportError::UnknownState(unknown) => ApiError::from(unknown),
+        })?;
+    Ok(axum::Json(LeaseReportsResponse { results }))
 }
 
 /// Extend a lease.
@@ -189,22 +212,7 @@ pub async fn complete(
     ApiJson(request): ApiJson<CompleteRequest>,
 ) -> Result<axum::Json<Task>, ApiError> {
     check_output(request.output.as_ref())?;
-    if let Some(result) = &request.result
-        && serde_json::to_vec(result).map_or(0, |bytes| bytes.len()) > MAX_RESULT_BYTES
-    {
-        return Err(ApiError::Unprocessable(format!(
-            "result exceeds {MAX_RESULT_BYTES} bytes"
-        )));
-    }
-    if request
-        .output
-        .as_ref()
-        .is_some_and(|output| output.contains('\0'))
-    {
-        return Err(ApiError::Unprocessable(
-            "output must not contain NUL characters".to_owned(),
-        ));
-    }
+    check_result(request.result.as_ref())?;
     let report = Report {
         result: request.result.clone(),
         output: request.output.clone(),
@@ -247,18 +255,7 @@ pub async fn fail(
     ApiJson(request): ApiJson<FailRequest>,
 ) -> Result<axum::Json<Task>, ApiError> {
     check_output(request.output.as_ref())?;
-    if request.error.is_empty()
-        || request.error.len() > MAX_ERROR_BYTES
-        || request.error.contains('\0')
-        || request
-            .output
-            .as_ref()
-            .is_some_and(|output| output.contains('\0'))
-    {
-        return Err(ApiError::Unprocessable(format!(
-            "error must have 1-{MAX_ERROR_BYTES} bytes; error and output no NUL characters"
-        )));
-    }
+    check_error(Some(&request.error))?;
     let report = Report {
         result: None,
         output: request.output.clone(),

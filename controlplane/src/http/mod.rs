@@ -38,6 +38,7 @@ pub fn v1_routes(batch_body_limit: usize) -> Router<AppState> {
         .route("/v1/workflows", post(workflows::create_workflow))
         .route("/v1/workflows/{workflow_id}", get(workflows::get_workflow))
         .route("/v1/leases", post(leases::create_leases))
+        .route("/v1/leases/reports", post(leases::report))
         .route("/v1/leases/{lease_id}/heartbeat", post(leases::heartbeat))
         .route("/v1/leases/{lease_id}/complete", post(leases::complete))
         .route("/v1/leases/{lease_id}/fail", post(leases::fail))

@@ -12,7 +12,7 @@ use super::{dead_letters, health, leases, metrics, tasks, teams, workflows};
         tasks::create_task, tasks::create_task_batch, tasks::list_tasks, tasks::get_task, tasks::cancel_task,
         tasks::list_attempts, dead_letters::list_dead_letters, dead_letters::redrive,
         workflows::create_workflow, workflows::get_workflow,
-        leases::create_leases, leases::heartbeat, leases::complete, leases::fail, leases::release,
+        leases::create_leases, leases::report, leases::heartbeat, leases::complete, leases::fail, leases::release,
         teams::create_team, teams::create_key, teams::revoke_key,
         health::healthz, health::readyz, health::startupz, metrics::metrics_endpoint,
     ),

@@ -4,6 +4,7 @@
 
 pub mod group_commit;
 pub mod reaper;
+pub mod reports;
 pub mod submit;
 pub mod wakeups;
 

@@ -8,6 +8,8 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
+use std::collections::HashMap;
+
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -229,19 +231,30 @@ async fn lock_lease(
                 .bind(lease_id)
                 .fetch_optional(&mut *connection)
                 .await?;
-        return Err(match known {
-            Some((outcome,)) => LeaseError::Stale(format!(
-                "the lease is no longer held (it ended: {})",
-                match outcome.as_deref() {
-                    Some("lost") =>
-                        "lost, it expired without a heartbeat; the task was queued again",
-                    Some(outcome) => outcome,
-                    None => "the task left the leased state",
-                }
-            )),
-            None => LeaseError::NotFound,
-        });
+        return Err(ended_lease(known.map(|(outcome,)| outcome)));
     };
+    check_live(&row, fencing_token)?;
+    Ok(row)
+}
+
+/// Why a lease that is on no leased task is refused: stale when its attempt is known (with how
+/// it ended), unknown otherwise.
+fn ended_lease(known_outcome: Option<Option<String>>) -> LeaseError {
+    match known_outcome {
+        Some(outcome) => LeaseError::Stale(format!(
+            "the lease is no longer held (it ended: {})",
+            match outcome.as_deref() {
+                Some("lost") => "lost, it expired without a heartbeat; the task was queued again",
+                Some(outcome) => outcome,
+                None => "the task left the leased state",
+            }
+        )),
+        None => LeaseError::NotFound,
+    }
+}
+
+/// A leased task's lease is live for `fencing_token`: the current token, not expired.
+fn check_live(row: &TaskRow, fencing_token: i64) -> Result<(), LeaseError> {
     if row.fencing_token != fencing_token {
         return Err(LeaseError::Stale(format!(
             "fencing token {fencing_token} is stale; the current token is {}",
@@ -256,7 +269,7 @@ async fn lock_lease(
             "the lease expired; the task goes back to the queue".to_owned(),
         ));
     }
-    Ok(row)
+    Ok(())
 }
 
 /// Extends a live lease by `lease_seconds` (never beyond the task's timeout plus the grace).
@@ -329,6 +342,235 @@ pub async fn complete(
     }
     transaction.commit().await?;
     Ok((task, seconds))
+}
+
+/// What a report in a batch does.
+#[derive(Debug, Clone)]
+pub enum ReportAction {
+    Heartbeat { lease_seconds: i32 },
+    Complete(Report),
+    Fail(Report),
+    Release,
+}
+
+/// One report of a batch.
+#[derive(Debug, Clone)]
+pub struct LeaseReport {
+    pub lease_id: Uuid,
+    pub fencing_token: i64,
+    pub action: ReportAction,
+}
+
+/// What became of one report.
+#[derive(Debug)]
+pub enum ReportResult {
+    /// A heartbeat: the new deadline.
+    Extended(DateTime<Utc>),
+    /// The lease ended: the task as it is now, and the attempt's duration.
+    Ended {
+        task: Box<TaskRow>,
+        seconds: f64,
+    },
+    Refused(LeaseError),
+}
+
+/// Applies reports about many leases in one transaction, each fenced by its own token and
+/// answered on its own. The tasks are locked in id order (concurrent batches never wait for
+/// each other in a cycle); heartbeats and completions are one statement each; the lease counters
+/// are lowered once. A lease that ends in the batch refuses the later reports about it.
+pub async fn report_many(
+    db: &PgPool,
+    reports: &[LeaseReport],
+) -> Result<Vec<ReportResult>, sqlx::Error> {
+    let mut transaction = db.begin().await?;
+    let lease_ids: Vec<Uuid> = reports.iter().map(|report| report.lease_id).collect();
+    #[derive(FromRow)]
+    struct Locked {
+        locked_lease_id: Uuid,
+        #[sqlx(flatten)]
+        task: TaskRow,
+    }
+    let mut by_lease: HashMap<Uuid, TaskRow> = sqlx::query_as::<_, Locked>(concat!(
+        "SELECT lease_id AS locked_lease_id, ",
+        task_columns!(),
+        " FROM tasks WHERE lease_id = ANY($1) AND state = 'leased' ORDER BY id FOR UPDATE"
+    ))
+    .bind(&lease_ids)
+    .fetch_all(&mut *transaction)
+    .await?
+    .into_iter()
+    .map(|locked| (locked.locked_lease_id, locked.task))
+    .collect();
+    let missing: Vec<Uuid> = lease_ids
+        .iter()
+        .filter(|id| !by_lease.contains_key(id))
+        .copied()
+        .collect();
+    let known: HashMap<Uuid, Option<String>> = if missing.is_empty() {
+        HashMap::new()
+    } else {
+        sqlx::query_as::<_, (Uuid, Option<String>)>(
+            "SELECT lease_id, outcome FROM task_attempts WHERE lease_id = ANY($1)",
+        )
+        .bind(&missing)
+        .fetch_all(&mut *transaction)
+        .await?
+        .into_iter()
+        .collect()
+    };
+    let mut results: Vec<Option<ReportResult>> = reports.iter().map(|_| None).collect();
+    let mut heartbeats: Vec<(usize, Uuid, f64)> = Vec::new();
+    let mut completions: Vec<(usize, Uuid, Uuid, &Report)> = Vec::new();
+    let mut ended: Vec<(Uuid, String)> = Vec::new();
+    for (index, report) in reports.iter().enumerate() {
+        let Some(row) = by_lease.get(&report.lease_id) else {
+            results[index] = Some(ReportResult::Refused(match known.get(&report.lease_id) {
+                Some(outcome) => ended_lease(Some(outcome.clone())),
+                None if lease_ids[..index].contains(&report.lease_id) => {
+                    LeaseError::Stale("the lease ended earlier in this batch".to_owned())
+                }
+                None => ended_lease(None),
+            }));
+            continue;
+        };
+        if let Err(error) = check_live(row, report.fencing_token) {
+            results[index] = Some(ReportResult::Refused(error));
+            continue;
+        }
+        match &report.action {
+            ReportAction::Heartbeat { lease_seconds } => {
+                heartbeats.push((index, row.id, f64::from(*lease_seconds)));
+            }
+            ReportAction::Complete(outcome) => {
+                completions.push((index, row.id, report.lease_id, outcome));
+                ended.push((row.team_id, row.pool.clone()));
+                by_lease.remove(&report.lease_id);
+            }
+            ReportAction::Fail(outcome) => {
+                let (task, seconds) =
+                    fail_locked(&mut transaction, row.id, report.lease_id, "failed", outcome)
+                        .await?;
+                ended.push((row.team_id, row.pool.clone()));
+                by_lease.remove(&report.lease_id);
+                results[index] = Some(ReportResult::Ended {
+                    task: Box::new(task),
+                    seconds,
+                });
+            }
+            ReportAction::Release => {
+                let task = release_locked(&mut transaction, row.id, report.lease_id).await?;
+                ended.push((row.team_id, row.pool.clone()));
+                by_lease.remove(&report.lease_id);
+                results[index] = Some(ReportResult::Ended {
+                    task: Box::new(task),
+                    seconds: 0.0,
+                });
+            }
+        }
+    }
+    if !heartbeats.is_empty() {
+        let extended: HashMap<Uuid, DateTime<Utc>> = sqlx::query_as::<_, (Uuid, DateTime<Utc>)>(
+            "UPDATE tasks t
+             SET lease_expires_at = least(now() + make_interval(secs => h.seconds),
+                                          t.leased_at + make_interval(secs => t.timeout_seconds + $3)),
+                 updated_at = now()
+             FROM unnest($1::uuid[], $2::float8[]) AS h(id, seconds)
+             WHERE t.id = h.id AND t.state = 'leased'
+             RETURNING t.id, t.lease_expires_at",
+        )
+        .bind(heartbeats.iter().map(|(_, id, _)| *id).collect::<Vec<_>>())
+        .bind(heartbeats.iter().map(|(_, _, s)| *s).collect::<Vec<_>>())
+        .bind(TIMEOUT_GRACE_SECONDS)
+        .fetch_all(&mut *transaction)
+        .await?
+        .into_iter()
+        .collect();
+        for (index, id, _) in &heartbeats {
+            results[*index] = Some(match extended.get(id) {
+                Some(deadline) => ReportResult::Extended(*deadline),
+                // Completed later in the same batch.
+                None => ReportResult::Refused(LeaseError::Stale(
+                    "the lease ended in this batch".to_owned(),
+                )),
+            });
+        }
+    }
+    if !completions.is_empty() {
+        let mut tasks: HashMap<Uuid, TaskRow> = sqlx::query_as::<_, TaskRow>(
+            "UPDATE tasks t
+             SET state = 'succeeded', result = c.result, output = c.output,
+                 exit_code = c.exit_code, last_error = NULL, finished_at = now(),
+                 updated_at = now(), lease_id = NULL, lease_owner = NULL, lease_expires_at = NULL
+             FROM unnest($1::uuid[], $2::jsonb[], $3::text[], $4::int[])
+                  AS c(id, result, output, exit_code)
+             WHERE t.id = c.id
+             RETURNING t.*",
+        )
+        .bind(
+            completions
+                .iter()
+                .map(|(_, id, ..)| *id)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            completions
+                .iter()
+                .map(|(.., report)| report.result.as_ref().map(Json))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            completions
+                .iter()
+                .map(|(.., report)| report.output.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            completions
+                .iter()
+                .map(|(.., report)| report.exit_code)
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut *transaction)
+        .await?
+        .into_iter()
+        .map(|row| (row.id, row))
+        .collect();
+        let seconds: HashMap<Uuid, f64> = sqlx::query_as::<_, (Uuid, f64)>(
+            "UPDATE task_attempts SET finished_at = now(), outcome = 'succeeded'
+             WHERE lease_id = ANY($1)
+             RETURNING lease_id, extract(epoch FROM finished_at - leased_at)::float8",
+        )
+        .bind(
+            completions
+                .iter()
+                .map(|(_, _, lease_id, _)| *lease_id)
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(&mut *transaction)
+        .await?
+        .into_iter()
+        .collect();
+        for (index, id, lease_id, _) in &completions {
+            let task = tasks.remove(id).ok_or(sqlx::Error::RowNotFound)?;
+            if task.workflow_id.is_some() {
+                release_dependents(&mut transaction, task.id).await?;
+            }
+            results[*index] = Some(ReportResult::Ended {
+                task: Box::new(task),
+                seconds: seconds.get(lease_id).copied().unwrap_or(0.0),
+            });
+        }
+    }
+    super::usage::lease_ended(&mut transaction, &ended).await?;
+    transaction.commit().await?;
+    Ok(results
+        .into_iter()
+        .map(|result| {
+            result.unwrap_or(ReportResult::Refused(LeaseError::Stale(
+                "not applied".to_owned(),
+            )))
+        })
+        .collect())
 }
 
 /// Ends the attempt of a locked, leased task as failed: queued again after the retry delay,
@@ -404,6 +646,18 @@ pub async fn release(
 ) -> Result<TaskRow, LeaseError> {
     let mut transaction = db.begin().await?;
     let row = lock_lease(&mut transaction, lease_id, fencing_token).await?;
+    let task = release_locked(&mut transaction, row.id, lease_id).await?;
+    super::usage::lease_ended(&mut transaction, &[(task.team_id, task.pool.clone())]).await?;
+    transaction.commit().await?;
+    Ok(task)
+}
+
+/// Queues a locked, leased task again at once; the attempt does not count.
+async fn release_locked(
+    connection: &mut PgConnection,
+    task_id: Uuid,
+    lease_id: Uuid,
+) -> Result<TaskRow, sqlx::Error> {
     let task = sqlx::query_as::<_, TaskRow>(concat!(
         "UPDATE tasks
          SET state = 'queued', attempts = greatest(attempts - 1, 0), run_at = now(),
@@ -411,17 +665,15 @@ pub async fn release(
          WHERE id = $1 RETURNING ",
         task_columns!()
     ))
-    .bind(row.id)
-    .fetch_one(&mut *transaction)
+    .bind(task_id)
+    .fetch_one(&mut *connection)
     .await?;
     sqlx::query(
         "UPDATE task_attempts SET finished_at = now(), outcome = 'released' WHERE lease_id = $1",
     )
     .bind(lease_id)
-    .execute(&mut *transaction)
+    .execute(&mut *connection)
     .await?;
-    super::usage::lease_ended(&mut transaction, &[(task.team_id, task.pool.clone())]).await?;
-    transaction.commit().await?;
     Ok(task)
 }
 
