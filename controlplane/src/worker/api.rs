@@ -1,7 +1,5 @@
 //! The worker's HTTP client of the control plane API.
 
-use std::time::Duration;
-
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -40,27 +38,5 @@ impl Api {
             return Ok(Reply::Gone(text));
         }
         anyhow::bail!("{path}: HTTP {status}: {text}")
-    }
-
-    /// A report, retried a few times on network and server errors.
-    pub async fn report<B: Serialize>(&self, path: &str, body: &B) {
-        for attempt in 1..=5u32 {
-            match self.post::<B, serde_json::Value>(path, body).await {
-                Ok(Reply::Ok(_)) => return,
-                Ok(Reply::Gone(detail)) => {
-                    tracing::warn!(
-                        path,
-                        detail,
-                        "the server refused the report: the lease ended"
-                    );
-                    return;
-                }
-                Err(error) => {
-                    tracing::warn!(path, %error, attempt, "cannot report; retrying");
-                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-                }
-            }
-        }
-        tracing::error!(path, "giving up on the report; the lease will expire");
     }
 }

@@ -4,16 +4,19 @@
 //! `HOME` and `TMPDIR`, its env, then `STACKSMITH_TASK_ID`, `STACKSMITH_ATTEMPT`,
 //! `STACKSMITH_FENCING_TOKEN` and `STACKSMITH_DEPENDENCY_RESULTS` (the JSON results of its
 //! workflow dependencies); never the worker's own variables ([`sandbox`], which also removes what
-//! the task left behind). The worker heartbeats while it runs, kills it at its
-//! timeout, and reports: exit 0 completes the task with stdout as its result (parsed as JSON when
-//! it is JSON, else the text); anything else fails the attempt. A lease the server no longer
-//! honours (409/404 on a heartbeat) kills the process without a report.
+//! the task left behind). The worker kills it at its timeout and reports: exit 0 completes the
+//! task with stdout as its result (parsed as JSON when it is JSON, else the text); anything else
+//! fails the attempt. Heartbeats and reports of all its leases go through one [`reporter`] in
+//! batches (`POST /v1/leases/reports`); a finished task frees its slot at once while its report
+//! is delivered, retried for as long as its lease lasts. A lease the server no longer honours
+//! (`gone` or `not_found` for a heartbeat) kills the process without a report.
 //!
 //! On shutdown (SIGTERM/SIGINT) it stops leasing, lets running tasks finish for up to the drain
 //! period, then kills the rest and releases their leases, and exits.
 //!
-//! This module leases, heartbeats and reports; [`process`] runs one task's process in the
-//! [`sandbox`]; [`init`] is PID 1 of a worker container; `api` is the HTTP client.
+//! This module leases and runs tasks; [`reporter`] heartbeats and reports; [`process`] runs one
+//! task's process in the [`sandbox`]; [`init`] is PID 1 of a worker container; `api` is the HTTP
+//! client.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -23,14 +26,19 @@ use anyhow::Context;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::model::lease::{Lease, LeaseResponse};
+use crate::model::lease::{Lease, LeaseReportItem, LeaseResponse, ReportKind};
 use api::{Api, Reply};
 use process::{Exit, Output, TaskProcess};
+use reporter::Reporter;
 
 mod api;
 pub mod init;
 pub mod process;
+pub mod reporter;
 pub mod sandbox;
+
+/// How long a stopping worker waits for its last reports (each also bounded by its lease).
+const REPORT_FLUSH_LIMIT: Duration = Duration::from_secs(60);
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -77,10 +85,13 @@ pub async fn run(
     });
     let options = Arc::new(options);
     let (kill_tx, kill_rx) = watch::channel(false);
+    let reporter = Reporter::new(options.lease_seconds);
+    let reporting = tokio::spawn(reporter.clone().run(api.clone()));
     let mut running: JoinSet<()> = JoinSet::new();
     tokio::pin!(shutdown);
     tracing::info!(pool = %options.pool, concurrency = options.concurrency, "worker started");
-    // Runs until the shutdown signal; each turn leases at most the free slots.
+    // Runs until the shutdown signal; each turn leases at most the free slots, while the tasks
+    // already leased run.
     loop {
         while running.try_join_next().is_some() {}
         let free = options.concurrency - running.len();
@@ -92,11 +103,12 @@ pub async fn run(
         }
         let request = serde_json::json!({
             "pool": options.pool,
-            "max_tasks": free.min(100),
+            "max_tasks": free.min(1000),
             "wait_seconds": options.wait_seconds,
             "lease_seconds": options.lease_seconds,
             "worker": options.name,
         });
+        let requested = tokio::time::Instant::now();
         let lease_call = api.post::<_, LeaseResponse>("/v1/leases", &request);
         tokio::pin!(lease_call);
         let (outcome, stopping) = tokio::select! {
@@ -122,15 +134,18 @@ pub async fn run(
         };
         if stopping {
             for lease in leases {
-                release(&api, &lease).await;
+                reporter.hold(&lease, requested);
+                reporter.finish(lease.lease_id, report(ReportKind::Release));
             }
             break;
         }
         for lease in leases {
+            let lost = reporter.hold(&lease, requested);
             running.spawn(run_task(
-                api.clone(),
+                reporter.clone(),
                 options.clone(),
                 lease,
+                lost,
                 kill_rx.clone(),
             ));
         }
@@ -154,7 +169,10 @@ pub async fn run(
         })
         .await;
     }
-    tracing::info!("worker stopped");
+    // The last reports (completions, releases), for as long as their leases last.
+    reporter.flush(REPORT_FLUSH_LIMIT).await;
+    reporting.abort();
+    tracing::info!(unreported = reporter.pending(), "worker stopped");
     Ok(())
 }
 
@@ -169,12 +187,18 @@ async fn sleep_or_stop(
     }
 }
 
-async fn release(api: &Api, lease: &Lease) {
-    api.report(
-        &format!("/v1/leases/{}/release", lease.lease_id),
-        &serde_json::json!({"fencing_token": lease.fencing_token}),
-    )
-    .await;
+/// A final report of `kind` (the reporter fills in the lease and its token).
+fn report(kind: ReportKind) -> LeaseReportItem {
+    LeaseReportItem {
+        lease_id: uuid::Uuid::nil(),
+        fencing_token: 0,
+        kind,
+        lease_seconds: None,
+        result: None,
+        output: None,
+        exit_code: None,
+        error: None,
+    }
 }
 
 enum Ending {
@@ -187,35 +211,27 @@ enum Ending {
 }
 
 async fn run_task(
-    api: Arc<Api>,
+    reporter: Reporter,
     options: Arc<WorkerOptions>,
     lease: Lease,
+    mut lost: watch::Receiver<bool>,
     mut kill: watch::Receiver<bool>,
 ) {
-    let lease_path = format!("/v1/leases/{}", lease.lease_id);
     tracing::info!(task_id = %lease.task_id, attempt = lease.attempt, "running");
     let mut process =
         match TaskProcess::spawn(&lease, options.max_output_bytes, &options.sandbox).await {
             Ok(process) => process,
             Err(error) => {
-                api.report(
-                    &format!("{lease_path}/fail"),
-                    &serde_json::json!({
-                        "fencing_token": lease.fencing_token,
-                        "error": format!("cannot start {:?}: {error}", lease.command[0]),
-                    }),
-                )
-                .await;
+                reporter.finish(
+                    lease.lease_id,
+                    LeaseReportItem {
+                        error: Some(format!("cannot start {:?}: {error}", lease.command[0])),
+                        ..report(ReportKind::Fail)
+                    },
+                );
                 return;
             }
         };
-    let period = Duration::from_millis(u64::from(options.lease_seconds) * 1000 / 3)
-        .max(Duration::from_millis(200));
-    let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    let heartbeat_body = serde_json::json!({
-        "fencing_token": lease.fencing_token,
-        "lease_seconds": options.lease_seconds,
-    });
     // Bounded by the task's timeout.
     let ending = loop {
         tokio::select! {
@@ -223,16 +239,7 @@ async fn run_task(
                 Exit::Exited(status) => Ending::Exited(status),
                 Exit::TimedOut => Ending::TimedOut,
             },
-            _ = heartbeat.tick() => {
-                match api.post::<_, serde_json::Value>(&format!("{lease_path}/heartbeat"), &heartbeat_body).await {
-                    Ok(Reply::Ok(_)) => {}
-                    Ok(Reply::Gone(detail)) => {
-                        tracing::warn!(task_id = %lease.task_id, detail, "lease lost: stopping the task");
-                        break Ending::LeaseLost;
-                    }
-                    Err(error) => tracing::warn!(%error, "heartbeat failed; retrying"),
-                }
-            }
+            Ok(()) = lost.changed() => if *lost.borrow() { break Ending::LeaseLost },
             Ok(()) = kill.changed() => if *kill.borrow() { break Ending::Killed },
         }
     };
@@ -243,47 +250,39 @@ async fn run_task(
         stdout: stdout_text,
         combined: output,
     } = process.output().await;
-    match ending {
+    let final_report = match ending {
         Ending::Exited(status) if status.success() => {
             let trimmed = stdout_text.trim();
             let result = serde_json::from_str::<serde_json::Value>(trimmed)
                 .unwrap_or_else(|_| serde_json::Value::String(trimmed.to_owned()));
-            api.report(
-                &format!("{lease_path}/complete"),
-                &serde_json::json!({
-                    "fencing_token": lease.fencing_token,
-                    "result": result,
-                    "output": output,
-                    "exit_code": 0,
-                }),
-            )
-            .await;
+            Some(LeaseReportItem {
+                result: Some(result),
+                output: Some(output),
+                exit_code: Some(0),
+                ..report(ReportKind::Complete)
+            })
         }
-        Ending::Exited(status) => {
-            api.report(
-                &format!("{lease_path}/fail"),
-                &serde_json::json!({
-                    "fencing_token": lease.fencing_token,
-                    "error": format!("the command exited with {status}"),
-                    "output": output,
-                    "exit_code": status.code(),
-                }),
-            )
-            .await;
-        }
-        Ending::TimedOut => {
-            api.report(
-                &format!("{lease_path}/fail"),
-                &serde_json::json!({
-                    "fencing_token": lease.fencing_token,
-                    "error": format!("timed out after {} s: killed", lease.timeout_seconds),
-                    "output": output,
-                }),
-            )
-            .await;
-        }
-        Ending::LeaseLost => {}
-        Ending::Killed => release(&api, &lease).await,
+        Ending::Exited(status) => Some(LeaseReportItem {
+            error: Some(format!("the command exited with {status}")),
+            output: Some(output),
+            exit_code: status.code(),
+            ..report(ReportKind::Fail)
+        }),
+        Ending::TimedOut => Some(LeaseReportItem {
+            error: Some(format!(
+                "timed out after {} s: killed",
+                lease.timeout_seconds
+            )),
+            output: Some(output),
+            ..report(ReportKind::Fail)
+        }),
+        Ending::LeaseLost => None,
+        Ending::Killed => Some(report(ReportKind::Release)),
+    };
+    match final_report {
+        // The slot is free now; the reporter delivers the report.
+        Some(final_report) => reporter.finish(lease.lease_id, final_report),
+        None => reporter.forget(lease.lease_id),
     }
     tracing::info!(task_id = %lease.task_id, "done");
 }
