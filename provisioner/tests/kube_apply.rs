@@ -194,7 +194,25 @@ async fn apply_and_plan_keep_the_replica_count_the_pool_autoscaler_chose() {
     );
     let name = "stacksmith-worker-default";
     let rendered = deployments.get(name).await.unwrap();
-    let rendered_replicas = rendered.spec.unwrap().replicas.unwrap();
+    // Server-side apply's ownership transfer: once created, `stacksmith` no longer owns the
+    // replica count; the temporary `stacksmith-replicas` manager does, until the autoscaler
+    // changes it (https://kubernetes.io/docs/reference/using-api/server-side-apply/).
+    let owners_of_replicas = |deployment: &Deployment| -> Vec<String> {
+        deployment
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter(|e| {
+                e.fields_v1
+                    .as_ref()
+                    .is_some_and(|f| !f.0["f:spec"]["f:replicas"].is_null())
+            })
+            .filter_map(|e| e.manager.clone())
+            .collect()
+    };
+    assert_eq!(owners_of_replicas(&rendered), ["stacksmith-replicas"]);
+    let rendered_replicas = rendered.spec.clone().unwrap().replicas.unwrap();
     let scaled = rendered_replicas + 3;
     deployments
         .patch_scale(
@@ -237,11 +255,32 @@ async fn apply_and_plan_keep_the_replica_count_the_pool_autoscaler_chose() {
         "up leaves the scaled pool alone"
     );
     let live = deployments.get(name).await.unwrap();
+    assert_eq!(owners_of_replicas(&live), ["stacksmith-autoscaler"]);
     assert_eq!(
         live.spec.unwrap().replicas,
         Some(scaled),
         "the autoscaler's choice survives `up` (rendered: {rendered_replicas})"
     );
+
+    // Scaled below the pool's minimum: `up` brings it back, and owns nothing afterwards.
+    deployments
+        .patch_scale(
+            name,
+            &PatchParams {
+                field_manager: Some("stacksmith-autoscaler".into()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(&serde_json::json!({ "spec": { "replicas": 0 } })),
+        )
+        .await
+        .expect("scale the pool to zero");
+    applier
+        .apply(&files, &options(&loaded, Duration::from_secs(30)))
+        .await
+        .expect("third apply");
+    let live = deployments.get(name).await.unwrap();
+    assert_eq!(live.spec.clone().unwrap().replicas, Some(rendered_replicas));
+    assert_eq!(owners_of_replicas(&live), ["stacksmith-replicas"]);
 }
 
 async fn kube_config() -> kube::Config {

@@ -234,6 +234,8 @@ struct Reply {
     status: u16,
     body: Json,
     raw: String,
+    /// `Warning` response headers.
+    warnings: Vec<String>,
 }
 
 impl std::fmt::Debug for Reply {
@@ -289,6 +291,7 @@ impl Client {
             .unwrap_or_else(|| panic!("bad status line {status_line:?} for {method} {path}"));
         let mut length = None;
         let mut chunked = false;
+        let mut warnings = Vec::new();
         loop {
             let mut line = String::new();
             self.reader.read_line(&mut line).expect("read a header");
@@ -302,6 +305,8 @@ impl Client {
                     length = value.trim().parse::<usize>().ok();
                 } else if name == "transfer-encoding" && value.contains("chunked") {
                     chunked = true;
+                } else if name == "warning" {
+                    warnings.push(value.trim().to_owned());
                 }
             }
         }
@@ -329,7 +334,12 @@ impl Client {
         } else {
             Json::parse(&raw)
         };
-        Reply { status, body, raw }
+        Reply {
+            status,
+            body,
+            raw,
+            warnings,
+        }
     }
 
     fn get(&mut self, path: &str) -> Reply {
@@ -348,6 +358,28 @@ impl Client {
             APPLY,
             body,
         )
+    }
+
+    /// A server-side apply without `force`: conflicts are reported, not overridden.
+    fn apply_unforced(&mut self, path: &str, manager: &str, body: &str) -> Reply {
+        let separator = if path.contains('?') { '&' } else { '?' };
+        self.request(
+            "PATCH",
+            &format!("{path}{separator}fieldManager={manager}"),
+            APPLY,
+            body,
+        )
+    }
+
+    /// A namespace with labels (Pod Security levels).
+    fn labelled_namespace(&mut self, prefix: &str, labels: &str) -> String {
+        let name = k8s_name(prefix);
+        let reply = self.post(
+            "/api/v1/namespaces",
+            &format!(r#"{{"apiVersion":"v1","kind":"Namespace","metadata":{{"name":"{name}","labels":{{{labels}}}}}}}"#),
+        );
+        assert_eq!(reply.status, 201, "{reply:?}");
+        name
     }
 
     /// A namespace for one test; removed by the caller at the end when it matters.
@@ -827,5 +859,420 @@ fn three_thousand_gets_do_not_slow_down() {
     assert!(
         last <= first * 3,
         "the last 500 GETs took {last:?}, the first 500 {first:?}: the emulator slows down"
+    );
+}
+
+// --- server behaviours the provisioner depends on, as the Kubernetes documentation states them --
+
+/// The condition of `kind` in a Deployment's status.
+fn condition(object: &Json, kind: &str) -> Option<Json> {
+    object
+        .items("status/conditions")
+        .iter()
+        .find(|c| c.str("type") == Some(kind))
+        .cloned()
+}
+
+/// The managedFields entry of `manager` (and `subresource`, when given).
+fn managed_entry(object: &Json, manager: &str, subresource: Option<&str>) -> Option<Json> {
+    object
+        .items("metadata/managedFields")
+        .iter()
+        .find(|e| e.str("manager") == Some(manager) && e.str("subresource") == subresource)
+        .cloned()
+}
+
+fn owns_replicas(object: &Json, manager: &str, subresource: Option<&str>) -> bool {
+    managed_entry(object, manager, subresource)
+        .is_some_and(|e| matches!(e.at("fieldsV1/f:spec/f:replicas"), Json::Object(_)))
+}
+
+/// "Transferring ownership" (server-side apply): a scaler that changes `spec.replicas` through
+/// the `scale` subresource becomes the field's owner; an apply that still sets another value
+/// conflicts unless forced; once the applier stops applying the field it keeps the scaler's
+/// value instead of being reset, and the applier no longer owns it. A field nobody else owns is
+/// removed when its applier stops applying it (replicas then default to 1).
+/// https://kubernetes.io/docs/reference/using-api/server-side-apply/#transferring-ownership
+#[test]
+fn a_scaler_takes_replicas_over_and_an_applier_hands_them_over() {
+    let mut client = Client::new();
+    let ns = client.namespace("handover");
+    let path = format!("/apis/apps/v1/namespaces/{ns}/deployments/web");
+    let created = client.apply(&path, "stacksmith", &deployment("web", 2, "nginx:1.27"));
+    assert_eq!(created.status, 201, "{created:?}");
+    assert!(
+        owns_replicas(&created.body, "stacksmith", None),
+        "{created:?}"
+    );
+
+    let scaled = client.request(
+        "PATCH",
+        &format!("{path}/scale?fieldManager=autoscaler"),
+        MERGE,
+        r#"{"spec":{"replicas":5}}"#,
+    );
+    assert_eq!(scaled.status, 200, "{scaled:?}");
+    let got = client.get(&path).body;
+    assert!(owns_replicas(&got, "autoscaler", Some("scale")), "{got:?}");
+    assert!(!owns_replicas(&got, "stacksmith", None), "{got:?}");
+
+    // Applying another value without force is a conflict naming the owner and the field.
+    let conflict = client.apply_unforced(&path, "stacksmith", &deployment("web", 2, "nginx:1.27"));
+    assert_eq!(conflict.status, 409, "{conflict:?}");
+    assert_eq!(conflict.body.str("reason"), Some("Conflict"));
+    let message = conflict.body.str("message").unwrap_or_default();
+    assert!(
+        message.contains(r#"conflict with "autoscaler""#) && message.contains(".spec.replicas"),
+        "{message}"
+    );
+    // The same value is not a conflict: ownership is shared.
+    let same = client.apply_unforced(&path, "stacksmith", &deployment("web", 5, "nginx:1.27"));
+    assert_eq!(same.status, 200, "{same:?}");
+    assert!(owns_replicas(&same.body, "stacksmith", None), "{same:?}");
+    assert!(
+        owns_replicas(&same.body, "autoscaler", Some("scale")),
+        "{same:?}"
+    );
+
+    // Dropping the field from the applied configuration keeps the scaler's value.
+    let without = deployment("web", 5, "nginx:1.27").replace(r#""replicas":5,"#, "");
+    let handed = client.apply_unforced(&path, "stacksmith", &without);
+    assert_eq!(handed.status, 200, "{handed:?}");
+    assert_eq!(handed.body.num("spec/replicas"), Some(5.0), "{handed:?}");
+    assert!(
+        !owns_replicas(&handed.body, "stacksmith", None),
+        "{handed:?}"
+    );
+    // Forcing takes the field back.
+    let forced = client.apply(&path, "stacksmith", &deployment("web", 3, "nginx:1.27"));
+    assert_eq!(forced.status, 200, "{forced:?}");
+    assert_eq!(forced.body.num("spec/replicas"), Some(3.0));
+    assert!(
+        owns_replicas(&forced.body, "stacksmith", None),
+        "{forced:?}"
+    );
+    assert!(
+        managed_entry(&forced.body, "autoscaler", Some("scale")).is_none(),
+        "a manager without fields is dropped: {forced:?}"
+    );
+    // Sole owner dropping the field: it is removed and defaulted.
+    let reset = client.apply(&path, "stacksmith", &without);
+    assert_eq!(reset.status, 200, "{reset:?}");
+    assert_eq!(reset.body.num("spec/replicas"), Some(1.0), "{reset:?}");
+}
+
+/// Fields the API server refuses to change in an update: a PriorityClass `value` ("may not be
+/// changed in an update"), a Deployment's `spec.selector`, a Service's `clusterIP` and a Job's
+/// `spec.template` ("field is immutable"), each a 422 `Invalid` naming the field.
+#[test]
+fn immutable_fields_are_refused_in_updates() {
+    let mut client = Client::new();
+    let class = k8s_name("pc");
+    let class_path = format!("/apis/scheduling.k8s.io/v1/priorityclasses/{class}");
+    let body = |value: u32| {
+        format!(
+            r#"{{"apiVersion":"scheduling.k8s.io/v1","kind":"PriorityClass","metadata":{{"name":"{class}"}},"value":{value}}}"#
+        )
+    };
+    assert_eq!(
+        client.apply(&class_path, "stacksmith", &body(100)).status,
+        201
+    );
+    let refused = client.apply(&class_path, "stacksmith", &body(200));
+    assert_eq!(refused.status, 422, "{refused:?}");
+    assert_eq!(refused.body.str("reason"), Some("Invalid"));
+    assert!(
+        refused
+            .body
+            .str("message")
+            .is_some_and(|m| m.contains("value: Forbidden: may not be changed in an update")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        refused.body.str("details/causes/0/field"),
+        Some("value"),
+        "{refused:?}"
+    );
+    assert_eq!(client.get(&class_path).body.num("value"), Some(100.0));
+    let deleted = client.request("DELETE", &class_path, JSON, "");
+    assert_eq!(deleted.status, 200, "{deleted:?}");
+    assert_eq!(
+        client.apply(&class_path, "stacksmith", &body(200)).status,
+        201
+    );
+
+    let ns = client.namespace("immutable");
+    let path = format!("/apis/apps/v1/namespaces/{ns}/deployments/web");
+    assert_eq!(
+        client
+            .apply(&path, "stacksmith", &deployment("web", 1, "nginx:1.27"))
+            .status,
+        201
+    );
+    let relabelled = deployment("web", 1, "nginx:1.27").replace(
+        r#""selector":{"matchLabels":{"app":"web"}}"#,
+        r#""selector":{"matchLabels":{"app":"web","tier":"x"}}"#,
+    );
+    let refused = client.apply(&path, "stacksmith", &relabelled);
+    assert_eq!(refused.status, 422, "{refused:?}");
+    assert!(
+        refused
+            .body
+            .str("message")
+            .is_some_and(|m| m.contains("spec.selector") && m.contains("field is immutable")),
+        "{refused:?}"
+    );
+
+    let service_path = format!("/api/v1/namespaces/{ns}/services/api");
+    let service = |ip: &str| {
+        let ip = if ip.is_empty() {
+            String::new()
+        } else {
+            format!(r#""clusterIP":"{ip}","#)
+        };
+        format!(
+            r#"{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"api"}},"spec":{{{ip}"selector":{{"app":"web"}},"ports":[{{"port":80}}]}}}}"#
+        )
+    };
+    let created = client.apply(&service_path, "stacksmith", &service(""));
+    assert_eq!(created.status, 201, "{created:?}");
+    let ip = created
+        .body
+        .str("spec/clusterIP")
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!ip.is_empty(), "a ClusterIP is allocated: {created:?}");
+    let again = client.apply(&service_path, "stacksmith", &service(""));
+    assert_eq!(again.body.str("spec/clusterIP"), Some(ip.as_str()));
+    let other = if ip.ends_with(".250") {
+        "10.100.0.251"
+    } else {
+        "10.100.0.250"
+    };
+    let refused = client.apply(&service_path, "stacksmith", &service(other));
+    assert_eq!(refused.status, 422, "{refused:?}");
+    assert!(
+        refused
+            .body
+            .str("message")
+            .is_some_and(|m| m.contains("may not change once set")),
+        "{refused:?}"
+    );
+
+    let job_path = format!("/apis/batch/v1/namespaces/{ns}/jobs/migrate");
+    let job = |image: &str| {
+        format!(
+            r#"{{"apiVersion":"batch/v1","kind":"Job","metadata":{{"name":"migrate"}},"spec":{{"template":{{"spec":{{"restartPolicy":"Never","containers":[{{"name":"m","image":"{image}"}}]}}}}}}}}"#
+        )
+    };
+    assert_eq!(
+        client.apply(&job_path, "stacksmith", &job("a:1")).status,
+        201
+    );
+    let refused = client.apply(&job_path, "stacksmith", &job("a:2"));
+    assert_eq!(refused.status, 422, "{refused:?}");
+    assert!(
+        refused
+            .body
+            .str("message")
+            .is_some_and(|m| m.contains("spec.template") && m.contains("field is immutable")),
+        "{refused:?}"
+    );
+}
+
+/// Services get a ClusterIP from the service CIDR; the first address is the `kubernetes`
+/// Service in `default` (port 443), which in-cluster clients reach the API server through.
+#[test]
+fn the_kubernetes_service_holds_the_first_address_of_the_service_cidr() {
+    let mut client = Client::new();
+    let got = client.get("/api/v1/namespaces/default/services/kubernetes");
+    assert_eq!(got.status, 200, "{got:?}");
+    let ip = got.body.str("spec/clusterIP").unwrap_or_default();
+    assert!(ip.ends_with(".1"), "{got:?}");
+    assert_eq!(got.body.num("spec/ports/0/port"), Some(443.0));
+}
+
+fn pod(name: &str, spec: &str) -> String {
+    format!(r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}"}},"spec":{spec}}}"#)
+}
+
+/// A node-exporter-like pod: host network and PID namespaces, a hostPath and a hostPort.
+const NODE_EXPORTER: &str = r#"{"hostNetwork":true,"hostPID":true,"containers":[{"name":"node-exporter","image":"quay.io/prometheus/node-exporter:v1.8.2","ports":[{"containerPort":9100,"hostPort":9100}]}],"volumes":[{"name":"root","hostPath":{"path":"/"}}]}"#;
+
+/// A pod that satisfies `restricted`.
+const RESTRICTED_OK: &str = r#"{"securityContext":{"runAsNonRoot":true,"runAsUser":10001,"seccompProfile":{"type":"RuntimeDefault"}},"containers":[{"name":"app","image":"app:1","securityContext":{"allowPrivilegeEscalation":false,"capabilities":{"drop":["ALL"]}},"resources":{"requests":{"cpu":"500m","memory":"256Mi"},"limits":{"cpu":"1","memory":"512Mi"}}}]}"#;
+
+/// Pod Security admission: the namespace's `enforce` level refuses pods that violate it (403
+/// Forbidden, `violates PodSecurity "<level>:<version>"` and each failed check); `baseline`
+/// refuses host namespaces, hostPath volumes and host ports (what node-exporter needs), which
+/// `privileged` allows; `restricted` wants no privilege escalation, dropped capabilities, a
+/// non-root user and a seccomp profile. Workload writes are admitted with a `Warning` for the
+/// `warn` level, and their controller cannot create the refused pods (`ReplicaFailure`,
+/// `FailedCreate`). https://kubernetes.io/docs/concepts/security/pod-security-admission/
+#[test]
+fn pod_security_admission_enforces_and_warns_per_namespace_level() {
+    let mut client = Client::new();
+    let baseline = client.labelled_namespace(
+        "psa-baseline",
+        r#""pod-security.kubernetes.io/enforce":"baseline","pod-security.kubernetes.io/warn":"restricted""#,
+    );
+    let refused = client.post(
+        &format!("/api/v1/namespaces/{baseline}/pods"),
+        &pod("node-exporter", NODE_EXPORTER),
+    );
+    assert_eq!(refused.status, 403, "{refused:?}");
+    assert_eq!(refused.body.str("reason"), Some("Forbidden"));
+    let message = refused.body.str("message").unwrap_or_default();
+    for fragment in [
+        r#"violates PodSecurity "baseline:latest""#,
+        "host namespaces (hostNetwork=true, hostPID=true)",
+        r#"hostPath volumes (volume "root")"#,
+        "hostPort",
+    ] {
+        assert!(message.contains(fragment), "{fragment} missing: {message}");
+    }
+    let privileged = client.labelled_namespace(
+        "psa-priv",
+        r#""pod-security.kubernetes.io/enforce":"privileged""#,
+    );
+    let admitted = client.post(
+        &format!("/api/v1/namespaces/{privileged}/pods"),
+        &pod("node-exporter", NODE_EXPORTER),
+    );
+    assert_eq!(admitted.status, 201, "{admitted:?}");
+
+    let restricted = client.labelled_namespace(
+        "psa-restricted",
+        r#""pod-security.kubernetes.io/enforce":"restricted""#,
+    );
+    let plain = r#"{"containers":[{"name":"app","image":"app:1"}]}"#;
+    let refused = client.post(
+        &format!("/api/v1/namespaces/{restricted}/pods"),
+        &pod("plain", plain),
+    );
+    assert_eq!(refused.status, 403, "{refused:?}");
+    let message = refused.body.str("message").unwrap_or_default();
+    for fragment in [
+        "allowPrivilegeEscalation != false",
+        "unrestricted capabilities",
+        "runAsNonRoot != true",
+        "seccompProfile",
+    ] {
+        assert!(message.contains(fragment), "{fragment} missing: {message}");
+    }
+    let ok = client.post(
+        &format!("/api/v1/namespaces/{restricted}/pods"),
+        &pod("hardened", RESTRICTED_OK),
+    );
+    assert_eq!(ok.status, 201, "{ok:?}");
+
+    // A workload is admitted with a warning; its pods are refused by the controller.
+    let path = format!("/apis/apps/v1/namespaces/{baseline}/deployments/web");
+    let body = deployment("web", 1, "nginx:1.27");
+    let created = client.apply(&path, "stacksmith", &body);
+    assert_eq!(created.status, 201, "{created:?}");
+    assert!(
+        created
+            .warnings
+            .iter()
+            .any(|w| w.contains(r#"would violate PodSecurity \"restricted:latest\""#)),
+        "{:?}",
+        created.warnings
+    );
+    let exporter_path = format!("/apis/apps/v1/namespaces/{baseline}/deployments/exporter");
+    let exporter = format!(
+        r#"{{"apiVersion":"apps/v1","kind":"Deployment","metadata":{{"name":"exporter"}},"spec":{{"replicas":1,"selector":{{"matchLabels":{{"app":"x"}}}},"template":{{"metadata":{{"labels":{{"app":"x"}}}},"spec":{NODE_EXPORTER}}}}}}}"#
+    );
+    assert_eq!(
+        client.apply(&exporter_path, "stacksmith", &exporter).status,
+        201
+    );
+    let failed = poll("the refused pods showing", Duration::from_secs(10), || {
+        let got = client.get(&exporter_path).body;
+        condition(&got, "ReplicaFailure").map(|_| got)
+    });
+    let failure = condition(&failed, "ReplicaFailure").expect("ReplicaFailure");
+    assert_eq!(failure.str("status"), Some("True"));
+    assert_eq!(failure.str("reason"), Some("FailedCreate"));
+    assert!(
+        failure
+            .str("message")
+            .is_some_and(|m| m.contains(r#"violates PodSecurity "baseline:latest""#)),
+        "{failure:?}"
+    );
+    assert_eq!(failed.num("status/availableReplicas"), Some(0.0));
+}
+
+/// ResourceQuota admission: with a quota on compute resources, a pod that does not declare them
+/// is refused (`failed quota: <name>: must specify ...`), and a pod beyond the `hard` limits is
+/// refused (`exceeded quota: <name>, requested: ..., used: ..., limited: ...`); a Deployment
+/// gets only the pods that fit, with `ReplicaFailure`.
+/// https://kubernetes.io/docs/concepts/policy/resource-quotas/
+#[test]
+fn resource_quotas_refuse_undeclared_and_excess_pods() {
+    let mut client = Client::new();
+    let ns = client.namespace("quota");
+    let quota = client.apply(
+        &format!("/api/v1/namespaces/{ns}/resourcequotas/compute"),
+        "stacksmith",
+        r#"{"apiVersion":"v1","kind":"ResourceQuota","metadata":{"name":"compute"},"spec":{"hard":{"requests.cpu":"1","requests.memory":"1Gi","pods":"3"}}}"#,
+    );
+    assert_eq!(quota.status, 201, "{quota:?}");
+    let refused = client.post(
+        &format!("/api/v1/namespaces/{ns}/pods"),
+        &pod("bare", r#"{"containers":[{"name":"app","image":"app:1"}]}"#),
+    );
+    assert_eq!(refused.status, 403, "{refused:?}");
+    let message = refused.body.str("message").unwrap_or_default();
+    assert!(
+        message.contains("failed quota: compute: must specify requests.cpu for: app")
+            && message.contains("requests.memory for: app"),
+        "{message}"
+    );
+    for name in ["one", "two"] {
+        let ok = client.post(
+            &format!("/api/v1/namespaces/{ns}/pods"),
+            &pod(name, RESTRICTED_OK),
+        );
+        assert_eq!(ok.status, 201, "{ok:?}");
+    }
+    let over = client.post(
+        &format!("/api/v1/namespaces/{ns}/pods"),
+        &pod("three", RESTRICTED_OK),
+    );
+    assert_eq!(over.status, 403, "{over:?}");
+    let message = over.body.str("message").unwrap_or_default();
+    assert!(
+        message.contains("exceeded quota: compute, requested: requests.cpu=500m")
+            && message.contains("used: requests.cpu=1")
+            && message.contains("limited: requests.cpu=1"),
+        "{message}"
+    );
+
+    // A Deployment in a namespace whose quota has room for one more pod.
+    let other = client.namespace("quota-deploy");
+    client.apply(
+        &format!("/api/v1/namespaces/{other}/resourcequotas/compute"),
+        "stacksmith",
+        r#"{"apiVersion":"v1","kind":"ResourceQuota","metadata":{"name":"compute"},"spec":{"hard":{"pods":"2"}}}"#,
+    );
+    let path = format!("/apis/apps/v1/namespaces/{other}/deployments/web");
+    assert_eq!(
+        client
+            .apply(&path, "stacksmith", &deployment("web", 3, "nginx:1.27"))
+            .status,
+        201
+    );
+    let got = poll("the quota showing", Duration::from_secs(10), || {
+        let got = client.get(&path).body;
+        condition(&got, "ReplicaFailure").map(|_| got)
+    });
+    assert_eq!(got.num("status/availableReplicas"), Some(2.0), "{got:?}");
+    let failure = condition(&got, "ReplicaFailure").expect("ReplicaFailure");
+    assert!(
+        failure
+            .str("message")
+            .is_some_and(|m| m.contains("exceeded quota: compute")),
+        "{failure:?}"
     );
 }

@@ -13,6 +13,25 @@ which uses the same resource list for kinds and scopes and adds what kmock 0.8 l
 server-side apply with managedFields, PUT, namespaces, uid/resourceVersion/creationTimestamp/
 generation, standard Status reasons, selectors, pagination, dryRun, watches with
 resourceVersion, Deployment `/scale` and a minimal Deployment status controller.
+
+Server behaviours the provisioner depends on, each as the Kubernetes documentation describes it
+(and pinned by a test in `tests/e2e/kube_emulator.rs`):
+- field ownership: every write records which manager owns which fields (Apply and Update
+  operations, subresources apart); an Update that changes a field takes it over; an apply that
+  sets a field another manager owns to another value is a 409 conflict unless forced (force
+  takes the field over); a field an applier stops applying is removed only when no other manager
+  owns it; a manager left without fields disappears from `managedFields`;
+- immutable fields: a PriorityClass `value`, a Deployment's or Job's `spec.selector`, a Job's
+  `spec.template` and a Service's `spec.clusterIP` cannot change (422 Invalid);
+- Services get a ClusterIP from the service CIDR (`--service-cidr`, default 10.100.0.0/16), whose
+  first address is the `kubernetes` Service of `default`;
+- Pod Security admission: a namespace's `pod-security.kubernetes.io/enforce` level refuses Pods
+  that violate it (403 Forbidden, with the checks that failed), its `warn` level answers workload
+  writes with a `Warning` header, and the Deployment controller cannot create the pods of a
+  template its namespace refuses (`ReplicaFailure`, `FailedCreate`);
+- ResourceQuota admission: with a quota on compute resources, a pod must declare them, and pods
+  beyond the quota's `hard` limits are refused (directly: 403; through a Deployment: fewer
+  available replicas and `ReplicaFailure`).
 """
 
 from __future__ import annotations
@@ -20,8 +39,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import contextvars
 import copy
 import datetime
+import hashlib
+import ipaddress
 import json
 import re
 import signal
@@ -47,6 +69,10 @@ EVENT_HISTORY = 10_000
 CONTROLLER_DELAY = 0.05
 # A container image containing this marker never becomes ready.
 NEVER_READY = "never-ready"
+# Warnings of the request being served (the `Warning` response header).
+WARNINGS: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("warnings", default=None)
+# Absent from an object.
+MISSING = object()
 
 Obj = dict[str, Any]
 
@@ -175,6 +201,271 @@ def applied_fields(body: Obj) -> Obj:
     return owned
 
 
+# --- field ownership (server-side apply) --------------------------------------------------------
+# An owner is (manager, operation, subresource or ""); its fields are leaf paths with the values
+# it set. Lists are atomic.
+
+
+def get_path(obj: Any, path: tuple) -> Any:
+    node = obj
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return MISSING
+        node = node[key]
+    return node
+
+
+def owned_paths(fields: Obj) -> dict[tuple, Any]:
+    """The leaf paths of a field set, without the empty root."""
+    return {p: v for p, v in leaf_paths(fields).items() if p != ()}
+
+
+Owners = dict[tuple[str, str, str], dict[tuple, Any]]
+
+
+def after_update(owners: Owners, old: Obj | None, new: Obj, owner: tuple[str, str, str] | None, subresource: str | None = None) -> Owners:
+    """Ownership after an Update: what the updater changed or added becomes its own (taken from
+    every other manager), what it removed is nobody's."""
+    area = (lambda o: {"status": o["status"]} if "status" in o else {}) if subresource == "status" else applied_fields
+    before = owned_paths(area(old)) if old else {}
+    after = owned_paths(area(new))
+    changed = {p: v for p, v in after.items() if get_path(old or {}, p) != v}
+    gone = {p for p in before if get_path(new, p) is MISSING}
+    result: Owners = {}
+    for other, fields in owners.items():
+        kept = {p: v for p, v in fields.items() if p not in changed and p not in gone and get_path(new, p) is not MISSING}
+        if kept:
+            result[other] = kept
+    if owner is not None and changed:
+        result[owner] = {**result.get(owner, {}), **changed}
+    return result
+
+
+def paths_tree(paths) -> Obj:
+    tree: Obj = {}
+    for path in paths:
+        node = tree
+        for key in path:
+            node = node.setdefault(key, {})
+    return tree
+
+
+def managed_fields(owners: Owners, previous: list[Obj] | None, acting: tuple[str, str, str] | None, api_version: str) -> list[Obj]:
+    """`metadata.managedFields` for `owners` (times kept for owners other than the acting one)."""
+    times = {(e.get("manager"), e.get("operation"), e.get("subresource", "")): (e.get("time"), e.get("apiVersion")) for e in previous or []}
+    entries = []
+    for owner in sorted(owners):
+        manager, operation, subresource = owner
+        time, version = times.get(owner, (None, None))
+        entry: Obj = {
+            "manager": manager,
+            "operation": operation,
+            "apiVersion": api_version if owner == acting or version is None else version,
+            "time": now() if owner == acting or time is None else time,
+            "fieldsType": "FieldsV1",
+            "fieldsV1": fields_v1(paths_tree(owners[owner])),
+        }
+        if subresource:
+            entry["subresource"] = subresource
+        entries.append(entry)
+    return entries
+
+
+def field_name(path: tuple) -> str:
+    return "".join(f".{key}" for key in path)
+
+
+def conflict_message(conflicts: list[tuple[tuple[str, str, str], tuple]], api_version: str) -> str:
+    """Worded like the API server: `Apply failed with 1 conflict: conflict with "m" using v: .f`."""
+    def who(owner: tuple[str, str, str]) -> str:
+        manager, _, subresource = owner
+        return f'"{manager}"' + (f' with subresource "{subresource}"' if subresource else "") + f" using {api_version}"
+    if len(conflicts) == 1:
+        owner, path = conflicts[0]
+        return f"Apply failed with 1 conflict: conflict with {who(owner)}: {field_name(path)}"
+    lines = "\n".join(f"- conflict with {who(owner)}: {field_name(path)}" for owner, path in conflicts)
+    return f"Apply failed with {len(conflicts)} conflicts:\n{lines}"
+
+
+# --- immutable fields ---------------------------------------------------------------------------
+
+
+def go_selector(selector: Any) -> str:
+    labels = ", ".join(f'"{k}":"{v}"' for k, v in sorted(((selector or {}).get("matchLabels") or {}).items()))
+    return f"v1.LabelSelector{{MatchLabels:map[string]string{{{labels}}}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}}"
+
+
+def immutable_violations(res: "Resource", old: Obj, new: Obj) -> list[tuple[str, str, str]]:
+    """(field, reason, message) for each immutable field an update changes."""
+    found = []
+    old_spec, new_spec = old.get("spec") or {}, new.get("spec") or {}
+    if (res.group, res.plural) == ("scheduling.k8s.io", "priorityclasses") and old.get("value") != new.get("value"):
+        found.append(("value", "FieldValueForbidden", "value: Forbidden: may not be changed in an update."))
+    if (res.group, res.plural) in (("apps", "deployments"), ("apps", "replicasets"), ("apps", "statefulsets"), ("apps", "daemonsets"), ("batch", "jobs")):
+        if old_spec.get("selector") is not None and old_spec.get("selector") != new_spec.get("selector"):
+            found.append(("spec.selector", "FieldValueInvalid", f"spec.selector: Invalid value: {go_selector(new_spec.get('selector'))}: field is immutable"))
+    if (res.group, res.plural) == ("batch", "jobs") and old_spec.get("template") != new_spec.get("template"):
+        found.append(("spec.template", "FieldValueInvalid", "spec.template: Invalid value: core.PodTemplateSpec{...}: field is immutable"))
+    if (res.group, res.plural) == ("", "services"):
+        before, after = old_spec.get("clusterIP"), new_spec.get("clusterIP")
+        if before and after and before != after:
+            found.append(("spec.clusterIPs[0]", "FieldValueInvalid", f'spec.clusterIPs[0]: Invalid value: []string{{"{after}"}}: may not change once set'))
+    return found
+
+
+# --- Pod Security admission (https://kubernetes.io/docs/concepts/security/pod-security-standards/)
+
+LEVELS = {"privileged": 0, "baseline": 1, "restricted": 2}
+BASELINE_CAPABILITIES = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD", "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+# Workload kinds and where their pod template is.
+POD_TEMPLATES = {
+    ("apps", "deployments"): ("spec", "template"),
+    ("apps", "replicasets"): ("spec", "template"),
+    ("apps", "statefulsets"): ("spec", "template"),
+    ("apps", "daemonsets"): ("spec", "template"),
+    ("batch", "jobs"): ("spec", "template"),
+    ("batch", "cronjobs"): ("spec", "jobTemplate", "spec", "template"),
+}
+
+
+def containers_of(spec: Obj) -> list[Obj]:
+    return [c for kind in ("initContainers", "containers", "ephemeralContainers") for c in spec.get(kind) or []]
+
+
+def names(containers: list[Obj], noun: str = "container") -> str:
+    quoted = ", ".join(f'"{c.get("name", "")}"' for c in containers)
+    return f"{noun}s {quoted}" if len(containers) > 1 else f"{noun} {quoted}"
+
+
+def pod_security_violations(level: str, spec: Obj) -> list[str]:
+    """The checks of the Pod Security Standard `level` that a pod spec fails, worded like the
+    admission controller's message."""
+    if LEVELS.get(level, 0) == 0:
+        return []
+    found: list[str] = []
+    pod_sc = spec.get("securityContext") or {}
+    containers = containers_of(spec)
+    sc = lambda c: c.get("securityContext") or {}  # noqa: E731
+    hosts = [f"{f}=true" for f in ("hostNetwork", "hostPID", "hostIPC") if spec.get(f)]
+    if hosts:
+        found.append(f"host namespaces ({', '.join(hosts)})")
+    privileged = [c for c in containers if sc(c).get("privileged")]
+    if privileged:
+        found.append(f"privileged ({names(privileged)} must not set securityContext.privileged=true)")
+    added = [(c, cap) for c in containers for cap in (sc(c).get("capabilities") or {}).get("add") or [] if cap not in BASELINE_CAPABILITIES]
+    if added:
+        caps = ", ".join(sorted({f'"{cap}"' for _, cap in added}))
+        found.append(f"non-default capabilities ({names([c for c, _ in added])} must not include {caps} in securityContext.capabilities.add)")
+    host_paths = [v for v in spec.get("volumes") or [] if "hostPath" in v]
+    if host_paths:
+        found.append(f"hostPath volumes ({names(host_paths, 'volume')})")
+    host_ports = [(c, p["hostPort"]) for c in containers for p in c.get("ports") or [] if p.get("hostPort")]
+    if host_ports:
+        ports = ", ".join(str(p) for _, p in host_ports)
+        found.append(f"hostPort ({names([c for c, _ in host_ports])} uses hostPort{'s' if len(host_ports) > 1 else ''} {ports})")
+    unconfined = (pod_sc.get("seccompProfile") or {}).get("type") == "Unconfined" or any((sc(c).get("seccompProfile") or {}).get("type") == "Unconfined" for c in containers)
+    if unconfined:
+        found.append('seccompProfile (pod or containers must not set securityContext.seccompProfile.type to "Unconfined")')
+    if level != "restricted":
+        return found
+    restricted = [(v, t) for v in spec.get("volumes") or [] for t in v if t != "name" and t not in RESTRICTED_VOLUMES and t != "hostPath"]
+    if restricted:
+        found.append(f"restricted volume types ({names([v for v, _ in restricted], 'volume')} uses restricted volume type {', '.join(sorted({repr(t) for _, t in restricted}))})")
+    escalating = [c for c in containers if sc(c).get("allowPrivilegeEscalation") is not False]
+    if escalating:
+        found.append(f"allowPrivilegeEscalation != false ({names(escalating)} must set securityContext.allowPrivilegeEscalation=false)")
+    not_dropped = [c for c in containers if "ALL" not in ((sc(c).get("capabilities") or {}).get("drop") or [])]
+    extra = [c for c in containers if any(cap != "NET_BIND_SERVICE" for cap in (sc(c).get("capabilities") or {}).get("add") or [])]
+    if not_dropped or extra:
+        parts = []
+        if not_dropped:
+            parts.append(f'{names(not_dropped)} must set securityContext.capabilities.drop=["ALL"]')
+        if extra:
+            parts.append(f"{names(extra)} must not include capabilities other than \"NET_BIND_SERVICE\" in securityContext.capabilities.add")
+        found.append(f"unrestricted capabilities ({'; '.join(parts)})")
+    non_root = lambda c: sc(c).get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True  # noqa: E731
+    rooted = [c for c in containers if not non_root(c)]
+    if rooted:
+        found.append(f"runAsNonRoot != true (pod or {names(rooted)} must set securityContext.runAsNonRoot=true)")
+    uid_zero = [c for c in containers if sc(c).get("runAsUser", pod_sc.get("runAsUser")) == 0]
+    if uid_zero:
+        found.append(f"runAsUser=0 (pod or {names(uid_zero)} must not set runAsUser=0)")
+    seccomp = lambda c: ((sc(c).get("seccompProfile") or pod_sc.get("seccompProfile")) or {}).get("type")  # noqa: E731
+    no_seccomp = [c for c in containers if seccomp(c) not in ("RuntimeDefault", "Localhost")]
+    if no_seccomp:
+        found.append(f'seccompProfile (pod or {names(no_seccomp)} must set securityContext.seccompProfile.type to "RuntimeDefault" or "Localhost")')
+    return found
+
+
+def enforced_level(namespace: Obj | None, mode: str = "enforce") -> tuple[str, str]:
+    labels = ((namespace or {}).get("metadata") or {}).get("labels") or {}
+    level = labels.get(f"pod-security.kubernetes.io/{mode}", "privileged")
+    version = labels.get(f"pod-security.kubernetes.io/{mode}-version", "latest")
+    return level, version
+
+
+# --- ResourceQuota admission (https://kubernetes.io/docs/concepts/policy/resource-quotas/) ------
+
+QUANTITY_SUFFIXES = {
+    "m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
+}
+COMPUTE = ("requests.cpu", "requests.memory", "limits.cpu", "limits.memory", "cpu", "memory")
+
+
+def quantity(value: Any) -> float:
+    text = str(value).strip()
+    m = re.match(r"^([+-]?[0-9.]+(?:[eE][+-]?[0-9]+)?)([a-zA-Z]*)$", text)
+    if not m or m.group(2) not in QUANTITY_SUFFIXES:
+        raise bad_request(f"quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$': {text!r}")
+    return float(m.group(1)) * QUANTITY_SUFFIXES[m.group(2)]
+
+
+def pod_usage(spec: Obj) -> dict[str, float | None]:
+    """What one pod counts against a quota; None where a container does not say."""
+    usage: dict[str, float | None] = {"pods": 1}
+    for resource in ("cpu", "memory"):
+        for kind in ("requests", "limits"):
+            total: float | None = 0.0
+            for c in spec.get("containers") or []:
+                resources = c.get("resources") or {}
+                # Requests default to limits.
+                value = (resources.get(kind) or {}).get(resource)
+                if value is None and kind == "requests":
+                    value = (resources.get("limits") or {}).get(resource)
+                if value is None:
+                    total = None
+                    break
+                total += quantity(value)
+            usage[f"{kind}.{resource}"] = total
+        usage[resource] = usage[f"requests.{resource}"]
+    return usage
+
+
+def missing_for_quota(quota: Obj, spec: Obj) -> list[str]:
+    """`limits.cpu for: app` for each compute resource a quota limits and a container lacks."""
+    hard = (quota.get("spec") or {}).get("hard") or {}
+    missing = []
+    for key in sorted(k for k in hard if k in COMPUTE):
+        kind, _, resource = key.rpartition(".")
+        kind = kind or "requests"
+        lacking = []
+        for c in spec.get("containers") or []:
+            resources = c.get("resources") or {}
+            if (resources.get(kind) or {}).get(resource) is None and (kind == "limits" or (resources.get("limits") or {}).get(resource) is None):
+                lacking.append(c.get("name", ""))
+        if lacking:
+            missing.append(f"{key} for: {','.join(lacking)}")
+    return missing
+
+
+def fmt_quantity(key: str, value: float) -> str:
+    if key.endswith("cpu") and value != int(value):
+        return f"{round(value * 1000)}m"
+    return str(int(value))
+
+
 # --- selectors ----------------------------------------------------------------------------------
 
 
@@ -254,12 +545,15 @@ def field_matcher(selector: str | None):
 
 
 class Store:
-    def __init__(self, resources: dict[tuple[str, str, str], Resource]):
+    def __init__(self, resources: dict[tuple[str, str, str], Resource], service_cidr: str = "10.100.0.0/16"):
         self.resources = resources
         # (group, plural, namespace or "", name) -> object
         self.objects: dict[tuple[str, str, str, str], Obj] = {}
-        # (object key, manager) -> the fields that manager last applied
-        self.applied: dict[tuple[tuple, str], Obj] = {}
+        # object key -> its owners and the fields each owns
+        self.owners: dict[tuple, Owners] = {}
+        # The owner of the write in progress (its managedFields entry gets the time of the write).
+        self.acting: tuple[str, str, str] | None = None
+        self.service_cidr = ipaddress.ip_network(service_cidr)
         self.rv = 0
         self.events: collections.deque[tuple[int, str, tuple[str, str], Obj]] = collections.deque(maxlen=EVENT_HISTORY)
         self.changed = asyncio.Condition()
@@ -267,6 +561,14 @@ class Store:
         ns = resources[("", "v1", "namespaces")]
         for name in BUILTIN_NAMESPACES:
             self.write(ns, None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}, created=True)
+        # The API server's own Service: the first address of the service CIDR, port 443.
+        kubernetes = {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+            "spec": {"type": "ClusterIP", "clusterIP": str(next(self.service_cidr.hosts())), "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 443}]},
+        }
+        self.write(resources[("", "v1", "services")], "default", kubernetes, created=True)
 
     # -- bookkeeping --
 
@@ -295,7 +597,7 @@ class Store:
             if obj.get("spec") != old.get("spec"):
                 meta["generation"] = old_meta["generation"] + 1
 
-    def write(self, res: Resource, namespace: str | None, obj: Obj, *, created: bool, dry_run: bool = False) -> Obj:
+    def write(self, res: Resource, namespace: str | None, obj: Obj, *, created: bool, dry_run: bool = False, owners: Owners | None = None, admit: bool = True) -> Obj:
         key = self.key(res, namespace, obj["metadata"]["name"])
         old = None if created else self.objects.get(key)
         self.stamp(res, obj, old)
@@ -303,6 +605,14 @@ class Store:
             obj["metadata"]["namespace"] = namespace
         else:
             obj["metadata"].pop("namespace", None)
+        if admit:
+            self.admit(res, namespace, old, obj)
+        if owners is not None:
+            if owners:
+                previous = (old or {}).get("metadata", {}).get("managedFields")
+                obj["metadata"]["managedFields"] = managed_fields(owners, previous, self.acting, res.api_version)
+            else:
+                obj["metadata"].pop("managedFields", None)
         if old is not None and unchanged(old, obj):
             # Like the API server: a write that changes nothing keeps the resourceVersion and
             # sends no watch event (a no-op server-side apply is how clients detect convergence).
@@ -310,12 +620,21 @@ class Store:
         if dry_run:
             obj["metadata"]["resourceVersion"] = str(self.rv)
             return copy.deepcopy(obj)
+        if owners is not None:
+            self.owners[key] = owners
         self.rv += 1
         obj["metadata"]["resourceVersion"] = str(self.rv)
         self.objects[key] = obj
         self.notify("ADDED" if old is None else "MODIFIED", res, obj)
         if res.group == "apps" and res.plural == "deployments" and (old is None or old.get("spec") != obj.get("spec")):
             self.schedule_deployment(res, namespace or "", obj["metadata"]["name"])
+        if res.plural in ("resourcequotas", "namespaces") and res.group == "":
+            # Quotas and Pod Security levels change what the Deployment controller may create.
+            changed_ns = namespace if res.plural == "resourcequotas" else obj["metadata"]["name"]
+            deployments = self.resources[("apps", "v1", "deployments")]
+            for group, plural, ns, name in list(self.objects):
+                if (group, plural) == ("apps", "deployments") and ns == changed_ns:
+                    self.schedule_deployment(deployments, ns, name)
         return copy.deepcopy(obj)
 
     def notify(self, kind: str, res: Resource, obj: Obj) -> None:
@@ -342,25 +661,97 @@ class Store:
         if namespace and ("", "namespaces", "", namespace) not in self.objects:
             raise not_found(self.resources[("", "v1", "namespaces")], namespace)
 
-    def record_manager(self, obj: Obj, manager: str | None, operation: str, api_version: str, fields: Obj | None, subresource: str | None = None) -> None:
-        if not manager:
-            return
-        entries = [
-            e for e in obj["metadata"].get("managedFields") or []
-            if not (e.get("manager") == manager and e.get("operation") == operation and e.get("subresource") == subresource)
-        ]
-        entry: Obj = {
-            "manager": manager,
-            "operation": operation,
-            "apiVersion": api_version,
-            "time": now(),
-            "fieldsType": "FieldsV1",
-            "fieldsV1": fields_v1(fields if fields is not None else applied_fields(obj)),
-        }
-        if subresource:
-            entry["subresource"] = subresource
-        entries.append(entry)
-        obj["metadata"]["managedFields"] = entries
+    # -- admission --
+
+    def admit(self, res: Resource, namespace: str | None, old: Obj | None, obj: Obj) -> None:
+        """Validation and admission of a write: immutable fields, ClusterIP allocation, Pod
+        Security, ResourceQuota."""
+        name = obj["metadata"]["name"]
+        kind_name = f"{res.kind}.{res.group}" if res.group else res.kind
+        if old is not None:
+            violations = immutable_violations(res, old, obj)
+            if violations:
+                causes = [{"reason": reason, "message": message.split(": ", 1)[1], "field": field} for field, reason, message in violations]
+                raise ApiError(422, "Invalid", f'{kind_name} "{name}" is invalid: {", ".join(m for _, _, m in violations)}', {"name": name, "group": res.group, "kind": res.kind, "causes": causes})
+        if (res.group, res.plural) == ("apps", "deployments"):
+            # Defaulted like the API server does: a Deployment without replicas runs one.
+            obj.setdefault("spec", {}).setdefault("replicas", 1)
+        if (res.group, res.plural) == ("", "services"):
+            spec = obj.setdefault("spec", {})
+            if spec.get("type", "ClusterIP") != "ExternalName" and spec.get("clusterIP") != "None":
+                if not spec.get("clusterIP"):
+                    spec["clusterIP"] = ((old or {}).get("spec") or {}).get("clusterIP") or self.allocate_ip()
+                spec["clusterIPs"] = [spec["clusterIP"]]
+        if (res.group, res.plural) == ("", "pods") and old is None:
+            self.admit_pod(namespace or "", name, obj.get("spec") or {})
+        template = POD_TEMPLATES.get((res.group, res.plural))
+        if template and namespace:
+            level, version = enforced_level(self.objects.get(("", "namespaces", "", namespace)), "warn")
+            found_template = get_path(obj, template)
+            spec = (found_template if isinstance(found_template, dict) else {}).get("spec") or {}
+            found = pod_security_violations(level, spec)
+            warnings = WARNINGS.get()
+            if found and warnings is not None:
+                warnings.append(f'would violate PodSecurity "{level}:{version}": {", ".join(found)}')
+
+    def allocate_ip(self) -> str:
+        used = {(o.get("spec") or {}).get("clusterIP") for (g, p, _, _), o in self.objects.items() if (g, p) == ("", "services")}
+        for index, address in enumerate(self.service_cidr.hosts()):
+            if index > 0 and str(address) not in used:
+                return str(address)
+        raise ApiError(500, "InternalError", "Internal error occurred: failed to allocate a serviceIP: range is full")
+
+    def pod_refusal(self, namespace: str, pod_name: str, spec: Obj, used: dict[str, float]) -> str | None:
+        """Why Pod Security or a ResourceQuota of `namespace` refuses a pod, or None."""
+        level, version = enforced_level(self.objects.get(("", "namespaces", "", namespace)))
+        found = pod_security_violations(level, spec)
+        if found:
+            return f'pods "{pod_name}" is forbidden: violates PodSecurity "{level}:{version}": {", ".join(found)}'
+        usage = pod_usage(spec)
+        for quota in self.quotas(namespace):
+            qname = quota["metadata"]["name"]
+            missing = missing_for_quota(quota, spec)
+            if missing:
+                return f'pods "{pod_name}" is forbidden: failed quota: {qname}: must specify {"; ".join(missing)}'
+            declared = (quota.get("spec") or {}).get("hard") or {}
+            hard = {k: quantity(v) for k, v in declared.items() if k in COMPUTE or k == "pods"}
+            over = [k for k, limit in sorted(hard.items()) if used.get(k, 0) + (usage.get(k) or 0) > limit + 1e-9]
+            if over:
+                requested = ",".join(f"{k}={fmt_quantity(k, usage.get(k) or 0)}" for k in over)
+                in_use = ",".join(f"{k}={fmt_quantity(k, used.get(k, 0))}" for k in over)
+                limited = ",".join(f"{k}={declared[k]}" for k in over)
+                return f'pods "{pod_name}" is forbidden: exceeded quota: {qname}, requested: {requested}, used: {in_use}, limited: {limited}'
+        return None
+
+    def quotas(self, namespace: str) -> list[Obj]:
+        return [o for (g, p, ns, _), o in sorted(self.objects.items()) if (g, p, ns) == ("", "resourcequotas", namespace)]
+
+    def namespace_usage(self, namespace: str, skip: tuple | None = None) -> dict[str, float]:
+        """What the pods of a namespace use: Pod objects and the Deployments' available pods."""
+        used: dict[str, float] = collections.defaultdict(float)
+        for key, obj in self.objects.items():
+            group, plural, ns, _ = key
+            if ns != namespace or key == skip:
+                continue
+            if (group, plural) == ("", "pods"):
+                spec, count = obj.get("spec") or {}, 1
+            elif (group, plural) == ("apps", "deployments"):
+                spec = ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
+                count = (obj.get("status") or {}).get("availableReplicas", 0)
+            else:
+                continue
+            try:
+                usage = pod_usage(spec)
+            except ApiError:
+                continue
+            for k, v in usage.items():
+                used[k] += (v or 0) * count
+        return used
+
+    def admit_pod(self, namespace: str, name: str, spec: Obj) -> None:
+        why = self.pod_refusal(namespace, name, spec, self.namespace_usage(namespace))
+        if why:
+            raise ApiError(403, "Forbidden", why, {"name": name, "kind": "pods"})
 
     # -- operations --
 
@@ -378,8 +769,14 @@ class Store:
         obj = copy.deepcopy(body)
         obj["metadata"].pop("resourceVersion", None)
         obj["metadata"].pop("managedFields", None)
-        self.record_manager(obj, params.get("fieldManager"), "Update", res.api_version, None)
-        return self.write(res, namespace, obj, created=True, dry_run=dry_run)
+        owners = after_update({}, None, obj, self.updater(params, None))
+        return self.write(res, namespace, obj, created=True, dry_run=dry_run, owners=owners)
+
+    def updater(self, params, subresource: str | None) -> tuple[str, str, str] | None:
+        """The owner an Update with these parameters records (none without a fieldManager)."""
+        manager = params.get("fieldManager")
+        self.acting = (manager, "Update", subresource or "") if manager else None
+        return self.acting
 
     def replace(self, res: Resource, namespace: str | None, name: str, body: Obj, params, dry_run: bool, subresource: str | None) -> Obj:
         old = self.get(res, namespace, name)
@@ -396,11 +793,10 @@ class Store:
                 obj["status"] = copy.deepcopy(old["status"])
             elif "status" in old:
                 obj.setdefault("status", old["status"])
-            obj["metadata"].setdefault("managedFields", old["metadata"].get("managedFields"))
-            if obj["metadata"]["managedFields"] is None:
-                del obj["metadata"]["managedFields"]
-        self.record_manager(obj, params.get("fieldManager"), "Update", res.api_version, None, subresource)
-        return self.write(res, namespace, obj, created=False, dry_run=dry_run)
+        obj["metadata"].pop("managedFields", None)
+        key = self.key(res, namespace, name)
+        owners = after_update(self.owners.get(key, {}), old, obj, self.updater(params, subresource), subresource)
+        return self.write(res, namespace, obj, created=False, dry_run=dry_run, owners=owners)
 
     def patch(self, res: Resource, namespace: str | None, name: str, content_type: str, raw: bytes, params, dry_run: bool, subresource: str | None) -> Obj:
         if content_type == "application/apply-patch+yaml":
@@ -429,8 +825,9 @@ class Store:
         if rv and rv != old["metadata"]["resourceVersion"]:
             raise ApiError(409, "Conflict", f'Operation cannot be fulfilled on {res.qualified} "{name}": the object has been modified', {"name": name, "group": res.group, "kind": res.plural})
         obj.setdefault("metadata", {})["name"] = name
-        self.record_manager(obj, params.get("fieldManager"), "Update", res.api_version, None, subresource)
-        return self.write(res, namespace, obj, created=False, dry_run=dry_run)
+        key = self.key(res, namespace, name)
+        owners = after_update(self.owners.get(key, {}), old, obj, self.updater(params, subresource), subresource)
+        return self.write(res, namespace, obj, created=False, dry_run=dry_run, owners=owners)
 
     def apply(self, res: Resource, namespace: str | None, name: str, body: Any, params, dry_run: bool, subresource: str | None) -> Obj:
         if not isinstance(body, dict):
@@ -446,46 +843,49 @@ class Store:
         force = params.get("force") == "true"
         key = self.key(res, namespace, name)
         # What a manager applied through the main resource and through /status are kept apart.
-        owner = f"{manager}/{subresource}" if subresource else manager
+        owner = (manager, "Apply", subresource or "")
+        self.acting = owner
         old = self.objects.get(key)
         if subresource == "status":
             owned = {"status": copy.deepcopy(body.get("status"))} if "status" in body else {}
         else:
             owned = applied_fields(body)
+        new_paths = owned_paths(owned)
         if old is None:
             if subresource:
                 raise not_found(res, name)
             self.require_namespace(namespace)
             obj = {"metadata": {"name": name}}
             deep_merge(obj, owned)
-            self.record_manager(obj, manager, "Apply", res.api_version, owned)
-            result = self.write(res, namespace, obj, created=True, dry_run=dry_run)
-            if not dry_run:
-                self.applied[(key, owner)] = owned
-            return result
-        new_paths = leaf_paths(owned)
-        others = {
-            path: value
-            for (obj_key, other), fields in self.applied.items()
-            if obj_key == key and other != owner
-            for path, value in leaf_paths(fields).items()
-        }
-        if not force:
-            conflicts = [p for p, v in new_paths.items() if p in others and others[p] != v]
-            if conflicts:
-                fields = ", ".join(".".join(map(str, p)) for p in conflicts)
-                raise ApiError(409, "Conflict", f"Apply failed with {len(conflicts)} conflict(s): conflict with another manager: {fields}", {"name": name, "group": res.group, "kind": res.plural})
+            return self.write(res, namespace, obj, created=True, dry_run=dry_run, owners={owner: new_paths})
+        owners = copy.deepcopy(self.owners.get(key, {}))
+        # A field another manager owns may be set to its current value (ownership is then
+        # shared); setting it to another value is a conflict.
+        conflicts = [
+            (other, path)
+            for other, fields in sorted(owners.items())
+            if other != owner
+            for path, value in new_paths.items()
+            if path in fields and get_path(old, path) != value
+        ]
+        if conflicts and not force:
+            causes = [{"reason": "FieldManagerConflict", "message": f'conflict with "{o[0]}"', "field": field_name(p)} for o, p in conflicts]
+            raise ApiError(409, "Conflict", conflict_message(conflicts, res.api_version), {"name": name, "group": res.group, "kind": res.plural, "causes": causes})
+        for other, path in conflicts:
+            # Forced: the field changes hands.
+            owners[other].pop(path, None)
+        previous = owners.pop(owner, {})
+        shared = {p for fields in owners.values() for p in fields}
         obj = copy.deepcopy(old)
-        previous = self.applied.get((key, owner), {})
-        for path in leaf_paths(previous):
-            if path not in new_paths and path not in others and path != ():
+        # A field this manager no longer applies goes, unless another manager owns it too.
+        for path in previous:
+            if path not in new_paths and path not in shared:
                 remove_path(obj, path)
         deep_merge(obj, owned)
-        self.record_manager(obj, manager, "Apply", res.api_version, owned, subresource)
-        result = self.write(res, namespace, obj, created=False, dry_run=dry_run)
-        if not dry_run:
-            self.applied[(key, owner)] = owned
-        return result
+        # Managers left without fields disappear; the applier keeps its entry.
+        owners = {o: f for o, f in owners.items() if f}
+        owners[owner] = new_paths
+        return self.write(res, namespace, obj, created=False, dry_run=dry_run, owners=owners)
 
     def delete(self, res: Resource, namespace: str | None, name: str, dry_run: bool) -> Obj:
         key = self.key(res, namespace, name)
@@ -501,8 +901,7 @@ class Store:
 
     def remove(self, res: Resource, key: tuple) -> None:
         obj = self.objects.pop(key)
-        for applied_key in [k for k in self.applied if k[0] == key]:
-            del self.applied[applied_key]
+        self.owners.pop(key, None)
         self.rv += 1
         obj["metadata"]["resourceVersion"] = str(self.rv)
         self.notify("DELETED", res, obj)
@@ -553,7 +952,34 @@ class Store:
                 "replicas": replicas,
                 "updatedReplicas": replicas,
             }
-            if never_ready:
+            # The ReplicaSet controller creates pods through admission: Pod Security and quotas
+            # may refuse some or all of them.
+            template = spec.get("template") or {}
+            digest = hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()
+            pod_name = f"{name}-{digest[:10]}-{digest[10:15]}"
+            template_spec = template.get("spec") or {}
+            used = self.namespace_usage(namespace, skip=self.key(res, namespace, name))
+            created, refusal = 0, None
+            while created < replicas:
+                try:
+                    refusal = self.pod_refusal(namespace, pod_name, template_spec, used)
+                    usage = pod_usage(template_spec)
+                except ApiError as e:
+                    refusal = f'Pod "{pod_name}" is invalid: {e.message}'
+                if refusal:
+                    break
+                for k, v in usage.items():
+                    used[k] = used.get(k, 0) + (v or 0)
+                created += 1
+            if refusal:
+                status.update({"replicas": created, "updatedReplicas": created, "readyReplicas": created, "availableReplicas": created, "unavailableReplicas": replicas - created})
+                available = "True" if created >= replicas else "False"
+                status["conditions"] = [
+                    {"type": "Available", "status": available, "reason": "MinimumReplicasUnavailable", "message": "Deployment does not have minimum availability.", "lastUpdateTime": stamp, "lastTransitionTime": stamp},
+                    {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated", "message": f'ReplicaSet "{name}-{digest[:10]}" is progressing.', "lastUpdateTime": stamp, "lastTransitionTime": stamp},
+                    {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": refusal, "lastUpdateTime": stamp, "lastTransitionTime": stamp},
+                ]
+            elif never_ready:
                 status["readyReplicas"] = 0
                 status["availableReplicas"] = 0
                 status["unavailableReplicas"] = replicas
@@ -570,7 +996,7 @@ class Store:
                 ]
             updated = copy.deepcopy(obj)
             updated["status"] = status
-            self.write(res, namespace, updated, created=False)
+            self.write(res, namespace, updated, created=False, admit=False)
 
         self.spawn(reconcile())
 
@@ -623,14 +1049,14 @@ def parse_body(raw: bytes, yaml_ok: bool = False) -> Any:
 
 
 class Emulator:
-    def __init__(self, kmock_handler: Any):
+    def __init__(self, kmock_handler: Any, service_cidr: str = "10.100.0.0/16"):
         self.kmock = kmock_handler
         resources = {}
         for ref in kmock_handler.resources:
             info = kmock_handler.resources[ref]
             resources[(ref.group, ref.version, ref.plural)] = Resource(ref.group, ref.version, ref.plural, info)
         self.resources = resources
-        self.store = Store(resources)
+        self.store = Store(resources, service_cidr)
         # Set on shutdown: open watches end at once.
         self.closing = asyncio.Event()
 
@@ -666,7 +1092,13 @@ class Emulator:
                 finally:
                     # kmock keeps every request for assertions; we never assert on them.
                     self.kmock._requests.clear()
-            return await self.serve(request, *routed)
+            warnings: list[str] = []
+            WARNINGS.set(warnings)
+            response = await self.serve(request, *routed)
+            for warning in warnings:
+                escaped = warning.replace("\\", "\\\\").replace('"', '\\"')
+                response.headers.add("Warning", f'299 - "{escaped}"')
+            return response
         except ApiError as e:
             return aiohttp.web.json_response(e.status(), status=e.code)
 
@@ -740,8 +1172,11 @@ class Emulator:
             raise ApiError(422, "Invalid", "Scale.autoscaling is invalid: spec.replicas: must be a non-negative integer")
         updated = copy.deepcopy(obj)
         updated.setdefault("spec", {})["replicas"] = replicas
-        store.record_manager(updated, request.query.get("fieldManager"), "Update", res.api_version, {"spec": {"replicas": replicas}}, "scale")
-        result = store.write(res, namespace, updated, created=False, dry_run=dry_run)
+        # Scaling is an Update of `spec.replicas` through the `scale` subresource: the scaler
+        # takes the field over (https://kubernetes.io/docs/reference/using-api/server-side-apply/).
+        key = store.key(res, namespace, name)
+        owners = after_update(store.owners.get(key, {}), obj, updated, store.updater(request.query, "scale"))
+        result = store.write(res, namespace, updated, created=False, dry_run=dry_run, owners=owners)
         return aiohttp.web.json_response(scale_of(result))
 
     async def watch(self, request, res: Resource, namespace) -> aiohttp.web.StreamResponse:
@@ -807,11 +1242,12 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--service-cidr", default="10.100.0.0/16", help="where Services get their ClusterIP; its first address is the `kubernetes` Service")
     args = parser.parse_args()
 
     async with kmock.KubernetesEmulator() as k8s:
         k8s.resources.load_bundled()
-        emulator = Emulator(k8s)
+        emulator = Emulator(k8s, args.service_cidr)
         app = aiohttp.web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", emulator.handle)
         runner = aiohttp.web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)

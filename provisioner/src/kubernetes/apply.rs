@@ -21,6 +21,12 @@ use super::{RenderedFile, RenderedObject, STACK_LABEL};
 /// The field manager of every apply.
 pub const FIELD_MANAGER: &str = "stacksmith";
 
+/// The field manager that sets an autoscaled Deployment's replica count when `up` must (to hand
+/// the field over to the autoscaler, or to bring it within the stack's bounds): the temporary
+/// manager of server-side apply's "transferring ownership". Once the autoscaler changes the
+/// count, this manager owns nothing and disappears from `managedFields`.
+pub const REPLICAS_MANAGER: &str = "stacksmith-replicas";
+
 /// Kinds Stacksmith renders, in apply order; pruning looks for leftovers of these only.
 const MANAGED_KINDS: &[(&str, &str, &str)] = &[
     ("", "v1", "Namespace"),
@@ -332,11 +338,43 @@ impl Applier {
             )
             .await?;
         let before = api.get_opt(&object.name).await.map_err(failed)?;
-        let live = before
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let mut live = before
             .as_ref()
             .map(|b| serde_json::to_value(b).unwrap_or(Json::Null));
-        let desired = object.reconciled_with(live.as_ref());
-        let params = PatchParams::apply(FIELD_MANAGER).force();
+        if live.is_none() && object.autoscaled() {
+            // Created at its rendered size, then handed over below in the same run, so the
+            // next `up` changes nothing.
+            let created = api
+                .patch(&object.name, &params, &Patch::Apply(&object.object))
+                .await
+                .map_err(failed)?;
+            live = Some(serde_json::to_value(created).unwrap_or(Json::Null));
+        }
+        if let Some(target) = object.replicas_for(live.as_ref()) {
+            let current = live.as_ref().and_then(|l| l["spec"]["replicas"].as_u64());
+            let ours = live
+                .as_ref()
+                .is_some_and(|l| owns_field(l, FIELD_MANAGER, &["spec", "replicas"]));
+            if current != Some(target) || ours {
+                // Another manager must own the count before `stacksmith` stops applying it,
+                // or the API server would reset it to 1.
+                let count = serde_json::json!({
+                    "apiVersion": object.api_version,
+                    "kind": object.kind,
+                    "metadata": { "name": object.name, "namespace": object.namespace },
+                    "spec": { "replicas": target },
+                });
+                api.patch(
+                    &object.name,
+                    &PatchParams::apply(REPLICAS_MANAGER).force(),
+                    &Patch::Apply(&count),
+                )
+                .await
+                .map_err(failed)?;
+            }
+        }
+        let desired = object.applied_with(live.as_ref());
         let after = api
             .patch(&object.name, &params, &Patch::Apply(&*desired))
             .await
@@ -447,7 +485,14 @@ fn rollout_problem(deployment: &Json) -> Option<String> {
             .copied()
             .find(|c| c["status"] == "False" && c["type"] == kind)
     };
-    let stalled = failing("Progressing").or_else(|| failing("Available"));
+    // `ReplicaFailure=True` names why pods cannot be created (Pod Security, a quota).
+    let refused = conditions
+        .iter()
+        .copied()
+        .find(|c| c["status"] == "True" && c["type"] == "ReplicaFailure");
+    let stalled = refused
+        .or_else(|| failing("Progressing"))
+        .or_else(|| failing("Available"));
     Some(match stalled {
         Some(condition) => format!(
             "{} ({}/{} replicas available)",
@@ -462,6 +507,23 @@ fn rollout_problem(deployment: &Json) -> Option<String> {
         None if observed < generation => "the new spec is not observed yet".to_owned(),
         None => format!("{available}/{wanted} replicas available, {updated} updated"),
     })
+}
+
+/// Whether `manager`'s Apply entry in the object's `managedFields` owns the field at `path`.
+fn owns_field(object: &Json, manager: &str, path: &[&str]) -> bool {
+    object["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|entry| entry["manager"] == manager && entry["operation"] == "Apply")
+        .filter(|entry| entry.get("subresource").is_none_or(Json::is_null))
+        .any(|entry| {
+            let mut node = &entry["fieldsV1"];
+            for key in path {
+                node = &node[format!("f:{key}")];
+            }
+            !node.is_null()
+        })
 }
 
 fn identity(api_version: &str, kind: &str, namespace: Option<&str>, name: &str) -> String {
@@ -516,6 +578,20 @@ mod tests {
             "{why}"
         );
         assert!(why.ends_with("(0/2 replicas available)"), "{why}");
+        let refused = serde_json::json!({
+            "metadata": { "generation": 1 },
+            "spec": { "replicas": 2 },
+            "status": { "observedGeneration": 1, "updatedReplicas": 0, "availableReplicas": 0,
+                "conditions": [
+                    { "type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable" },
+                    { "type": "ReplicaFailure", "status": "True", "reason": "FailedCreate",
+                      "message": "pods \"web-1\" is forbidden: violates PodSecurity \"restricted:latest\"" }] }
+        });
+        let why = rollout_problem(&refused).unwrap();
+        assert!(
+            why.starts_with("FailedCreate: pods \"web-1\" is forbidden"),
+            "{why}"
+        );
         let unobserved = serde_json::json!({ "metadata": { "generation": 3 }, "spec": { "replicas": 1 },
             "status": { "observedGeneration": 2, "updatedReplicas": 1, "availableReplicas": 1 } });
         assert_eq!(

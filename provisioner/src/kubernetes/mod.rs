@@ -135,27 +135,62 @@ impl RenderedObject {
         }
     }
 
-    /// The object to apply, or to compare, given the `live` one: an autoscaled Deployment that
-    /// exists keeps its live replica count (within its `stacksmith.dev/min-replicas` and
-    /// `max-replicas` bounds when it has them), so `up` never undoes a scaling decision and `plan`
-    /// and `drift` do not report one, while a raised minimum still applies at once. Every other
-    /// object is rendered as is. Pure.
-    pub fn reconciled_with(&self, live: Option<&Json>) -> std::borrow::Cow<'_, Json> {
+    /// Whether another controller owns this Deployment's replica count once it exists.
+    pub fn autoscaled(&self) -> bool {
+        self.object["metadata"]["annotations"][REPLICAS_ANNOTATION] == AUTOSCALED
+    }
+
+    /// The replica count `up` must set on the live object: its live count within the
+    /// `stacksmith.dev/min-replicas` and `max-replicas` bounds (so a raised minimum applies at
+    /// once), or `None` for objects whose count nobody else owns or that do not exist.
+    pub fn replicas_for(&self, live: Option<&Json>) -> Option<u64> {
+        if !self.autoscaled() {
+            return None;
+        }
+        let replicas = live?["spec"]["replicas"].as_u64().unwrap_or(1);
         let annotations = &self.object["metadata"]["annotations"];
-        let autoscaled = annotations[REPLICAS_ANNOTATION] == AUTOSCALED;
-        let live_replicas = live.and_then(|l| l["spec"]["replicas"].as_u64());
-        match live_replicas {
-            Some(replicas) if autoscaled => {
-                let bound = |key: &str| annotations[key].as_str().and_then(|v| v.parse().ok());
-                let replicas = replicas
-                    .max(bound("stacksmith.dev/min-replicas").unwrap_or(0))
-                    .min(bound("stacksmith.dev/max-replicas").unwrap_or(u64::MAX));
+        let bound = |key: &str| annotations[key].as_str().and_then(|v| v.parse().ok());
+        Some(
+            replicas
+                .max(bound("stacksmith.dev/min-replicas").unwrap_or(0))
+                .min(bound("stacksmith.dev/max-replicas").unwrap_or(u64::MAX)),
+        )
+    }
+
+    /// The object to compare with the `live` one: an autoscaled Deployment that exists is
+    /// compared without `spec.replicas` (the HPA or the pool autoscaler owns it, so `plan` and
+    /// `drift` do not report a scaling decision), unless its live count is outside the bounds,
+    /// which `up` corrects. Every other object is compared as rendered. Pure.
+    pub fn reconciled_with(&self, live: Option<&Json>) -> std::borrow::Cow<'_, Json> {
+        match (self.replicas_for(live), live) {
+            (Some(target), Some(live)) => {
                 let mut object = self.object.clone();
-                object["spec"]["replicas"] = replicas.into();
+                if live["spec"]["replicas"].as_u64() == Some(target) {
+                    if let Some(spec) = object["spec"].as_object_mut() {
+                        spec.remove("replicas");
+                    }
+                } else {
+                    object["spec"]["replicas"] = target.into();
+                }
                 std::borrow::Cow::Owned(object)
             }
             _ => std::borrow::Cow::Borrowed(&self.object),
         }
+    }
+
+    /// What `up` applies as [`apply::FIELD_MANAGER`] once the object exists: an autoscaled
+    /// Deployment without `spec.replicas`, so the field belongs to its autoscaler alone (the
+    /// server-side apply ownership transfer; the count itself goes through
+    /// [`apply::REPLICAS_MANAGER`]). Every other object as rendered. Pure.
+    pub fn applied_with(&self, live: Option<&Json>) -> std::borrow::Cow<'_, Json> {
+        if live.is_none() || !self.autoscaled() {
+            return std::borrow::Cow::Borrowed(&self.object);
+        }
+        let mut object = self.object.clone();
+        if let Some(spec) = object["spec"].as_object_mut() {
+            spec.remove("replicas");
+        }
+        std::borrow::Cow::Owned(object)
     }
 }
 

@@ -327,10 +327,22 @@ fn autoscaled_deployments_keep_their_live_replica_count() {
     };
     let worker = object("Deployment", "stacksmith-worker-default");
     let live = serde_json::json!({ "spec": { "replicas": 7 } });
-    assert_eq!(worker.reconciled_with(Some(&live))["spec"]["replicas"], 7);
-    // Within the pool's bounds (production's default pool: 2 to 50).
+    // A live count within the pool's bounds is the autoscaler's: not compared, not applied.
+    assert_eq!(worker.replicas_for(Some(&live)), Some(7));
+    assert!(
+        worker.reconciled_with(Some(&live))["spec"]
+            .get("replicas")
+            .is_none()
+    );
+    assert!(
+        worker.applied_with(Some(&live))["spec"]
+            .get("replicas")
+            .is_none()
+    );
+    // Outside the pool's bounds (production's default pool: 2 to 50) it is corrected.
     let below = serde_json::json!({ "spec": { "replicas": 1 } });
     assert_eq!(worker.reconciled_with(Some(&below))["spec"]["replicas"], 2);
+    assert_eq!(worker.replicas_for(Some(&below)), Some(2));
     let above = serde_json::json!({ "spec": { "replicas": 80 } });
     assert_eq!(worker.reconciled_with(Some(&above))["spec"]["replicas"], 50);
     assert_eq!(
@@ -338,13 +350,19 @@ fn autoscaled_deployments_keep_their_live_replica_count() {
         2,
         "created at the pool's minimum"
     );
-    // Production's control plane has an HPA, which owns its replica count.
+    assert_eq!(worker.applied_with(None)["spec"]["replicas"], 2);
+    // Production's control plane has an HPA, which owns its replica count (3 to 10).
     let api = object("Deployment", "stacksmith-controlplane");
     assert_eq!(
         api.object["metadata"]["annotations"][super::REPLICAS_ANNOTATION],
         "autoscaled"
     );
-    assert_eq!(api.reconciled_with(Some(&live))["spec"]["replicas"], 7);
+    assert!(
+        api.reconciled_with(Some(&live))["spec"]
+            .get("replicas")
+            .is_none()
+    );
+    assert_eq!(api.reconciled_with(Some(&below))["spec"]["replicas"], 3);
     // Anything else is applied as rendered.
     let service = object("Service", "stacksmith-controlplane");
     assert_eq!(*service.reconciled_with(Some(&live)), service.object);
