@@ -126,7 +126,8 @@ impl RateLimitConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct HttpLimits {
     pub body_limit_bytes: usize,
-    /// The body limit of `POST /v1/tasks/batch` (up to 1,000 tasks).
+    /// The body limit of `POST /v1/tasks/batch` and `POST /v1/leases/reports` (up to 1,000
+    /// items).
     pub batch_body_limit_bytes: usize,
     pub request_timeout_ms: u64,
     pub concurrency_limit: usize,

@@ -22,7 +22,8 @@ use axum::routing::{delete, get, post};
 use state::AppState;
 
 /// The authenticated `/v1` routes (the caller's middleware adds authentication).
-/// `batch_body_limit`: the body limit of `POST /v1/tasks/batch` (the others have the server's).
+/// `batch_body_limit`: the body limit of `POST /v1/tasks/batch` and `POST /v1/leases/reports`
+/// (the others have the server's).
 pub fn v1_routes(batch_body_limit: usize) -> Router<AppState> {
     Router::new()
         .route("/v1/tasks", post(tasks::create_task).get(tasks::list_tasks))
@@ -38,7 +39,10 @@ pub fn v1_routes(batch_body_limit: usize) -> Router<AppState> {
         .route("/v1/workflows", post(workflows::create_workflow))
         .route("/v1/workflows/{workflow_id}", get(workflows::get_workflow))
         .route("/v1/leases", post(leases::create_leases))
-        .route("/v1/leases/reports", post(leases::report))
+        .route(
+            "/v1/leases/reports",
+            post(leases::report).layer(DefaultBodyLimit::max(batch_body_limit)),
+        )
         .route("/v1/leases/{lease_id}/heartbeat", post(leases::heartbeat))
         .route("/v1/leases/{lease_id}/complete", post(leases::complete))
         .route("/v1/leases/{lease_id}/fail", post(leases::fail))

@@ -29,6 +29,9 @@ use crate::model::lease::{
 const SERVER_GRACE: Duration = Duration::from_secs(30);
 /// How long after the estimated deadline a report is still tried (clock and latency slack).
 const DEADLINE_SLACK: Duration = Duration::from_secs(5);
+/// Most bytes of reports in one request (outputs are up to 64 KiB each), well below the server's
+/// batch body limit (8 MiB by default).
+const MAX_BATCH_BYTES: usize = 1024 * 1024;
 const FIRST_RETRY: Duration = Duration::from_millis(200);
 const LAST_RETRY: Duration = Duration::from_secs(2);
 
@@ -161,6 +164,10 @@ impl Reporter {
                         next_heartbeat = now + period;
                     }
                     retry = None;
+                    if self.held().values().any(|lease| lease.report.is_some()) {
+                        // More than one batch was waiting: send the rest now.
+                        self.shared.wake.notify_one();
+                    }
                 }
                 Ok(Reply::Ok(answer)) => {
                     tracing::error!(
@@ -205,11 +212,22 @@ impl Reporter {
             }
             !expired
         });
+        let mut bytes = 0;
         let mut batch: Vec<LeaseReportItem> = held
             .values()
             .filter_map(|lease| lease.report.clone())
+            .take_while(|report| {
+                bytes += serde_json::to_vec(report).map_or(0, |encoded| encoded.len());
+                bytes <= MAX_BATCH_BYTES
+            })
             .take(MAX_REPORTS)
             .collect();
+        if batch.is_empty()
+            && let Some(report) = held.values().find_map(|lease| lease.report.clone())
+        {
+            // One report larger than the bound goes alone.
+            batch.push(report);
+        }
         if heartbeat_due {
             let room = MAX_REPORTS - batch.len();
             batch.extend(
@@ -267,4 +285,123 @@ impl Reporter {
 fn next_retry(previous: Option<(Instant, Duration)>) -> (Instant, Duration) {
     let delay = previous.map_or(FIRST_RETRY, |(_, delay)| (delay * 2).min(LAST_RETRY));
     (Instant::now() + delay, delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(timeout_seconds: i32) -> Lease {
+        Lease {
+            lease_id: Uuid::now_v7(),
+            fencing_token: 1,
+            lease_expires_at: chrono::Utc::now(),
+            task_id: Uuid::now_v7(),
+            team_id: Uuid::now_v7(),
+            pool: "p".to_owned(),
+            command: vec!["true".to_owned()],
+            env: Default::default(),
+            timeout_seconds,
+            attempt: 1,
+            max_attempts: 1,
+            dependency_results: serde_json::json!({}),
+        }
+    }
+
+    fn complete(output_bytes: usize) -> LeaseReportItem {
+        LeaseReportItem {
+            lease_id: Uuid::nil(),
+            fencing_token: 0,
+            kind: ReportKind::Complete,
+            lease_seconds: None,
+            result: None,
+            output: Some("x".repeat(output_bytes)),
+            exit_code: Some(0),
+            error: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn reports_go_in_batches_of_at_most_a_megabyte_with_heartbeats_when_due() {
+        let reporter = Reporter::new(30);
+        let now = Instant::now();
+        let running = lease(3600);
+        let _lost = reporter.hold(&running, now);
+        for _ in 0..40 {
+            let finished = lease(3600);
+            let _ = reporter.hold(&finished, now);
+            reporter.finish(finished.lease_id, complete(60 * 1024));
+        }
+        let first = reporter.batch(now, true);
+        let bytes: usize = first
+            .iter()
+            .map(|item| serde_json::to_vec(item).unwrap().len())
+            .sum();
+        assert!(bytes <= MAX_BATCH_BYTES + 64 * 1024, "{bytes} bytes");
+        let reports = first
+            .iter()
+            .filter(|item| item.kind == ReportKind::Complete)
+            .count();
+        assert!(
+            (10..40).contains(&reports),
+            "{reports} reports in the first batch"
+        );
+        assert_eq!(
+            first
+                .iter()
+                .filter(|item| item.kind == ReportKind::Heartbeat)
+                .map(|item| item.lease_id)
+                .collect::<Vec<_>>(),
+            [running.lease_id],
+            "the running lease is heartbeated, the finished ones are not"
+        );
+        assert!(
+            first
+                .iter()
+                .all(|item| item.fencing_token == 1 && !item.lease_id.is_nil()),
+            "the reporter fills in the lease and its token"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_report_is_given_up_only_once_its_lease_can_no_longer_be_extended() {
+        let reporter = Reporter::new(10);
+        let requested = Instant::now();
+        let finished = lease(3600);
+        let mut lost = reporter.hold(&finished, requested);
+        reporter.finish(finished.lease_id, complete(10));
+        // Within the lease (10 s) and the slack (5 s): still tried.
+        assert_eq!(
+            reporter
+                .batch(requested + Duration::from_secs(14), false)
+                .len(),
+            1
+        );
+        // Beyond: given up, and nothing is killed (the task already ended).
+        assert!(
+            reporter
+                .batch(requested + Duration::from_secs(16), false)
+                .is_empty()
+        );
+        assert_eq!(reporter.pending(), 0);
+        assert!(!*lost.borrow_and_update());
+
+        // A running lease past its deadline is lost: its task is told to stop.
+        let running = lease(3600);
+        let mut lost = reporter.hold(&running, requested);
+        let _ = reporter.batch(requested + Duration::from_secs(16), true);
+        assert!(*lost.borrow_and_update());
+        // The cap: a lease never outlives the task's timeout plus the server's grace.
+        let long_leases = Reporter::new(600);
+        let short = lease(1);
+        let _ = long_leases.hold(&short, requested);
+        long_leases.finish(short.lease_id, complete(10));
+        let cap = requested + Duration::from_secs(1) + SERVER_GRACE;
+        assert_eq!(long_leases.batch(cap, false).len(), 1);
+        assert!(
+            long_leases
+                .batch(cap + DEADLINE_SLACK + Duration::from_millis(1), false)
+                .is_empty()
+        );
+    }
 }
