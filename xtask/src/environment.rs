@@ -46,29 +46,14 @@ impl TestEnvironment {
         let mut scratch_dirs = Vec::new();
         let (aws_endpoint, moto) = start_moto(&scratch)?;
         servers.push(moto);
-        // STACKSMITH_TEST_PRIVATE_SERVERS=1: never reuse the machine's Postgres and Redis.
-        let private = std::env::var_os("STACKSMITH_TEST_PRIVATE_SERVERS").is_some_and(|v| v == "1");
-        let database_url = match std::env::var("STACKSMITH_TEST_DATABASE_URL") {
-            Ok(url) => url,
-            Err(_) if !private && port_open(5432) => {
-                "postgres://postgres@127.0.0.1:5432/postgres".to_owned()
-            }
-            Err(_) => {
-                let (url, server, data) = start_postgres(&scratch)?;
-                servers.push(server);
-                scratch_dirs.push(data);
-                url
-            }
-        };
-        let redis_url = match std::env::var("STACKSMITH_TEST_REDIS_URL") {
-            Ok(url) => url,
-            Err(_) if !private && redis_answers(6379) => "redis://127.0.0.1:6379".to_owned(),
-            Err(_) => {
-                let (url, server) = start_redis(&scratch)?;
-                servers.push(server);
-                url
-            }
-        };
+        let Databases {
+            database_url,
+            redis_url,
+            servers: database_servers,
+            scratch: database_scratch,
+        } = Databases::find_or_start(&scratch)?;
+        servers.extend(database_servers);
+        scratch_dirs.extend(database_scratch);
         let (kube_url, kubeconfig, kube) = start_kube_emulator(&scratch)?;
         servers.push(kube);
         println!(
@@ -119,8 +104,54 @@ impl TestEnvironment {
     }
 }
 
+/// Postgres and Redis: the ones named by the environment, else the machine's own on their usual
+/// ports, else private servers (stopped when dropped). `cargo xtask bench` needs only these.
+pub struct Databases {
+    pub database_url: String,
+    pub redis_url: String,
+    // Dropped before `scratch`: the servers we started, then their folders.
+    pub servers: Vec<Server>,
+    pub scratch: Vec<RemoveOnDrop>,
+}
+
+impl Databases {
+    pub fn find_or_start(scratch: &Path) -> Result<Self, String> {
+        let mut servers = Vec::new();
+        let mut scratch_dirs = Vec::new();
+        // STACKSMITH_TEST_PRIVATE_SERVERS=1: never reuse the machine's Postgres and Redis.
+        let private = std::env::var_os("STACKSMITH_TEST_PRIVATE_SERVERS").is_some_and(|v| v == "1");
+        let database_url = match std::env::var("STACKSMITH_TEST_DATABASE_URL") {
+            Ok(url) => url,
+            Err(_) if !private && port_open(5432) => {
+                "postgres://postgres@127.0.0.1:5432/postgres".to_owned()
+            }
+            Err(_) => {
+                let (url, server, data) = start_postgres(scratch)?;
+                servers.push(server);
+                scratch_dirs.push(data);
+                url
+            }
+        };
+        let redis_url = match std::env::var("STACKSMITH_TEST_REDIS_URL") {
+            Ok(url) => url,
+            Err(_) if !private && redis_answers(6379) => "redis://127.0.0.1:6379".to_owned(),
+            Err(_) => {
+                let (url, server) = start_redis(scratch)?;
+                servers.push(server);
+                url
+            }
+        };
+        Ok(Self {
+            database_url,
+            redis_url,
+            servers,
+            scratch: scratch_dirs,
+        })
+    }
+}
+
 /// `postgres://user:secret@host` without the secret, for logs.
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.find('@')) {
         (Some(scheme_end), Some(at)) if url[scheme_end + 3..at].contains(':') => {
             let user_end = scheme_end + 3 + url[scheme_end + 3..at].find(':').unwrap_or(0);

@@ -8,6 +8,7 @@
 //! their usual ports, otherwise private servers on free ports, installed when missing and possible).
 //! Everything binds to 127.0.0.1.
 
+mod bench;
 mod control_plane;
 mod environment;
 mod process;
@@ -29,6 +30,7 @@ commands:
                    then start the control plane and a worker and run a DAG workflow through it
   env              start the test servers, print their environment variables, wait for Ctrl-C
   help             this text
+{BENCHES}
 
 environment:
   STACKSMITH_CACHE_DIR   where the Python venvs live (default: $HOME/.cache/stacksmith)
@@ -39,6 +41,10 @@ environment:
                          machine's own answer on 5432 and 6379
   STACKSMITH_BLESS=1     rewrite golden files instead of comparing (then review the diff)";
 
+fn usage() -> String {
+    USAGE.replace("{BENCHES}", bench::USAGE)
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (command, rest) = args
@@ -48,11 +54,12 @@ fn main() -> ExitCode {
         "test" => test(rest),
         "local" => local(),
         "env" => hold_environment(),
+        "bench" => bench::run(rest),
         "help" | "--help" | "-h" => {
-            println!("{USAGE}");
+            println!("{}", usage());
             Ok(ExitCode::SUCCESS)
         }
-        other => Err(format!("unknown command `{other}`\n\n{USAGE}")),
+        other => Err(format!("unknown command `{other}`\n\n{}", usage())),
     };
     match result {
         Ok(code) => code,

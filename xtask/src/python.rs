@@ -61,7 +61,9 @@ pub fn ensure_venvs() -> Result<PathBuf, String> {
     Ok(links)
 }
 
-fn ensure_venv(group: &str, requirements_path: &Path) -> Result<PathBuf, String> {
+/// Makes sure the venv `<cache>/venvs/<group>` holds `requirements_path` (reinstalled when the
+/// file changes) and returns its `bin` folder.
+pub fn ensure_venv(group: &str, requirements_path: &Path) -> Result<PathBuf, String> {
     let requirements = std::fs::read_to_string(requirements_path)
         .map_err(|e| format!("cannot read {}: {e}", requirements_path.display()))?;
     let venv = cache_dir().join("venvs").join(group);

@@ -172,7 +172,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         for mode in [stacksmith::Mode::Single, stacksmith::Mode::Batch] {
             if args.wants_mode(mode.name()) {
                 let outcome = stacksmith::throughput(args, mode, 0).await;
-                report.record(&format!("stacksmith {}", mode.name()), outcome);
+                report.record_optional(&format!("stacksmith {}", mode.name()), outcome);
             }
         }
         if args.wants_mode("worker") {
@@ -215,7 +215,7 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         if args.backlog {
             for &backlog in &args.backlog_sizes {
                 let outcome = stacksmith::throughput(args, stacksmith::Mode::Batch, backlog).await;
-                report.record(&format!("stacksmith batch backlog {backlog}"), outcome);
+                report.record_optional(&format!("stacksmith batch backlog {backlog}"), outcome);
             }
         }
         if args.latency_samples > 0 {

@@ -146,10 +146,15 @@ impl Driver {
 /// One run of a peer in `mode` (`single` or `batch`).
 pub async fn throughput(args: &Args, peer: &Peer, mode: &'static str) -> anyhow::Result<Outcome> {
     let label = format!("{}-{mode}", peer.name);
-    println!("queue-bench: {label}: {} jobs ({})", args.tasks, peer.settings);
-    scratch::with_database(&args.database_url, &label.replace('-', "_"), |url| async move {
-        run(args, peer, mode, &label, &url).await
-    })
+    println!(
+        "queue-bench: {label}: {} jobs ({})",
+        args.tasks, peer.settings
+    );
+    scratch::with_database(
+        &args.database_url,
+        &label.replace('-', "_"),
+        |url| async move { run(args, peer, mode, &label, &url).await },
+    )
     .await
 }
 

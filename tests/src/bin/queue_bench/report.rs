@@ -133,6 +133,18 @@ impl Report {
         }
     }
 
+    /// [`Report::record`], or a note that the run was skipped because the control plane has no
+    /// batch submit yet.
+    pub fn record_optional(&mut self, name: &str, outcome: anyhow::Result<Option<Outcome>>) {
+        match outcome {
+            Ok(None) => println!(
+                "queue-bench: {name} skipped: this control plane has no POST /v1/tasks/batch"
+            ),
+            Ok(Some(outcome)) => self.record(name, Ok(outcome)),
+            Err(error) => self.record(name, Err(error)),
+        }
+    }
+
     fn throughput(&self, system: &str, mode: &str, backlog: Option<u64>) -> Option<f64> {
         self.outcomes
             .iter()
@@ -143,7 +155,11 @@ impl Report {
     /// The summary: every `RESULT` line again, the ratios, and the targets.
     pub fn print(&self, args: &Args) {
         println!();
-        println!("== results (load average at start: {}, at end: {})", self.load_at_start, load_average());
+        println!(
+            "== results (load average at start: {}, at end: {})",
+            self.load_at_start,
+            load_average()
+        );
         for outcome in &self.outcomes {
             println!("{}", outcome.result_line());
         }
@@ -192,14 +208,13 @@ impl Report {
             _ => None,
         };
         println!("== targets (issue 17)");
-        let target = |name: &str, value: Option<f64>, goal: &str, met: fn(f64) -> bool| {
-            match value {
-                Some(value) => println!(
-                    "TARGET {name} value={value:.2} goal={goal} met={}",
-                    if met(value) { "yes" } else { "NO" }
-                ),
-                None => println!("TARGET {name} value=none goal={goal} met=not-measured"),
-            }
+        let target = |name: &str, value: Option<f64>, goal: &str, met: fn(f64) -> bool| match value
+        {
+            Some(value) => println!(
+                "TARGET {name} value={value:.2} goal={goal} met={}",
+                if met(value) { "yes" } else { "NO" }
+            ),
+            None => println!("TARGET {name} value=none goal={goal} met=not-measured"),
         };
         target(
             "batched_over_graphile_worker_batched",
@@ -207,13 +222,12 @@ impl Report {
             ">=1.0",
             |v| v >= 1.0,
         );
-        target(
-            "single_over_pgqueuer_single",
-            ratios[1].1,
-            ">=2.0",
-            |v| v >= 2.0,
-        );
-        target("backlog_large_over_small", backlog_ratio, ">=0.8", |v| v >= 0.8);
+        target("single_over_pgqueuer_single", ratios[1].1, ">=2.0", |v| {
+            v >= 2.0
+        });
+        target("backlog_large_over_small", backlog_ratio, ">=0.8", |v| {
+            v >= 0.8
+        });
         target(
             "submit_load_1000rps_p99_ms",
             self.submit_load.as_ref().map(|l| l.p99_ms),
@@ -241,6 +255,11 @@ impl Report {
 /// within one invocation).
 pub fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
-        .map(|text| text.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .unwrap_or_else(|_| "unknown".to_owned())
 }

@@ -36,7 +36,9 @@ where
 
 /// `postgres://.../postgres?x` with the database name replaced.
 pub fn with_database_name(url: &str, database: &str) -> anyhow::Result<String> {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
     let (server, _) = base
         .rsplit_once('/')
         .filter(|(server, _)| server.contains("://") && !server.ends_with('/'))

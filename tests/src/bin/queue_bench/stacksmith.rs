@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use redis::AsyncCommands;
 use hdrhistogram::Histogram;
+use redis::AsyncCommands;
 use serde_json::{Value, json};
 use sqlx::{Connection, PgConnection};
 use tokio::sync::{Mutex, Semaphore, watch};
@@ -77,7 +77,12 @@ impl ControlPlane {
     ) -> anyhow::Result<Self> {
         let binary = &args.controlplane;
         cli(binary, database_url, &["migrate"]).await?;
-        let team = cli(binary, database_url, &["teams", "create", "--name", "bench"]).await?;
+        let team = cli(
+            binary,
+            database_url,
+            &["teams", "create", "--name", "bench"],
+        )
+        .await?;
         let team_id = json_field(&team, "id")?;
         let key = cli(
             binary,
@@ -309,8 +314,10 @@ async fn lease_loop(
         let response = client
             .post(format!("{base}/v1/leases"))
             .bearer_auth(worker_key)
-            .json(&json!({"pool": POOL, "max_tasks": lease_batch, "wait_seconds": 1,
-                          "lease_seconds": 120, "worker": worker}))
+            .json(
+                &json!({"pool": POOL, "max_tasks": lease_batch, "wait_seconds": 1,
+                          "lease_seconds": 120, "worker": worker}),
+            )
             .send()
             .await?;
         let status = response.status();
@@ -394,13 +401,12 @@ fn exactly_once(counts: &TaskCounts, submitted: u64, completed: u64) -> Option<S
     })
 }
 
-/// Submits tasks `[from, to)` with `producers` concurrent producers in `mode`. With `pace`,
+/// Submits tasks `[from, to)` as the team of `key` on the server at `base` with `producers`
+/// concurrent producers in `mode`. With `pace`,
 /// a producer waits while `pace.0` (submitted in this run) exceeds `pace.1` (completed) by
 /// `pace.2` or more, so a backlog keeps its size.
 async fn produce(
-    client: &reqwest::Client,
-    base: &str,
-    key: &str,
+    (client, base, key): (&reqwest::Client, &str, &str),
     mode: Mode,
     producers: u64,
     batch_size: u64,
@@ -455,21 +461,36 @@ async fn produce(
 /// them. With `backlog` > 0, that many tasks are queued first (not timed), the loops complete
 /// `--tasks` tasks while the producers keep the backlog at its size, and the clock runs from
 /// the start of both to the last completion.
-pub async fn throughput(args: &Args, mode: Mode, backlog: u64) -> anyhow::Result<Outcome> {
+///
+/// `None` when the control plane has no batch submit (`POST /v1/tasks/batch`) and the run needs
+/// it.
+pub async fn throughput(args: &Args, mode: Mode, backlog: u64) -> anyhow::Result<Option<Outcome>> {
     let label = if backlog > 0 {
         format!("stacksmith-{}-backlog-{backlog}", mode.name())
     } else {
         format!("stacksmith-{}", mode.name())
     };
     println!("queue-bench: {label}: {} tasks", args.tasks);
-    scratch::with_database(&args.database_url, &label.replace('-', "_"), |url| async move {
-        let cp = ControlPlane::start(args, &url, &label, Limits::Off).await?;
-        let outcome = throughput_run(args, mode, backlog, &cp, &url).await;
-        let stopped = cp.stop().await;
-        let outcome = outcome?;
-        stopped?;
-        Ok(outcome)
-    })
+    scratch::with_database(
+        &args.database_url,
+        &label.replace('-', "_"),
+        |url| async move {
+            let cp = ControlPlane::start(args, &url, &label, Limits::Off).await?;
+            let needs_batch = mode == Mode::Batch || backlog > 0;
+            if needs_batch && !batch_submit_available(&http_client()?, &cp.base, &cp.team_key).await
+            {
+                cp.stop().await?;
+                return Ok(None);
+            }
+            let outcome = throughput_run(args, mode, backlog, &cp, &url)
+                .await
+                .map(Some);
+            let stopped = cp.stop().await;
+            let outcome = outcome?;
+            stopped?;
+            Ok(outcome)
+        },
+    )
     .await
 }
 
@@ -484,9 +505,7 @@ async fn throughput_run(
     if backlog > 0 {
         let started = Instant::now();
         produce(
-            &client,
-            &cp.base,
-            &cp.team_key,
+            (&client, &cp.base, &cp.team_key),
             Mode::Batch,
             args.producers,
             1000,
@@ -536,9 +555,7 @@ async fn throughput_run(
         )
     });
     produce(
-        &client,
-        &cp.base,
-        &cp.team_key,
+        (&client, &cp.base, &cp.team_key),
         mode,
         args.producers,
         args.batch_size,
@@ -646,9 +663,7 @@ async fn worker_run(
         let (producers, batch_size) = (args.producers, args.batch_size);
         tokio::spawn(async move {
             produce(
-                &client,
-                &base,
-                &key,
+                (&client, &base, &key),
                 mode,
                 producers,
                 batch_size,
@@ -780,7 +795,11 @@ async fn latency_run(samples: u64, cp: &ControlPlane) -> anyhow::Result<Latency>
             .json(&json!({"fencing_token": lease["fencing_token"], "result": null}))
             .send()
             .await?;
-        anyhow::ensure!(response.status() == 200, "complete answered {}", response.status());
+        anyhow::ensure!(
+            response.status() == 200,
+            "complete answered {}",
+            response.status()
+        );
     }
     let ms = |micros: u64| micros as f64 / 1000.0;
     Ok(Latency {
@@ -819,7 +838,8 @@ async fn submit_run(rps: u64, seconds: u64, cp: &ControlPlane) -> anyhow::Result
         .build()?;
     let url = Arc::new(format!("{}/v1/tasks", cp.base));
     let key = Arc::new(cp.team_key.clone());
-    let body = json!({"pool": "bench", "command": ["echo", "hello"], "env": {"A": "1"}, "priority": 5});
+    let body =
+        json!({"pool": "bench", "command": ["echo", "hello"], "env": {"A": "1"}, "priority": 5});
     let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
         1, 60_000_000, 3,
     )?));
