@@ -64,7 +64,7 @@ pub struct Args {
     /// Stacksmith's lease loops in `single` and `batch` mode.
     #[arg(long, default_value_t = 4)]
     pub workers: u64,
-    /// Tasks per lease request (the API's maximum is 100).
+    /// Tasks per lease request (at most 1,000).
     #[arg(long, default_value_t = 100)]
     pub lease_batch: u64,
     /// Tasks in `worker` mode (a process each); default: `--tasks`.
@@ -138,8 +138,8 @@ fn main() -> anyhow::Result<()> {
         "--batch-size must be 1-1000"
     );
     anyhow::ensure!(
-        (1..=100).contains(&args.lease_batch),
-        "--lease-batch must be 1-100"
+        (1..=1000).contains(&args.lease_batch),
+        "--lease-batch must be 1-1000"
     );
     std::fs::create_dir_all(&args.logs)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -298,35 +298,103 @@ impl Completions {
     }
 }
 
-/// One lease loop: lease up to `--lease-batch` tasks (long poll), report each, until `target`
+/// One lease loop: lease up to `lease_batch` tasks (long poll) and report them, until `target`
 /// tasks are done or `deadline` passes.
-async fn lease_loop(
+struct LeaseLoop {
     client: reqwest::Client,
-    cp: Arc<(String, String)>,
+    base: String,
+    worker_key: String,
     worker: String,
     lease_batch: u64,
+    /// One `POST /v1/leases/reports` for all the tasks of a lease, or one
+    /// `POST /v1/leases/{id}/complete` each (concurrently).
+    batched_reports: bool,
     target: u64,
     done: Arc<Completions>,
     deadline: Instant,
-) -> anyhow::Result<()> {
-    let (base, worker_key) = (&cp.0, &cp.1);
-    while done.count.load(Ordering::SeqCst) < target && Instant::now() < deadline {
-        let response = client
-            .post(format!("{base}/v1/leases"))
-            .bearer_auth(worker_key)
-            .json(
-                &json!({"pool": POOL, "max_tasks": lease_batch, "wait_seconds": 1,
-                          "lease_seconds": 120, "worker": worker}),
-            )
+}
+
+impl LeaseLoop {
+    async fn run(self) -> anyhow::Result<()> {
+        let Self {
+            client,
+            base,
+            worker_key,
+            ..
+        } = &self;
+        while self.done.count.load(Ordering::SeqCst) < self.target && Instant::now() < self.deadline
+        {
+            let response = client
+                .post(format!("{base}/v1/leases"))
+                .bearer_auth(worker_key)
+                .json(
+                    &json!({"pool": POOL, "max_tasks": self.lease_batch, "wait_seconds": 1,
+                              "lease_seconds": 120, "worker": self.worker}),
+                )
+                .send()
+                .await?;
+            let status = response.status();
+            anyhow::ensure!(status == 200, "POST /v1/leases answered {status}");
+            let body: Value = response.json().await?;
+            let leases = body["leases"].as_array().cloned().unwrap_or_default();
+            if leases.is_empty() {
+                continue;
+            }
+            if self.batched_reports {
+                self.report_batch(&leases).await?;
+            } else {
+                self.report_each(leases).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn report_batch(&self, leases: &[Value]) -> anyhow::Result<()> {
+        let reports: Vec<Value> = leases
+            .iter()
+            .map(|lease| {
+                json!({"lease_id": lease["lease_id"], "fencing_token": lease["fencing_token"],
+                       "kind": "complete"})
+            })
+            .collect();
+        let response = self
+            .client
+            .post(format!("{}/v1/leases/reports", self.base))
+            .bearer_auth(&self.worker_key)
+            .json(&json!({ "reports": reports }))
             .send()
             .await?;
         let status = response.status();
-        anyhow::ensure!(status == 200, "POST /v1/leases answered {status}");
+        anyhow::ensure!(status == 200, "POST /v1/leases/reports answered {status}");
         let body: Value = response.json().await?;
-        let leases = body["leases"].as_array().cloned().unwrap_or_default();
+        let results = body["results"].as_array().cloned().unwrap_or_default();
+        anyhow::ensure!(
+            results.len() == leases.len(),
+            "{} results for {} reports",
+            results.len(),
+            leases.len()
+        );
+        for (lease, result) in leases.iter().zip(&results) {
+            anyhow::ensure!(
+                result["outcome"] == "ok",
+                "the completion of lease {} was refused: {result}",
+                lease["lease_id"]
+            );
+            self.done
+                .add(lease["task_id"].as_str().unwrap_or_default())
+                .await;
+        }
+        Ok(())
+    }
+
+    async fn report_each(&self, leases: Vec<Value>) -> anyhow::Result<()> {
         let mut reports = JoinSet::new();
         for lease in leases {
-            let (client, base, key) = (client.clone(), base.clone(), worker_key.clone());
+            let (client, base, key) = (
+                self.client.clone(),
+                self.base.clone(),
+                self.worker_key.clone(),
+            );
             reports.spawn(async move {
                 let lease_id = lease["lease_id"].as_str().unwrap_or_default();
                 let response = client
@@ -344,10 +412,21 @@ async fn lease_loop(
             });
         }
         while let Some(report) = reports.join_next().await {
-            done.add(&report??).await;
+            self.done.add(&report??).await;
         }
+        Ok(())
     }
-    Ok(())
+}
+
+/// Whether `POST /v1/leases/reports` exists (an empty batch is refused, not unknown).
+async fn batched_reports_available(client: &reqwest::Client, base: &str, key: &str) -> bool {
+    let response = client
+        .post(format!("{base}/v1/leases/reports"))
+        .bearer_auth(key)
+        .json(&json!({"reports": []}))
+        .send()
+        .await;
+    response.is_ok_and(|r| r.status() != 404 && r.status() != 405)
 }
 
 /// Counts that tell whether every task ran exactly once.
@@ -522,24 +601,24 @@ async fn throughput_run(
     let done = Arc::new(Completions::default());
     let (go, gate) = watch::channel(false);
     let deadline = Instant::now() + args.run_timeout();
-    let shared = Arc::new((cp.base.clone(), cp.worker_key.clone()));
+    let batched_reports = batched_reports_available(&client, &cp.base, &cp.worker_key).await;
     let mut workers = JoinSet::new();
     for index in 0..args.workers {
-        let (client, shared, done, mut gate) =
-            (client.clone(), shared.clone(), done.clone(), gate.clone());
-        let lease_batch = args.lease_batch;
+        let lease_loop = LeaseLoop {
+            client: client.clone(),
+            base: cp.base.clone(),
+            worker_key: cp.worker_key.clone(),
+            worker: format!("bench-{index}"),
+            lease_batch: args.lease_batch,
+            batched_reports,
+            target,
+            done: done.clone(),
+            deadline,
+        };
+        let mut gate = gate.clone();
         workers.spawn(async move {
             gate.wait_for(|go| *go).await?;
-            lease_loop(
-                client,
-                shared,
-                format!("bench-{index}"),
-                lease_batch,
-                target,
-                done,
-                deadline,
-            )
-            .await
+            lease_loop.run().await
         });
     }
     // Let the lease loops reach the gate before the clock starts.
@@ -592,6 +671,10 @@ async fn throughput_run(
         seconds,
         backlog: (backlog > 0).then_some(backlog),
         extra: vec![
+            (
+                "reports",
+                if batched_reports { "batch" } else { "single" }.to_owned(),
+            ),
             (
                 "submitted_after_s",
                 format!("{:.3}", submitted_after.as_secs_f64()),
