@@ -66,7 +66,11 @@ fn network(loaded: &LoadedStack) -> DesiredSet {
         let a = r.address.to_string();
         // IRSA needs the cluster's OIDC issuer: it belongs to the platform test.
         let irsa = a.starts_with("iam.oidc_provider") || a.ends_with("ebs_csi");
+        // The database's and cache's rules admit the cluster security group EKS makes: they
+        // belong to the platform test too.
+        let from_cluster = a.ends_with("_from_cluster");
         !irsa
+            && !from_cluster
             && (t.starts_with("aws.ec2.")
                 || t.starts_with("aws.iam.")
                 || t.starts_with("aws.logs."))
@@ -416,22 +420,14 @@ async fn check_network(loaded: &LoadedStack, instance: &str) {
             .find(|g| g.group_name() == Some(name.as_str()))
             .unwrap_or_else(|| panic!("security group {name} exists"))
     };
-    let cluster = group("cluster");
-    let mut guarded = vec![("database", 5432)];
+    assert_eq!(group("cluster").vpc_id(), Some(vpc_id));
+    let mut guarded = vec!["database"];
     if stack.cache.is_some() {
-        guarded.push(("cache", 6379));
+        guarded.push("cache");
     }
-    for (suffix, port) in guarded {
-        let sg = group(suffix);
-        assert_eq!(sg.vpc_id(), Some(vpc_id));
-        // Least privilege: exactly one ingress rule, the port, only from the cluster/node group.
-        assert_eq!(sg.ip_permissions().len(), 1, "{suffix} ingress rules");
-        let rule = &sg.ip_permissions()[0];
-        assert_eq!(rule.ip_protocol(), Some("tcp"));
-        assert_eq!((rule.from_port(), rule.to_port()), (Some(port), Some(port)));
-        assert!(rule.ip_ranges().is_empty(), "{suffix}: no CIDR sources");
-        assert_eq!(rule.user_id_group_pairs().len(), 1);
-        assert_eq!(rule.user_id_group_pairs()[0].group_id(), cluster.group_id());
+    for suffix in guarded {
+        // Their rules come with the cluster (see check_platform).
+        assert_eq!(group(suffix).vpc_id(), Some(vpc_id));
     }
 
     // Flow logs: the VPC's traffic goes to the stack's log group (moto serves CreateFlowLogs
@@ -875,6 +871,43 @@ async fn check_platform(loaded: &LoadedStack, node_scaling: (i32, i32, i32), db_
         .unwrap();
     assert_eq!(cluster.version(), Some(stack.cluster.version.as_str()));
     let vpc = cluster.resources_vpc_config().unwrap();
+
+    // Pods on managed nodes reach Postgres and Redis through the cluster security group EKS
+    // made (`eks-cluster-sg-*`, on the nodes), not through the group given at CreateCluster
+    // (only on the control plane's network interfaces): the database's and cache's only ingress
+    // rule admits exactly that group, on its port.
+    let eks_group = vpc
+        .cluster_security_group_id()
+        .expect("EKS reports the cluster security group");
+    let groups = ec2
+        .describe_security_groups()
+        .filters(instance_filter(&instance))
+        .send()
+        .await
+        .unwrap();
+    let mut guarded = vec![("database", 5432)];
+    if stack.cache.is_some() {
+        guarded.push(("cache", 6379));
+    }
+    for (suffix, port) in guarded {
+        let name = format!("{}-{suffix}", names.qualified);
+        let sg = groups
+            .security_groups()
+            .iter()
+            .find(|g| g.group_name() == Some(name.as_str()))
+            .unwrap_or_else(|| panic!("security group {name} exists"));
+        assert_eq!(sg.ip_permissions().len(), 1, "{suffix} ingress rules");
+        let rule = &sg.ip_permissions()[0];
+        assert_eq!(rule.ip_protocol(), Some("tcp"));
+        assert_eq!((rule.from_port(), rule.to_port()), (Some(port), Some(port)));
+        assert!(rule.ip_ranges().is_empty(), "{suffix}: no CIDR sources");
+        assert_eq!(rule.user_id_group_pairs().len(), 1);
+        assert_eq!(
+            rule.user_id_group_pairs()[0].group_id(),
+            Some(eks_group),
+            "{suffix} admits the nodes' group"
+        );
+    }
     let mut subnet_ids = vpc.subnet_ids().to_vec();
     subnet_ids.sort();
     assert_eq!(
@@ -980,15 +1013,18 @@ async fn check_platform(loaded: &LoadedStack, node_scaling: (i32, i32, i32), db_
         db.db_subnet_group().and_then(|g| g.db_subnet_group_name()),
         Some(format!("{}-subnets", names.database).as_str())
     );
+    // The parameter group is named after its family (a major upgrade moves to a new one).
+    let major = database.engine_version.split('.').next().unwrap();
+    let parameter_group = format!("{}-pg{major}", names.database);
     assert_eq!(
         db.db_parameter_groups()
             .first()
             .and_then(|g| g.db_parameter_group_name()),
-        Some(format!("{}-params", names.database).as_str())
+        Some(parameter_group.as_str())
     );
     let parameters = rds
         .describe_db_parameters()
-        .db_parameter_group_name(format!("{}-params", names.database))
+        .db_parameter_group_name(&parameter_group)
         .source("user")
         .send()
         .await

@@ -10,7 +10,10 @@ moto 5.2.5 matches EC2 filter values (`tag:KEY`, `tag-value`, `vpc-id`, ...) wit
 sequence) and `?` (one character) as wildcards and `\\` as the escape of the next character
 ("a value of `\\*amazon\\?\\\\` searches for the literal string `*amazon?\\`", EC2 API reference,
 Filter). This launcher replaces the two matching functions of `moto.ec2.utils` (and the copy
-`moto.ec2.models.tags` imported) before the server starts; everything else is plain moto.
+`moto.ec2.models.tags` imported) before the server starts.
+
+It also gives EKS clusters the cluster security group AWS makes for them (see
+`patch_eks_cluster_security_group`); everything else is plain moto.
 """
 
 import re
@@ -51,8 +54,83 @@ def patch_moto() -> None:
     tags.simple_aws_filter_to_re = aws_filter_to_re
 
 
+def patch_eks_cluster_security_group() -> None:
+    """EKS's cluster security group, which moto does not make, and a per-cluster OIDC issuer.
+
+    AWS creates `eks-cluster-sg-<cluster>-<id>` in the cluster's VPC at CreateCluster, reports it
+    as `resourcesVpcConfig.clusterSecurityGroupId`, puts it on managed nodes without a launch
+    template (so pods reach the database and cache through it), tags it
+    `kubernetes.io/cluster/<cluster>: owned` and `aws:eks:cluster-name`, and deletes it with the
+    cluster (leaving it when something still references it). UpdateClusterConfig changes only
+    the fields it is given (moto replaced `resourcesVpcConfig` wholesale, losing the group).
+    """
+    from moto.ec2.models import ec2_backends
+    from moto.eks import models as eks
+    from moto.moto_api._internal import mock_random as random
+
+    original_create = eks.EKSBackend.create_cluster
+    original_delete = eks.EKSBackend.delete_cluster
+    original_update = eks.EKSBackend.update_cluster_config
+
+    def create_cluster(self, name, role_arn, resources_vpc_config, *args, **kwargs):
+        cluster = original_create(self, name, role_arn, resources_vpc_config, *args, **kwargs)
+        # Every cluster has its own OIDC issuer (moto drew one per process, so two clusters
+        # in one server could not each have an IAM OIDC provider).
+        issuer_id = random.get_random_hex(32).upper()
+        cluster.identity = {
+            "oidc": {"issuer": f"https://oidc.eks.{self.region_name}.amazonaws.com/id/{issuer_id}"}
+        }
+        ec2 = ec2_backends[self.account_id][self.region_name]
+        subnets = (resources_vpc_config or {}).get("subnetIds") or []
+        if subnets:
+            vpc_id = ec2.get_subnet(subnets[0]).vpc_id
+            group_name = f"eks-cluster-sg-{name}-{random.get_random_string(10, lower_case=True)}"
+            group = ec2.create_security_group(
+                name=group_name,
+                description=(
+                    "EKS created security group applied to ENI that is attached to EKS Control "
+                    "Plane master nodes, as well as any managed workloads."
+                ),
+                vpc_id=vpc_id,
+                tags={
+                    "Name": group_name,
+                    "aws:eks:cluster-name": name,
+                    f"kubernetes.io/cluster/{name}": "owned",
+                },
+            )
+            cluster.resources_vpc_config = {
+                **resources_vpc_config,
+                "clusterSecurityGroupId": group.id,
+                "vpcId": vpc_id,
+            }
+        return cluster
+
+    def delete_cluster(self, name):
+        cluster = original_delete(self, name)
+        group_id = (cluster.resources_vpc_config or {}).get("clusterSecurityGroupId")
+        if group_id:
+            try:
+                ec2_backends[self.account_id][self.region_name].delete_security_group(
+                    group_id=group_id
+                )
+            except Exception:  # noqa: BLE001 - AWS leaves a group still in use behind too
+                pass
+        return cluster
+
+    def update_cluster_config(self, name, resources_vpc_config, *args, **kwargs):
+        cluster = self.clusters.get(name)
+        if cluster is not None and resources_vpc_config:
+            resources_vpc_config = {**(cluster.resources_vpc_config or {}), **resources_vpc_config}
+        return original_update(self, name, resources_vpc_config, *args, **kwargs)
+
+    eks.EKSBackend.create_cluster = create_cluster
+    eks.EKSBackend.delete_cluster = delete_cluster
+    eks.EKSBackend.update_cluster_config = update_cluster_config
+
+
 def main() -> int:
     patch_moto()
+    patch_eks_cluster_security_group()
     from moto.server import main as moto_main
 
     sys.argv[0] = "moto_server"

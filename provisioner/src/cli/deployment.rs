@@ -14,6 +14,7 @@ use crate::engine::fake::FakeProvider;
 use crate::engine::lifetime;
 use crate::engine::provider::ProviderRegistry;
 use crate::engine::secrets::StateCipher;
+use crate::engine::zones::{self, ResolvedZones};
 use crate::stack::error::render;
 use crate::stack::model::StateBackend as BackendKind;
 use crate::stack::{self, LoadRequest, LoadedStack, StackSource};
@@ -85,15 +86,60 @@ impl Deployment {
             .map(|ttl| ttl.0)
     }
 
-    /// The desired resources with the instance's `stacksmith:expires-at` stamped on every
-    /// taggable one (the lifetime `state` records, or one starting now), and that lifetime.
-    /// Verbs that compare desired with recorded or live values use this, not `desired`.
+    /// The availability zones of the deployment's subnets ([`zones::resolve`]): what state
+    /// records stays; zones for new subnets come from the region (DescribeAvailabilityZones,
+    /// through the providers), read only when some subnet has none recorded. When they cannot
+    /// be read, `strict` (`up`) fails; otherwise (`plan`) the zones are assumed from letters and
+    /// the result says so.
+    pub async fn zones(
+        &self,
+        state: Option<&crate::state::StateDocument>,
+        registry: &ProviderRegistry,
+        strict: bool,
+    ) -> miette::Result<(ResolvedZones, Option<String>)> {
+        let stack = &self.loaded.stack;
+        let azs = &stack.network.azs;
+        let mut note = None;
+        let offered = if zones::needs_offered(azs, state) {
+            let provider = registry
+                .get(&crate::engine::ResourceType::new("aws.ec2.subnet"))
+                .map_err(|e| miette!("{e}"))?;
+            match provider.availability_zones().await {
+                Ok(offered) => offered,
+                Err(e) if strict => {
+                    return Err(miette!(
+                        "reading the availability zones of {}: {e}",
+                        stack.region
+                    ));
+                }
+                Err(e) => {
+                    note = Some(format!(
+                        "the availability zones of {} could not be read ({e}); this plan assumes \
+                         the zones' letters, and `up` reads them from DescribeAvailabilityZones",
+                        stack.region
+                    ));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let resolved = zones::resolve(azs, &stack.region, state, offered.as_deref())
+            .map_err(|e| miette!("{e}"))?;
+        Ok((resolved, note))
+    }
+
+    /// The desired resources with their subnets in `zones` (see [`Self::zones`]) and the
+    /// instance's `stacksmith:expires-at` stamped on every taggable one (the lifetime `state`
+    /// records, or one starting now), and that lifetime. Verbs that compare desired with
+    /// recorded or live values use this, not `desired`.
     pub fn desired_with_lifetime(
         &self,
         state: Option<&crate::state::StateDocument>,
         now: chrono::DateTime<chrono::Utc>,
+        zones: &[String],
     ) -> (DesiredSet, Option<crate::state::InstanceLifetime>) {
-        let mut desired = self.desired.clone();
+        let mut desired = desired::derive_in(&self.loaded, zones);
         let lifetime = lifetime::lifetime_for(&desired, self.instance_ttl(), state, now);
         if let Some(lifetime) = &lifetime {
             lifetime::stamp(&mut desired, lifetime);

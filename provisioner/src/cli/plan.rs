@@ -67,8 +67,14 @@ pub fn run(args: &Args, stacks_dir: &Path, output: &Output) -> miette::Result<Ex
             }
             _ => (None, Vec::new()),
         };
-        let catalog = deployment::providers(&deployment)?.catalog();
-        let (desired, _) = deployment.desired_with_lifetime(state.as_ref(), deployment::now()?);
+        let registry = deployment::providers(&deployment)?;
+        let catalog = registry.catalog();
+        let (zones, note) = deployment.zones(state.as_ref(), &registry, false).await?;
+        if let Some(note) = note {
+            eprintln!("note: {note}");
+        }
+        let (desired, _) =
+            deployment.desired_with_lifetime(state.as_ref(), deployment::now()?, &zones.names);
         let plan = planner::plan(&PlanInput {
             desired: &desired,
             state: state.as_ref(),

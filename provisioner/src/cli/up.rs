@@ -193,7 +193,9 @@ async fn locked_apply(
                 }
                 _ => (None, Vec::new()),
             };
-            let (desired, lifetime) = deployment.desired_with_lifetime(state.as_ref(), now);
+            let (zones, _) = deployment.zones(state.as_ref(), registry, true).await?;
+            let (desired, lifetime) =
+                deployment.desired_with_lifetime(state.as_ref(), now, &zones.names);
             let plan = planner::plan(&PlanInput {
                 desired: &desired,
                 state: state.as_ref(),

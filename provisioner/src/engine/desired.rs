@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::value::{OutputRef, generated_secret};
 use super::{Address, DesiredResource, DesiredSet};
 use crate::stack::LoadedStack;
-use crate::stack::model::{CapacityType, NatMode, Stack};
+use crate::stack::model::{AmiType, CapacityType, NatMode, Stack};
 
 /// `ref(address, output)` as a property value.
 fn output(address: &Address, name: &str) -> Value {
@@ -64,19 +64,17 @@ impl Builder<'_> {
     }
 }
 
-/// The ARN partition of a region (`aws`, `aws-cn`, `aws-us-gov`).
-fn partition(region: &str) -> &'static str {
-    if region.starts_with("cn-") {
-        "aws-cn"
-    } else if region.starts_with("us-gov-") {
-        "aws-us-gov"
-    } else {
-        "aws"
-    }
+/// The desired resources of a loaded stack (and instance), with the availability zones assumed
+/// from the stack alone (`<region>a`, `b`, ... for `azs: N`). Verbs that create or compare
+/// subnets use [`derive_in`] with the zones [`super::zones::resolve`] decided.
+pub fn derive(loaded: &LoadedStack) -> DesiredSet {
+    let zones = loaded.stack.network.azs.names(&loaded.stack.region);
+    derive_in(loaded, &zones)
 }
 
-/// The desired resources of a loaded stack (and instance).
-pub fn derive(loaded: &LoadedStack) -> DesiredSet {
+/// The desired resources of a loaded stack (and instance) whose subnets go to `zones`, one per
+/// subnet index.
+pub fn derive_in(loaded: &LoadedStack, zones: &[String]) -> DesiredSet {
     let stack = &loaded.stack;
     let names = &loaded.names;
     let mut b = Builder {
@@ -86,7 +84,8 @@ pub fn derive(loaded: &LoadedStack) -> DesiredSet {
     };
     let q = b.qualified.clone();
     let network = &stack.network;
-    let azs = network.azs.names(&stack.region);
+    let azs = zones.to_vec();
+    let partition = stack.partition();
 
     // --- network ---
     let vpc = b.add(
@@ -239,8 +238,7 @@ pub fn derive(loaded: &LoadedStack) -> DesiredSet {
         // The delivery role may write to its own log group and nothing else.
         let group_arn = format!(
             "arn:{}:logs:{}:*:log-group:/stacksmith/{q}/vpc-flow-logs",
-            partition(&stack.region),
-            stack.region
+            partition, stack.region
         );
         let delivery = b.add(
             DesiredResource::new("iam.role_policy.flow_logs", "aws.iam.role_policy")
@@ -285,7 +283,7 @@ pub fn derive(loaded: &LoadedStack) -> DesiredSet {
     );
 
     // --- IAM ---
-    let managed = |policy: &str| json!(format!("arn:aws:iam::aws:policy/{policy}"));
+    let managed = |policy: &str| json!(format!("arn:{partition}:iam::aws:policy/{policy}"));
     let cluster_role = b.add(
         DesiredResource::new("iam.role.cluster", "aws.iam.role")
             .with("name", json!(format!("{q}-eks-cluster")))
@@ -327,8 +325,12 @@ pub fn derive(loaded: &LoadedStack) -> DesiredSet {
     // --- EKS ---
     let cluster = &stack.cluster;
     let private_ids = Value::Array(private_subnets.iter().map(|s| output(s, "id")).collect());
-    let log_types: Vec<Value> = cluster
-        .logging
+    // EKS reports enabled log types as a set: keep them in one canonical order (the model's)
+    // without duplicates, so a stack listing `[audit, api]` is not a change against `[api, audit]`.
+    let mut logging = cluster.logging.clone();
+    logging.sort_by_key(|t| *t as u8);
+    logging.dedup();
+    let log_types: Vec<Value> = logging
         .iter()
         .map(|t| serde_json::to_value(t).unwrap_or(Value::Null))
         .collect();
@@ -353,9 +355,35 @@ pub fn derive(loaded: &LoadedStack) -> DesiredSet {
                 ),
             )
             .with("enabled_log_types", Value::Array(log_types))
+            // Access entries and the aws-auth ConfigMap both authenticate (EKS's default for new
+            // clusters since access entries exist; one-way from CONFIG_MAP).
+            .with("authentication_mode", json!("API_AND_CONFIG_MAP"))
             .with("tags", b.tags(&names.cluster, &[]))
             .after(&cluster_policy),
     );
+    // Administrators besides the creator: an access entry each, with the cluster admin policy
+    // on the whole cluster. Addressed by account and principal, so reordering the list changes
+    // nothing.
+    for admin in &cluster.access.admins {
+        // arn:<partition>:iam::<account>:role/<name>
+        let principal = admin.0.splitn(5, ':').nth(4).unwrap_or(admin.0.as_str());
+        b.add(
+            DesiredResource::new(
+                &format!("cluster.access_entry.{}", segment(principal)),
+                "aws.eks.access_entry",
+            )
+            .with("cluster_name", output(&control_plane, "name"))
+            .with("principal_arn", json!(admin.0))
+            .with(
+                "policy_arn",
+                json!(format!(
+                    "arn:{partition}:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+                )),
+            )
+            .with("access_scope", json!("cluster"))
+            .with("tags", b.tags(&format!("{}-admin", names.cluster), &[])),
+        );
+    }
     // --- IRSA: the cluster's OIDC provider and the EBS CSI driver's role ---
     let oidc = b.add(
         DesiredResource::new("iam.oidc_provider.cluster", "aws.iam.oidc_provider")
@@ -416,6 +444,18 @@ pub fn derive(loaded: &LoadedStack) -> DesiredSet {
             )
             .with("labels", json!(group.labels))
             .with("taints", Value::Array(taints))
+            // The group follows the cluster's Kubernetes version (UpdateNodegroupVersion after
+            // the control plane), with an AMI of its instance types' architecture.
+            .with("version", json!(cluster.version))
+            .with(
+                "ami_type",
+                json!(
+                    group
+                        .ami_type
+                        .unwrap_or_else(|| AmiType::for_instance_types(&group.instance_types))
+                        .as_str()
+                ),
+            )
             .with("tags", b.tags(&format!("{}-{name}", names.cluster), &[]));
         for policy in &node_policies {
             resource = resource.after(policy);
@@ -462,7 +502,13 @@ pub fn derive(loaded: &LoadedStack) -> DesiredSet {
             .with("protocol", json!("tcp"))
             .with("from_port", json!(5432))
             .with("to_port", json!(5432))
-            .with("source_security_group_id", output(&cluster_sg, "id")),
+            // Pods on managed nodes use the nodes' group: the cluster security group EKS
+            // creates (`eks-cluster-sg-*`), not the groups given at CreateCluster (those sit
+            // on the control plane's network interfaces only).
+            .with(
+                "source_security_group_id",
+                output(&control_plane, "cluster_security_group_id"),
+            ),
         );
         let subnet_group = b.add(
             DesiredResource::new("database.subnet_group", "aws.rds.db_subnet_group")
@@ -471,10 +517,13 @@ pub fn derive(loaded: &LoadedStack) -> DesiredSet {
                 .with("tags", b.tags(&names.database, &[])),
         );
         let major = database.engine_version.split('.').next().unwrap_or("16");
+        // Named after its family: a major version upgrade creates the new family's group and
+        // moves the instance to it in the same modification as the engine version.
+        let family = format!("postgres{major}");
         let parameter_group = b.add(
             DesiredResource::new("database.parameter_group", "aws.rds.db_parameter_group")
-                .with("name", json!(format!("{}-params", names.database)))
-                .with("family", json!(format!("postgres{major}")))
+                .with("name", json!(format!("{}-pg{major}", names.database)))
+                .with("family", json!(family))
                 .with("parameters", json!(database.parameters))
                 .with("tags", b.tags(&names.database, &[])),
         );
@@ -483,6 +532,10 @@ pub fn derive(loaded: &LoadedStack) -> DesiredSet {
                 .with("identifier", json!(names.database))
                 .with("engine", json!("postgres"))
                 .with("engine_version", json!(database.engine_version))
+                .with(
+                    "auto_minor_version_upgrade",
+                    json!(database.auto_minor_version_upgrade),
+                )
                 .with("instance_class", json!(database.instance_class))
                 .with("allocated_storage", json!(database.storage_gib))
                 .with("multi_az", json!(database.multi_az))
@@ -520,7 +573,13 @@ pub fn derive(loaded: &LoadedStack) -> DesiredSet {
             .with("protocol", json!("tcp"))
             .with("from_port", json!(6379))
             .with("to_port", json!(6379))
-            .with("source_security_group_id", output(&cluster_sg, "id")),
+            // Pods on managed nodes use the nodes' group: the cluster security group EKS
+            // creates (`eks-cluster-sg-*`), not the groups given at CreateCluster (those sit
+            // on the control plane's network interfaces only).
+            .with(
+                "source_security_group_id",
+                output(&control_plane, "cluster_security_group_id"),
+            ),
         );
         let subnet_group = b.add(
             DesiredResource::new("cache.subnet_group", "aws.elasticache.subnet_group")

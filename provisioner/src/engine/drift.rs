@@ -30,6 +30,7 @@ use super::plan::StateVersion;
 use super::planner::{LiveSnapshot, current_value};
 use super::provider::OwnedObject;
 use super::secrets::is_encrypted;
+use super::types::satisfies;
 use crate::state::{ResourceRecord, StateDocument};
 
 /// The `version` of the JSON report (`provisioner/docs/drift-report.md`).
@@ -223,7 +224,7 @@ pub fn detect(input: &DriftInput<'_>) -> DriftReport {
                 continue;
             }
             let actual = current_value(record, Some(live), name);
-            if actual != Some(expected) {
+            if !actual.is_some_and(|a| satisfies(&record.resource_type, name, expected, a)) {
                 differences(&mut entry.attributes, name, Some(expected), actual);
             }
         }

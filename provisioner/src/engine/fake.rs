@@ -308,6 +308,11 @@ impl FakeProvider {
             );
         }
         if resource_type.as_str() == "aws.eks.cluster" {
+            // The group EKS makes for the cluster and puts on managed nodes.
+            outputs.insert(
+                "cluster_security_group_id".into(),
+                Value::String(format!("sg-eks-cluster-{id}")),
+            );
             outputs.insert(
                 "oidc_issuer".into(),
                 Value::String(format!("https://oidc.fake.internal/id/{id}")),

@@ -24,6 +24,7 @@ pub mod resource;
 pub mod secrets;
 pub mod types;
 pub mod value;
+pub mod zones;
 
 pub use address::Address;
 pub use resource::{DesiredResource, DesiredSet, ResourceType};

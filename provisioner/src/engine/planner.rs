@@ -12,7 +12,7 @@ use super::plan::{
 };
 use super::provider::{LiveResource, OwnedObject};
 use super::secrets::is_encrypted;
-use super::types::TypeCatalog;
+use super::types::{TypeCatalog, satisfies};
 use super::value::{self, OutputRef};
 use super::{Address, DesiredResource, DesiredSet};
 use crate::state::{ResourceRecord, StateDocument};
@@ -193,7 +193,11 @@ fn plan_existing(
         let change = match plan_value(value, lookup) {
             Planned::Secret if before.is_some() => None,
             Planned::Secret => Some((None, false, true)),
-            Planned::Known(after) if before == Some(&after) => None,
+            Planned::Known(after)
+                if before.is_some_and(|b| satisfies(&resource.resource_type, name, &after, b)) =>
+            {
+                None
+            }
             Planned::Known(after) => Some((Some(after), false, false)),
             Planned::Unknown => Some((None, true, false)),
         };

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::types::{TypeCatalog, TypeSpec};
+use super::zones::Zone;
 use super::{Address, ResourceType};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -138,6 +139,13 @@ pub trait Provider: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<OwnedObject>, ProviderError>> {
         let _ = ownership;
         Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// The availability zones the region offers to subnets (read-only), for
+    /// [`super::zones::resolve`]; `None` when this provider cannot tell (the names are then
+    /// assumed).
+    fn availability_zones(&self) -> BoxFuture<'_, Result<Option<Vec<Zone>>, ProviderError>> {
+        Box::pin(async { Ok(None) })
     }
 }
 

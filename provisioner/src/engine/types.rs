@@ -6,8 +6,46 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::ResourceType;
+
+/// Attributes holding a version the service raises on its own within a major version (RDS's
+/// automatic minor version upgrades move PostgreSQL 16.4 to 16.6 in a maintenance window): for
+/// these, a current value newer within the same major version than the wanted one is not a
+/// change. Sending the older version back is refused ("Cannot upgrade postgres from 16.6 to
+/// 16.4"), so the planner must not plan it and `drift` must not report it.
+const VERSION_FLOORS: &[(&str, &str)] = &[("aws.rds.instance", "engine_version")];
+
+/// Whether `current` satisfies `wanted` for one attribute of one type: equal, or (for the
+/// [`VERSION_FLOORS`]) a version at least as new within the same major version. Shared by the
+/// planner (desired against current) and `drift` (recorded against live).
+pub fn satisfies(
+    resource_type: &ResourceType,
+    attribute: &str,
+    wanted: &Value,
+    current: &Value,
+) -> bool {
+    if wanted == current {
+        return true;
+    }
+    let floor = VERSION_FLOORS
+        .iter()
+        .any(|(kind, name)| *kind == resource_type.as_str() && *name == attribute);
+    match (floor, wanted.as_str(), current.as_str()) {
+        (true, Some(wanted), Some(current)) => same_major_at_least(wanted, current),
+        _ => false,
+    }
+}
+
+/// `16.6` against `16.4`: true; `17.1` against `16.4` (another major) or `16.2`: false.
+fn same_major_at_least(wanted: &str, current: &str) -> bool {
+    let parse = |v: &str| -> Option<Vec<u64>> { v.split('.').map(|p| p.parse().ok()).collect() };
+    match (parse(wanted), parse(current)) {
+        (Some(w), Some(c)) if !w.is_empty() && w.first() == c.first() => c >= w,
+        _ => false,
+    }
+}
 
 /// How a replacement proceeds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -278,6 +316,19 @@ impl TypeCatalog {
                         "subnet_ids",
                         "a managed node group's subnets are fixed at creation",
                     ),
+                    (
+                        "ami_type",
+                        "a managed node group's AMI type is fixed at creation",
+                    ),
+                ],
+            ),
+            (
+                "aws.eks.access_entry",
+                Dbc,
+                secs(5),
+                vec![
+                    ("cluster_name", "an access entry belongs to one cluster"),
+                    ("principal_arn", "an access entry is keyed by its principal"),
                 ],
             ),
             (
@@ -296,8 +347,11 @@ impl TypeCatalog {
                 vec![("name", "a DB subnet group cannot be renamed")],
             ),
             (
+                // Named after its family (`<db>-postgres16`): a major upgrade creates the new
+                // family's group, moves the instance in the same ModifyDBInstance as the engine
+                // version, then deletes the old group (which RDS refuses while it is in use).
                 "aws.rds.db_parameter_group",
-                Dbc,
+                Cbd,
                 secs(3),
                 vec![
                     ("name", "a DB parameter group cannot be renamed"),
@@ -360,5 +414,46 @@ impl TypeCatalog {
             });
         }
         catalog
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn an_automatic_minor_upgrade_satisfies_the_older_version_of_the_same_major() {
+        let rds = ResourceType::new("aws.rds.instance");
+        let version = |wanted: &str, current: &str| {
+            satisfies(&rds, "engine_version", &json!(wanted), &json!(current))
+        };
+        assert!(version("16.4", "16.4"));
+        assert!(version("16.4", "16.6"));
+        assert!(version("16.4", "16.10"), "compared by numbers, not text");
+        assert!(
+            !version("16.6", "16.4"),
+            "an older live version is a change"
+        );
+        assert!(
+            !version("16.4", "17.1"),
+            "another major version is a change"
+        );
+        assert!(!version("17.2", "16.4"));
+        // Only the declared attributes of the declared types.
+        assert!(!satisfies(
+            &rds,
+            "instance_class",
+            &json!("16.4"),
+            &json!("16.6")
+        ));
+        let cache = ResourceType::new("aws.elasticache.replication_group");
+        assert!(!satisfies(
+            &cache,
+            "engine_version",
+            &json!("7.0"),
+            &json!("7.1")
+        ));
     }
 }

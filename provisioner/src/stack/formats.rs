@@ -76,12 +76,45 @@ pub const FORMATS: &[Format] = &[
         example: "ghcr.io/acme/stacksmith-controlplane:1.0.0",
     },
     Format {
+        name: "iam-principal-arn",
+        check: is_iam_principal_arn,
+        description: "the ARN of an IAM role or user",
+        example: "arn:aws:iam::123456789012:role/platform-admins",
+    },
+    Format {
         name: "kubernetes-quantity",
         check: is_quantity,
         description: "a Kubernetes quantity",
         example: "512Mi",
     },
 ];
+
+/// `arn:<partition>:iam::<12 digits>:role/<path/name>` or `...:user/<path/name>`.
+fn is_iam_principal_arn(text: &str) -> bool {
+    let mut parts = text.splitn(6, ':');
+    let (Some("arn"), Some(partition), Some("iam"), Some(""), Some(account), Some(resource)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return false;
+    };
+    let name = resource
+        .strip_prefix("role/")
+        .or_else(|| resource.strip_prefix("user/"));
+    ["aws", "aws-cn", "aws-us-gov"].contains(&partition)
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && name.is_some_and(|n| {
+            !n.is_empty()
+                && !n.ends_with('/')
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+=,.@_-/".contains(c))
+        })
+}
 
 /// The format named `name`.
 pub fn find(name: &str) -> Option<&'static Format> {
@@ -247,6 +280,28 @@ mod tests {
         assert!(is_rds_class("db.r6g.large"));
         assert!(!is_rds_class("r6g.large"));
         assert!(is_cache_node_type("cache.t4g.micro"));
+    }
+
+    #[test]
+    fn iam_principal_arns() {
+        for good in [
+            "arn:aws:iam::123456789012:role/platform-admins",
+            "arn:aws:iam::123456789012:role/teams/platform/admin",
+            "arn:aws-cn:iam::123456789012:user/alice",
+            "arn:aws-us-gov:iam::123456789012:role/ops+on.call@example_1",
+        ] {
+            assert!(is_iam_principal_arn(good), "{good}");
+        }
+        for bad in [
+            "arn:aws:iam::12345678901:role/short-account",
+            "arn:aws:iam::123456789012:group/admins",
+            "arn:aws:sts::123456789012:assumed-role/admin/session",
+            "arn:aws:iam::123456789012:role/",
+            "arn:other:iam::123456789012:role/x",
+            "platform-admins",
+        ] {
+            assert!(!is_iam_principal_arn(bad), "{bad}");
+        }
     }
 
     #[test]

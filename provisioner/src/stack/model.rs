@@ -67,6 +67,24 @@ pub struct Stack {
     pub controlplane: Option<ControlPlane>,
 }
 
+impl Stack {
+    /// The ARN partition of the stack's region (`aws`, `aws-cn`, `aws-us-gov`).
+    pub fn partition(&self) -> &'static str {
+        partition_of(&self.region)
+    }
+}
+
+/// The ARN partition of a region (`aws`, `aws-cn`, `aws-us-gov`).
+pub fn partition_of(region: &str) -> &'static str {
+    if region.starts_with("cn-") {
+        "aws-cn"
+    } else if region.starts_with("us-gov-") {
+        "aws-us-gov"
+    } else {
+        "aws"
+    }
+}
+
 /// How to reach AWS.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -223,6 +241,41 @@ pub struct Cluster {
     /// EKS endpoint (also how the `local` stack reaches the Kubernetes emulator).
     #[serde(default)]
     pub kubeconfig: Option<String>,
+    /// Who may administer the cluster's Kubernetes API besides the identity that created it.
+    #[serde(default)]
+    pub access: ClusterAccess,
+}
+
+/// Access to the cluster's Kubernetes API. The cluster authenticates through EKS access entries
+/// and the `aws-auth` ConfigMap (`API_AND_CONFIG_MAP`); the identity that creates the cluster is
+/// an administrator, and so is every principal listed here (an access entry with
+/// `AmazonEKSClusterAdminPolicy` on the whole cluster), so a teammate's `up` and `down` can reach
+/// the API too.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterAccess {
+    /// IAM roles or users that administer the cluster, e.g.
+    /// `arn:aws:iam::123456789012:role/platform-admins`.
+    #[serde(default)]
+    pub admins: Vec<IamPrincipalArn>,
+}
+
+/// The ARN of an IAM role or user. Checked by the `iam-principal-arn` format.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IamPrincipalArn(pub String);
+
+impl JsonSchema for IamPrincipalArn {
+    fn schema_name() -> Cow<'static, str> {
+        "IamPrincipalArn".into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "format": "iam-principal-arn",
+            "description": "The ARN of an IAM role or user, e.g. arn:aws:iam::123456789012:role/platform-admins.",
+        })
+    }
 }
 
 /// Who may reach the cluster's API endpoint.
@@ -284,10 +337,139 @@ pub struct NodeGroup {
     /// Kubernetes taints on the nodes.
     #[serde(default)]
     pub taints: Vec<Taint>,
+    /// The nodes' AMI type. By default it follows the instance types: Amazon Linux 2023 for
+    /// their architecture (`AL2023_ARM_64_STANDARD` for Graviton types such as `m7g.large`),
+    /// with the NVIDIA or Neuron drivers for GPU (`g*`, `p*`) and Inferentia/Trainium types.
+    #[serde(default)]
+    pub ami_type: Option<AmiType>,
 }
 
 fn default_disk_gib() -> u32 {
     20
+}
+
+/// The AMI types of EKS managed node groups (AWS's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[allow(missing_docs)]
+pub enum AmiType {
+    #[serde(rename = "AL2023_x86_64_STANDARD")]
+    Al2023X8664Standard,
+    #[serde(rename = "AL2023_ARM_64_STANDARD")]
+    Al2023Arm64Standard,
+    #[serde(rename = "AL2023_x86_64_NVIDIA")]
+    Al2023X8664Nvidia,
+    #[serde(rename = "AL2023_ARM_64_NVIDIA")]
+    Al2023Arm64Nvidia,
+    #[serde(rename = "AL2023_x86_64_NEURON")]
+    Al2023X8664Neuron,
+    #[serde(rename = "BOTTLEROCKET_x86_64")]
+    BottlerocketX8664,
+    #[serde(rename = "BOTTLEROCKET_ARM_64")]
+    BottlerocketArm64,
+    #[serde(rename = "BOTTLEROCKET_x86_64_NVIDIA")]
+    BottlerocketX8664Nvidia,
+    #[serde(rename = "BOTTLEROCKET_ARM_64_NVIDIA")]
+    BottlerocketArm64Nvidia,
+    #[serde(rename = "AL2_x86_64")]
+    Al2X8664,
+    #[serde(rename = "AL2_ARM_64")]
+    Al2Arm64,
+    #[serde(rename = "AL2_x86_64_GPU")]
+    Al2X8664Gpu,
+}
+
+/// A CPU architecture of EC2 instances and AMIs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    X86_64,
+    Arm64,
+}
+
+impl Architecture {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::X86_64 => "x86_64",
+            Self::Arm64 => "arm64 (Graviton)",
+        }
+    }
+
+    /// The architecture of an EC2 instance type, from its family: Graviton families carry a `g`
+    /// after their generation number (`m7g`, `c6gn`, `r6gd`, `t4g`, `im4gn`, `g5g`), and `a1`.
+    pub fn of_instance_type(instance_type: &str) -> Self {
+        let family = instance_type.split('.').next().unwrap_or_default();
+        if family == "a1" {
+            return Self::Arm64;
+        }
+        let after_generation = family
+            .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+            .trim_start_matches(|c: char| c.is_ascii_digit());
+        if after_generation
+            .split('-')
+            .next()
+            .unwrap_or_default()
+            .contains('g')
+        {
+            Self::Arm64
+        } else {
+            Self::X86_64
+        }
+    }
+}
+
+impl AmiType {
+    /// AWS's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Al2023X8664Standard => "AL2023_x86_64_STANDARD",
+            Self::Al2023Arm64Standard => "AL2023_ARM_64_STANDARD",
+            Self::Al2023X8664Nvidia => "AL2023_x86_64_NVIDIA",
+            Self::Al2023Arm64Nvidia => "AL2023_ARM_64_NVIDIA",
+            Self::Al2023X8664Neuron => "AL2023_x86_64_NEURON",
+            Self::BottlerocketX8664 => "BOTTLEROCKET_x86_64",
+            Self::BottlerocketArm64 => "BOTTLEROCKET_ARM_64",
+            Self::BottlerocketX8664Nvidia => "BOTTLEROCKET_x86_64_NVIDIA",
+            Self::BottlerocketArm64Nvidia => "BOTTLEROCKET_ARM_64_NVIDIA",
+            Self::Al2X8664 => "AL2_x86_64",
+            Self::Al2Arm64 => "AL2_ARM_64",
+            Self::Al2X8664Gpu => "AL2_x86_64_GPU",
+        }
+    }
+
+    pub fn architecture(self) -> Architecture {
+        match self {
+            Self::Al2023Arm64Standard
+            | Self::Al2023Arm64Nvidia
+            | Self::BottlerocketArm64
+            | Self::BottlerocketArm64Nvidia
+            | Self::Al2Arm64 => Architecture::Arm64,
+            _ => Architecture::X86_64,
+        }
+    }
+
+    /// The Amazon Linux 2023 AMI for these instance types: their architecture, with NVIDIA
+    /// drivers when one is a GPU type (`g*`, `p*`) and Neuron drivers for Inferentia and
+    /// Trainium (`inf*`, `trn*`).
+    pub fn for_instance_types(instance_types: &[String]) -> Self {
+        let family = |t: &String| t.split('.').next().unwrap_or_default().to_owned();
+        let arm = instance_types
+            .first()
+            .is_some_and(|t| Architecture::of_instance_type(t) == Architecture::Arm64);
+        let gpu = instance_types.iter().any(|t| {
+            let f = family(t);
+            f.starts_with('p')
+                || (f.starts_with('g') && f.len() > 1 && f.as_bytes()[1].is_ascii_digit())
+        });
+        let neuron = instance_types
+            .iter()
+            .any(|t| family(t).starts_with("inf") || family(t).starts_with("trn"));
+        match (arm, gpu, neuron) {
+            (true, true, _) => Self::Al2023Arm64Nvidia,
+            (true, false, _) => Self::Al2023Arm64Standard,
+            (false, true, _) => Self::Al2023X8664Nvidia,
+            (false, false, true) => Self::Al2023X8664Neuron,
+            (false, false, false) => Self::Al2023X8664Standard,
+        }
+    }
 }
 
 /// On-demand or spot capacity.
@@ -350,6 +532,12 @@ pub struct Database {
     /// Refuse deletion until turned off.
     #[serde(default)]
     pub deletion_protection: bool,
+    /// Let RDS apply minor version upgrades (16.4 to 16.6) in the maintenance window. The
+    /// instance then runs `engine_version` or a newer minor version of the same major version;
+    /// Stacksmith never sends an older one back. A new major version (`"17.2"`) is an upgrade
+    /// `up` performs, with the parameter group of the new family.
+    #[serde(default = "yes")]
+    pub auto_minor_version_upgrade: bool,
     /// Take a final snapshot (`<id>-final-<timestamp>`) when `down` deletes the instance. Turn it
     /// off for ephemeral copies whose data nobody needs.
     #[serde(default = "default_final_snapshot")]

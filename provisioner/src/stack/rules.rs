@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::error::StackError;
-use super::model::{AvailabilityZones, Cidr, NatMode, Stack, StateBackend};
+use super::model::{AmiType, Architecture, AvailabilityZones, Cidr, NatMode, Stack, StateBackend};
 use super::naming::{self, NameSource, Names};
 use super::source::Location;
 use super::yaml::{Node, PathSegment};
@@ -69,6 +69,7 @@ pub fn check(stack: &Stack, root: &Node, instance: Option<&str>) -> Vec<StackErr
     };
     network(stack, &mut rules);
     cluster(stack, &mut rules);
+    cluster_access(stack, &mut rules);
     engines(stack, &mut rules);
     baseline_and_controlplane(stack, &mut rules);
     state(stack, &mut rules);
@@ -303,6 +304,63 @@ fn cluster(stack: &Stack, rules: &mut Rules<'_>) {
                 .help("scaling must satisfy min <= desired <= max"),
             );
         }
+        let types_path = {
+            let mut p = base.to_vec();
+            p.extend(path!["instance_types"]);
+            p
+        };
+        let architectures: Vec<(usize, Architecture)> = group
+            .instance_types
+            .iter()
+            .map(|t| Architecture::of_instance_type(t))
+            .enumerate()
+            .collect();
+        if let Some((i, other)) = architectures
+            .iter()
+            .find(|(_, a)| Some(a) != architectures.first().map(|(_, a)| a))
+        {
+            let mut at = types_path.clone();
+            at.push(PathSegment::Index(*i));
+            rules.push(
+                StackError::new(
+                    "stack::cluster::mixed_architectures",
+                    Some(rules.at(&at)),
+                    format!(
+                        "node group `{name}` mixes architectures: `{}` is {} but `{}` is {}",
+                        group.instance_types[*i],
+                        other.name(),
+                        group.instance_types[0],
+                        architectures[0].1.name()
+                    ),
+                )
+                .label("another architecture")
+                .related(rules.at(&types_path), "the group's instance types")
+                .help("one AMI serves a node group: list instance types of one architecture, or split the group"),
+            );
+        } else if let (Some(ami), Some((_, arch))) = (group.ami_type, architectures.first())
+            && ami.architecture() != *arch
+        {
+            let mut at = base.to_vec();
+            at.extend(path!["ami_type"]);
+            rules.push(
+                StackError::new(
+                    "stack::cluster::ami_architecture",
+                    Some(rules.at(&at)),
+                    format!(
+                        "node group `{name}`: `{}` is an {} AMI but its instance types are {}",
+                        ami.as_str(),
+                        ami.architecture().name(),
+                        arch.name()
+                    ),
+                )
+                .label("wrong architecture")
+                .related(rules.at(&types_path), "the instance types")
+                .help(format!(
+                    "remove `ami_type` to get `{}`, or pick an AMI type of the same architecture",
+                    AmiType::for_instance_types(&group.instance_types).as_str()
+                )),
+            );
+        }
         for (i, taint) in group.taints.iter().enumerate() {
             if taint.key.trim().is_empty() {
                 let mut p = base.to_vec();
@@ -317,6 +375,42 @@ fn cluster(stack: &Stack, rules: &mut Rules<'_>) {
                     .help("e.g. `key: node-role.kubernetes.io/system`"),
                 );
             }
+        }
+    }
+}
+
+fn cluster_access(stack: &Stack, rules: &mut Rules<'_>) {
+    let partition = stack.partition();
+    let admins = &stack.cluster.access.admins;
+    for (i, admin) in admins.iter().enumerate() {
+        let here = path!["cluster", "access", "admins", i];
+        let arn_partition = admin.0.split(':').nth(1).unwrap_or_default();
+        if arn_partition != partition {
+            rules.push(
+                StackError::new(
+                    "stack::cluster::admin_partition",
+                    Some(rules.at(&here)),
+                    format!(
+                        "`{}` is in the `{arn_partition}` partition, but {} is in `{partition}`",
+                        admin.0, stack.region
+                    ),
+                )
+                .label("another partition")
+                .help(format!("write the ARN as `arn:{partition}:iam::...`")),
+            );
+        }
+        if let Some(first) = admins[..i].iter().position(|other| other == admin) {
+            let first_location = rules.at(&path!["cluster", "access", "admins", first]);
+            rules.push(
+                StackError::new(
+                    "stack::cluster::duplicate_admin",
+                    Some(rules.at(&here)),
+                    format!("`{}` is listed twice", admin.0),
+                )
+                .label("duplicate")
+                .related(first_location, "first listed here")
+                .help("list each administrator once"),
+            );
         }
     }
 }
