@@ -621,9 +621,13 @@ async fn cluster_version_upgrade_waits_for_the_update_and_the_cluster() {
         .times(4)
         .output(move || update(UpdateStatus::Successful))
         .build();
+    // No node groups to bring to the control plane's version first.
+    let groups = mock!(aws_sdk_eks::Client::list_nodegroups).then_output(|| {
+        aws_sdk_eks::operation::list_nodegroups::ListNodegroupsOutput::builder().build()
+    });
     let provider = provider(
         Rules {
-            eks: vec![&describe, &upgrade, &progress],
+            eks: vec![&describe, &upgrade, &progress, &groups],
             ..Rules::default()
         },
         fast(),
@@ -672,9 +676,13 @@ async fn failed_cluster_update_is_reported_with_its_reasons() {
             )
             .build()
     });
+    // No node groups to bring to the control plane's version first.
+    let groups = mock!(aws_sdk_eks::Client::list_nodegroups).then_output(|| {
+        aws_sdk_eks::operation::list_nodegroups::ListNodegroupsOutput::builder().build()
+    });
     let provider = provider(
         Rules {
-            eks: vec![&describe, &upgrade, &progress],
+            eks: vec![&describe, &upgrade, &progress, &groups],
             ..Rules::default()
         },
         fast(),

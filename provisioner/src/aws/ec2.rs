@@ -14,8 +14,8 @@ use indexmap::IndexMap;
 use serde_json::{Value, json};
 
 use super::{
-    AwsContext, Props, api, bounds, carries, client_token, failed, object_map, retry_on, tag_diff,
-    user_tags, wait_for,
+    AwsContext, Props, api, bounds, carries, client_token, failed, object_map, propagated,
+    retry_on, tag_diff, user_tags, wait_for,
 };
 use crate::engine::ResourceType;
 use crate::engine::provider::{LiveResource, MemberOf, OwnedObject, ProviderError};
@@ -592,15 +592,17 @@ pub async fn create(
             id
         }
         "aws.ec2.subnet" => {
-            let out = ec2
-                .create_subnet()
-                .vpc_id(p.str("vpc_id")?)
-                .cidr_block(p.str("cidr_block")?)
-                .availability_zone(p.str("availability_zone")?)
-                .tag_specifications(spec(Ec2Type::Subnet, &tags))
-                .send()
-                .await
-                .map_err(api("CreateSubnet"))?;
+            let out = propagated(ctx, "creating a subnet in a new VPC", || async {
+                ec2.create_subnet()
+                    .vpc_id(p.str("vpc_id").unwrap_or_default())
+                    .cidr_block(p.str("cidr_block").unwrap_or_default())
+                    .availability_zone(p.str("availability_zone").unwrap_or_default())
+                    .tag_specifications(spec(Ec2Type::Subnet, &tags))
+                    .send()
+                    .await
+                    .map_err(api("CreateSubnet"))
+            })
+            .await?;
             let id = out
                 .subnet()
                 .and_then(|s| s.subnet_id())
@@ -623,12 +625,16 @@ pub async fn create(
                 .and_then(|g| g.internet_gateway_id())
                 .ok_or_else(|| failed("CreateInternetGateway returned no id"))?
                 .to_owned();
-            ec2.attach_internet_gateway()
-                .internet_gateway_id(&id)
-                .vpc_id(p.str("vpc_id")?)
-                .send()
-                .await
-                .map_err(api("AttachInternetGateway"))?;
+            let vpc = p.str("vpc_id")?;
+            propagated(ctx, "attaching a new internet gateway", || async {
+                ec2.attach_internet_gateway()
+                    .internet_gateway_id(&id)
+                    .vpc_id(vpc)
+                    .send()
+                    .await
+                    .map_err(api("AttachInternetGateway"))
+            })
+            .await?;
             id
         }
         "aws.ec2.eip" => {
@@ -644,18 +650,22 @@ pub async fn create(
                 .to_owned()
         }
         "aws.ec2.nat_gateway" => {
-            let out = ec2
-                .create_nat_gateway()
-                .subnet_id(p.str("subnet_id")?)
-                .allocation_id(p.str("allocation_id")?)
-                .connectivity_type(ConnectivityType::from(
-                    p.opt_str("connectivity_type").unwrap_or("public"),
-                ))
-                .client_token(client_token(ownership, properties))
-                .tag_specifications(spec(Ec2Type::Natgateway, &tags))
-                .send()
-                .await
-                .map_err(api("CreateNatGateway"))?;
+            let (subnet, allocation) = (p.str("subnet_id")?, p.str("allocation_id")?);
+            let token = client_token(ownership, properties);
+            let out = propagated(ctx, "creating a NAT gateway", || async {
+                ec2.create_nat_gateway()
+                    .subnet_id(subnet)
+                    .allocation_id(allocation)
+                    .connectivity_type(ConnectivityType::from(
+                        p.opt_str("connectivity_type").unwrap_or("public"),
+                    ))
+                    .client_token(&token)
+                    .tag_specifications(spec(Ec2Type::Natgateway, &tags))
+                    .send()
+                    .await
+                    .map_err(api("CreateNatGateway"))
+            })
+            .await?;
             let id = out
                 .nat_gateway()
                 .and_then(|g| g.nat_gateway_id())
@@ -665,14 +675,18 @@ pub async fn create(
             id
         }
         "aws.ec2.route_table" => {
-            let out = ec2
-                .create_route_table()
-                .vpc_id(p.str("vpc_id")?)
-                .client_token(client_token(ownership, properties))
-                .tag_specifications(spec(Ec2Type::RouteTable, &tags))
-                .send()
-                .await
-                .map_err(api("CreateRouteTable"))?;
+            let vpc = p.str("vpc_id")?;
+            let token = client_token(ownership, properties);
+            let out = propagated(ctx, "creating a route table in a new VPC", || async {
+                ec2.create_route_table()
+                    .vpc_id(vpc)
+                    .client_token(&token)
+                    .tag_specifications(spec(Ec2Type::RouteTable, &tags))
+                    .send()
+                    .await
+                    .map_err(api("CreateRouteTable"))
+            })
+            .await?;
             out.route_table()
                 .and_then(|t| t.route_table_id())
                 .ok_or_else(|| failed("CreateRouteTable returned no id"))?
@@ -681,34 +695,47 @@ pub async fn create(
         "aws.ec2.route" => return create_route(ctx, properties).await,
         "aws.ec2.route_table_association" => return create_association(ctx, properties).await,
         "aws.ec2.security_group" => {
-            let out = ec2
-                .create_security_group()
-                .group_name(p.str("name")?)
-                .description(p.str("description")?)
-                .vpc_id(p.str("vpc_id")?)
-                .tag_specifications(spec(Ec2Type::SecurityGroup, &tags))
-                .send()
-                .await
-                .map_err(api("CreateSecurityGroup"))?;
+            let (name, description, vpc) =
+                (p.str("name")?, p.str("description")?, p.str("vpc_id")?);
+            let out = propagated(ctx, "creating a security group in a new VPC", || async {
+                ec2.create_security_group()
+                    .group_name(name)
+                    .description(description)
+                    .vpc_id(vpc)
+                    .tag_specifications(spec(Ec2Type::SecurityGroup, &tags))
+                    .send()
+                    .await
+                    .map_err(api("CreateSecurityGroup"))
+            })
+            .await?;
             out.group_id()
                 .ok_or_else(|| failed("CreateSecurityGroup returned no id"))?
                 .to_owned()
         }
         "aws.ec2.security_group_rule" => return create_rule(ctx, properties).await,
         "aws.ec2.flow_log" => {
-            let out = ec2
-                .create_flow_logs()
-                .resource_ids(p.str("vpc_id")?)
-                .resource_type(FlowLogsResourceType::Vpc)
-                .traffic_type(TrafficType::from(p.str("traffic_type")?))
-                .log_destination_type(LogDestinationType::CloudWatchLogs)
-                .log_group_name(p.str("log_group_name")?)
-                .deliver_logs_permission_arn(p.str("iam_role_arn")?)
-                .client_token(client_token(ownership, properties))
-                .tag_specifications(spec(Ec2Type::VpcFlowLog, &tags))
-                .send()
-                .await
-                .map_err(api("CreateFlowLogs"))?;
+            let (vpc, traffic, group, role) = (
+                p.str("vpc_id")?,
+                p.str("traffic_type")?,
+                p.str("log_group_name")?,
+                p.str("iam_role_arn")?,
+            );
+            let token = client_token(ownership, properties);
+            let out = propagated(ctx, "creating the VPC's flow log", || async {
+                ec2.create_flow_logs()
+                    .resource_ids(vpc)
+                    .resource_type(FlowLogsResourceType::Vpc)
+                    .traffic_type(TrafficType::from(traffic))
+                    .log_destination_type(LogDestinationType::CloudWatchLogs)
+                    .log_group_name(group)
+                    .deliver_logs_permission_arn(role)
+                    .client_token(&token)
+                    .tag_specifications(spec(Ec2Type::VpcFlowLog, &tags))
+                    .send()
+                    .await
+                    .map_err(api("CreateFlowLogs"))
+            })
+            .await?;
             if let Some(problem) = out.unsuccessful().first() {
                 return Err(failed(format!(
                     "CreateFlowLogs: {}",
@@ -725,7 +752,24 @@ pub async fn create(
         }
         other => return Err(failed(format!("the EC2 provider does not serve `{other}`"))),
     };
-    read_one(ctx, kind, &id).await
+    read_created(ctx, kind, &id).await
+}
+
+/// Reads an object just created: describing a new ID may answer "not found" for a while
+/// (EC2's eventual consistency), so the read is retried until it shows, within
+/// [`bounds::PROPAGATION`].
+async fn read_created(
+    ctx: &AwsContext,
+    kind: &str,
+    id: &str,
+) -> Result<LiveResource, ProviderError> {
+    wait_for(
+        ctx,
+        &format!("the new {kind} {id} to be visible"),
+        bounds::PROPAGATION,
+        || async { read(ctx, kind, id).await },
+    )
+    .await
 }
 
 async fn set_vpc_dns(
@@ -736,31 +780,42 @@ async fn set_vpc_dns(
 ) -> Result<(), ProviderError> {
     let ec2 = &ctx.clients().await.ec2;
     // One attribute per call (an API rule). Support first: hostnames need it.
-    ec2.modify_vpc_attribute()
-        .vpc_id(id)
-        .enable_dns_support(AttributeBooleanValue::builder().value(support).build())
-        .send()
-        .await
-        .map_err(api("ModifyVpcAttribute"))?;
-    ec2.modify_vpc_attribute()
-        .vpc_id(id)
-        .enable_dns_hostnames(AttributeBooleanValue::builder().value(hostnames).build())
-        .send()
-        .await
-        .map_err(api("ModifyVpcAttribute"))?;
+    propagated(ctx, "setting the VPC's DNS support", || async {
+        ec2.modify_vpc_attribute()
+            .vpc_id(id)
+            .enable_dns_support(AttributeBooleanValue::builder().value(support).build())
+            .send()
+            .await
+            .map_err(api("ModifyVpcAttribute"))
+    })
+    .await?;
+    propagated(ctx, "setting the VPC's DNS hostnames", || async {
+        ec2.modify_vpc_attribute()
+            .vpc_id(id)
+            .enable_dns_hostnames(AttributeBooleanValue::builder().value(hostnames).build())
+            .send()
+            .await
+            .map_err(api("ModifyVpcAttribute"))
+    })
+    .await?;
     Ok(())
 }
 
 async fn set_map_public_ip(ctx: &AwsContext, id: &str, on: bool) -> Result<(), ProviderError> {
-    ctx.clients()
-        .await
-        .ec2
-        .modify_subnet_attribute()
-        .subnet_id(id)
-        .map_public_ip_on_launch(AttributeBooleanValue::builder().value(on).build())
-        .send()
-        .await
-        .map_err(api("ModifySubnetAttribute"))?;
+    let ec2 = &ctx.clients().await.ec2;
+    propagated(
+        ctx,
+        &format!("setting map_public_ip_on_launch of {id}"),
+        || async {
+            ec2.modify_subnet_attribute()
+                .subnet_id(id)
+                .map_public_ip_on_launch(AttributeBooleanValue::builder().value(on).build())
+                .send()
+                .await
+                .map_err(api("ModifySubnetAttribute"))
+        },
+    )
+    .await?;
     Ok(())
 }
 
@@ -775,8 +830,9 @@ async fn wait_nat(ctx: &AwsContext, id: &str, want: NatGatewayState) -> Result<(
                 Ok(out) => out,
                 Err(e) => {
                     let e = api("DescribeNatGateways")(e);
-                    if want == NatGatewayState::Deleted && e.is_any(NOT_FOUND) {
-                        return Ok(Some(()));
+                    if e.is_any(NOT_FOUND) {
+                        // Deleted: done. Just created: not visible yet (eventual consistency).
+                        return Ok((want == NatGatewayState::Deleted).then_some(()));
                     }
                     return Err(e.into());
                 }
@@ -1064,23 +1120,30 @@ async fn create_route(
     let table = p.str("route_table_id")?;
     let destination = p.str("destination_cidr_block")?;
     let id = route_id(table, destination);
-    let result = ctx
-        .clients()
-        .await
-        .ec2
-        .create_route()
-        .route_table_id(table)
-        .destination_cidr_block(destination)
-        .set_gateway_id(p.opt_str("gateway_id").map(str::to_owned))
-        .set_nat_gateway_id(p.opt_str("nat_gateway_id").map(str::to_owned))
-        .send()
-        .await
-        .map_err(api("CreateRoute"));
+    let ec2 = &ctx.clients().await.ec2;
+    let result = propagated(ctx, "creating a route", || async {
+        match ec2
+            .create_route()
+            .route_table_id(table)
+            .destination_cidr_block(destination)
+            .set_gateway_id(p.opt_str("gateway_id").map(str::to_owned))
+            .set_nat_gateway_id(p.opt_str("nat_gateway_id").map(str::to_owned))
+            .send()
+            .await
+            .map_err(api("CreateRoute"))
+        {
+            // Answered inside the retry so that it is not retried as "not found".
+            Err(e) if e.is("RouteAlreadyExists") => Ok(false),
+            Err(e) => Err(e),
+            Ok(_) => Ok(true),
+        }
+    })
+    .await;
     match result {
-        Ok(_) => read_one(ctx, "aws.ec2.route", &id).await,
+        Ok(true) => read_created(ctx, "aws.ec2.route", &id).await,
         // The route is keyed by table and destination: an earlier attempt made it; converge it.
-        Err(e) if e.is("RouteAlreadyExists") => update_route(ctx, &id, properties).await,
-        Err(e) => Err(e.into()),
+        Ok(false) => update_route(ctx, &id, properties).await,
+        Err(e) => Err(e),
     }
 }
 
@@ -1176,28 +1239,32 @@ async fn create_association(
             .route_table_association_id()
             .unwrap_or_default()
             .to_owned(),
-        Some(a) => ec2
-            .replace_route_table_association()
-            .association_id(a.route_table_association_id().unwrap_or_default())
-            .route_table_id(table)
-            .send()
-            .await
-            .map_err(api("ReplaceRouteTableAssociation"))?
-            .new_association_id()
-            .unwrap_or_default()
-            .to_owned(),
-        None => ec2
-            .associate_route_table()
-            .subnet_id(subnet)
-            .route_table_id(table)
-            .send()
-            .await
-            .map_err(api("AssociateRouteTable"))?
-            .association_id()
-            .ok_or_else(|| failed("AssociateRouteTable returned no id"))?
-            .to_owned(),
+        Some(a) => propagated(ctx, "moving a subnet to a new route table", || async {
+            ec2.replace_route_table_association()
+                .association_id(a.route_table_association_id().unwrap_or_default())
+                .route_table_id(table)
+                .send()
+                .await
+                .map_err(api("ReplaceRouteTableAssociation"))
+        })
+        .await?
+        .new_association_id()
+        .unwrap_or_default()
+        .to_owned(),
+        None => propagated(ctx, "associating a subnet with a route table", || async {
+            ec2.associate_route_table()
+                .subnet_id(subnet)
+                .route_table_id(table)
+                .send()
+                .await
+                .map_err(api("AssociateRouteTable"))
+        })
+        .await?
+        .association_id()
+        .ok_or_else(|| failed("AssociateRouteTable returned no id"))?
+        .to_owned(),
     };
-    read_one(ctx, "aws.ec2.route_table_association", &id).await
+    read_created(ctx, "aws.ec2.route_table_association", &id).await
 }
 
 // --- security group rules ---
@@ -1304,35 +1371,79 @@ async fn create_rule(
     }
     let permission = permission_of(p)?;
     let group = p.str("security_group_id")?;
-    let result = if p.opt_str("direction") == Some("egress") {
-        ec2.authorize_security_group_egress()
-            .group_id(group)
-            .ip_permissions(permission)
-            .send()
-            .await
-            .map(|out| out.security_group_rules().to_vec())
-            .map_err(api("AuthorizeSecurityGroupEgress"))
-    } else {
-        ec2.authorize_security_group_ingress()
-            .group_id(group)
-            .ip_permissions(permission)
-            .send()
-            .await
-            .map(|out| out.security_group_rules().to_vec())
-            .map_err(api("AuthorizeSecurityGroupIngress"))
-    };
+    let egress = p.opt_str("direction") == Some("egress");
+    // Both the group and the source group may be moments old: "not found" is retried.
+    let result = propagated(ctx, "authorizing a security group rule", || async {
+        let answer = if egress {
+            ec2.authorize_security_group_egress()
+                .group_id(group)
+                .ip_permissions(permission.clone())
+                .send()
+                .await
+                .map(|out| out.security_group_rules().to_vec())
+                .map_err(api("AuthorizeSecurityGroupEgress"))
+        } else {
+            ec2.authorize_security_group_ingress()
+                .group_id(group)
+                .ip_permissions(permission.clone())
+                .send()
+                .await
+                .map(|out| out.security_group_rules().to_vec())
+                .map_err(api("AuthorizeSecurityGroupIngress"))
+        };
+        // Answered inside the retry: a duplicate is not "not found".
+        match answer {
+            Err(e) if e.is("InvalidPermission.Duplicate") => Ok(None),
+            other => other.map(Some),
+        }
+    })
+    .await;
     match result {
-        Ok(rules) if !rules.is_empty() => Ok(rule_live(&rules[0])),
-        Ok(_) => matching_rules(ctx, properties)
-            .await?
-            .into_iter()
-            .next()
-            .ok_or_else(|| failed("the rule was authorized but cannot be found")),
-        Err(e) if e.is("InvalidPermission.Duplicate") => matching_rules(ctx, properties)
-            .await?
-            .into_iter()
-            .next()
-            .ok_or_else(|| failed("the rule exists but cannot be found")),
-        Err(e) => Err(e.into()),
+        Ok(Some(rules)) if !rules.is_empty() => Ok(rule_live(&rules[0])),
+        // Authorized without the rule in the answer, or already there: find it by its key
+        // (visible after a moment at most).
+        Ok(_) => {
+            wait_for(
+                ctx,
+                "the authorized rule to be visible",
+                bounds::PROPAGATION,
+                || async { Ok(matching_rules(ctx, properties).await?.into_iter().next()) },
+            )
+            .await
+        }
+        Err(e) => Err(e),
     }
+}
+
+/// The region's availability zones that take subnets: `available` zones of type
+/// `availability-zone` (not Local or Wavelength Zones), as DescribeAvailabilityZones lists them
+/// for this account (names are mapped per account; IDs are stable).
+pub async fn availability_zones(
+    ctx: &AwsContext,
+) -> Result<Vec<crate::engine::zones::Zone>, ProviderError> {
+    let out = ctx
+        .clients()
+        .await
+        .ec2
+        .describe_availability_zones()
+        .filters(
+            Filter::builder()
+                .name("zone-type")
+                .values("availability-zone")
+                .build(),
+        )
+        .filters(Filter::builder().name("state").values("available").build())
+        .send()
+        .await
+        .map_err(api("DescribeAvailabilityZones"))?;
+    Ok(out
+        .availability_zones()
+        .iter()
+        .filter_map(|z| {
+            Some(crate::engine::zones::Zone {
+                name: z.zone_name()?.to_owned(),
+                id: z.zone_id().unwrap_or_default().to_owned(),
+            })
+        })
+        .collect())
 }

@@ -7,15 +7,17 @@
 use std::collections::HashMap;
 
 use aws_sdk_eks::types::{
-    CapacityTypes, LogSetup, LogType, Logging, NodegroupScalingConfig, ResolveConflicts, Taint,
-    TaintEffect, UpdateLabelsPayload, UpdateTaintsPayload, VpcConfigRequest,
+    AccessScope, AccessScopeType, AmiTypes, AuthenticationMode, CapacityTypes,
+    CreateAccessConfigRequest, LogSetup, LogType, Logging, NodegroupScalingConfig,
+    ResolveConflicts, Taint, TaintEffect, UpdateAccessConfigRequest, UpdateLabelsPayload,
+    UpdateTaintsPayload, VpcConfigRequest,
 };
 use indexmap::IndexMap;
 use serde_json::{Value, json};
 
 use super::{
-    AwsContext, Props, api, carries, client_token, failed, object_map, retry_on, tag_diff,
-    user_tags, wait_for,
+    ApiError, AwsContext, Props, api, bounds, carries, client_token, failed, object_map, retry_on,
+    retry_while, tag_diff, user_tags, wait_for,
 };
 use crate::engine::provider::{LiveResource, OwnedObject, ProviderError};
 
@@ -25,6 +27,25 @@ pub const NODE_GROUP_BOUND: std::time::Duration = std::time::Duration::from_secs
 pub const ADDON_BOUND: std::time::Duration = std::time::Duration::from_secs(20 * 60);
 
 const NOT_FOUND: &str = "ResourceNotFoundException";
+
+/// CreateCluster and CreateNodegroup right after CreateRole: "Role with arn: ..., could not be
+/// assumed because it does not exist or the trusted entity is not correct" (or "Error in role
+/// params") until IAM has propagated the role, usually seconds, rarely a minute or two.
+fn role_not_yet_assumable(error: &ApiError) -> bool {
+    error.is("InvalidParameterException")
+        && (error.message.contains("could not be assumed")
+            || error.message.contains("Error in role params"))
+}
+
+/// An update EKS answers with "nothing to change": the configuration already holds (an update
+/// sent twice, or one whose effect became visible late). Not a failure.
+fn already_applied(error: &ApiError) -> bool {
+    error.is("InvalidParameterException")
+        && (error
+            .message
+            .contains("already at the desired configuration")
+            || error.message.contains("No changes needed"))
+}
 const ALL_LOG_TYPES: &[&str] = &[
     "api",
     "audit",
@@ -116,9 +137,7 @@ async fn read_cluster(ctx: &AwsContext, name: &str) -> Result<Option<LiveResourc
         cidrs.clear();
     }
     let tags = tags_of(cluster.tags());
-    Ok(Some(LiveResource {
-        id: name.to_owned(),
-        properties: object_map(json!({
+    let mut properties = object_map(json!({
             "name": name,
             "version": cluster.version(),
             "role_arn": cluster.role_arn(),
@@ -129,7 +148,18 @@ async fn read_cluster(ctx: &AwsContext, name: &str) -> Result<Option<LiveResourc
             "public_access_cidrs": cidrs,
             "enabled_log_types": enabled_log_types(&cluster),
             "tags": user_tags(&tags),
-        })),
+    }));
+    // Reported only when the answer has it (an emulator without access entries leaves it out;
+    // the recorded value then stands).
+    if let Some(mode) = cluster
+        .access_config()
+        .and_then(|a| a.authentication_mode())
+    {
+        properties.insert("authentication_mode".into(), json!(mode.as_str()));
+    }
+    Ok(Some(LiveResource {
+        id: name.to_owned(),
+        properties,
         outputs: object_map(json!({
             "name": name,
             "arn": cluster.arn(),
@@ -155,6 +185,10 @@ async fn wait_cluster_active(ctx: &AwsContext, name: &str) -> Result<(), Provide
                 Some(c) => match c.status().map(|s| s.as_str()) {
                     Some("ACTIVE") => Ok(Some(())),
                     Some("FAILED") => Err(failed(format!("EKS cluster {name} FAILED"))),
+                    Some("DELETING") => Err(failed(format!(
+                        "EKS cluster {name} is being deleted; wait until it is gone, then run \
+                         `up` again"
+                    ))),
                     _ => Ok(None),
                 },
             }
@@ -243,13 +277,48 @@ fn logging(types: &[String]) -> Logging {
     Logging::builder().set_cluster_logging(Some(setups)).build()
 }
 
-fn endpoint_config(p: Props<'_>) -> Result<VpcConfigRequest, ProviderError> {
+/// The public CIDRs to send: EKS keeps the CIDRs it has when none are sent, and reports
+/// `0.0.0.0/0` for "everyone"; the stack's `[]` means everyone, so it is sent explicitly (removing
+/// `public_cidrs` from the stack must open the endpoint again, not change nothing).
+fn public_cidrs_wanted(p: Props<'_>) -> Result<Option<Vec<String>>, ProviderError> {
     let cidrs = p.strs("public_access_cidrs")?;
+    Ok(if !p.bool("endpoint_public_access")? {
+        None
+    } else if cidrs.is_empty() {
+        Some(vec!["0.0.0.0/0".to_owned()])
+    } else {
+        Some(cidrs)
+    })
+}
+
+fn endpoint_config(p: Props<'_>) -> Result<VpcConfigRequest, ProviderError> {
     Ok(VpcConfigRequest::builder()
         .endpoint_public_access(p.bool("endpoint_public_access")?)
         .endpoint_private_access(p.bool("endpoint_private_access")?)
-        .set_public_access_cidrs((!cidrs.is_empty()).then_some(cidrs))
+        .set_public_access_cidrs(public_cidrs_wanted(p)?)
         .build())
+}
+
+/// A set of strings in a canonical order, for comparisons that ignore order.
+fn as_set(values: Option<&Value>) -> Vec<String> {
+    let mut values: Vec<String> = values
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    values.sort();
+    values.dedup();
+    values
+}
+
+/// `1.31` -> (1, 31).
+fn minor_version(version: &str) -> Option<(u32, u32)> {
+    let (major, minor) = version.split_once('.')?;
+    Some((major.parse().ok()?, minor.split('.').next()?.parse().ok()?))
 }
 
 async fn create_cluster(
@@ -267,26 +336,171 @@ async fn create_cluster(
         .endpoint_private_access(p.bool("endpoint_private_access")?)
         .set_public_access_cidrs((!cidrs.is_empty()).then_some(cidrs))
         .build();
-    ctx.clients()
-        .await
-        .eks
-        .create_cluster()
-        .name(name)
-        .version(p.str("version")?)
-        .role_arn(p.str("role_arn")?)
-        .resources_vpc_config(vpc)
-        .logging(logging(&p.strs("enabled_log_types")?))
-        .set_tags(Some(
-            super::all_tags(properties, ownership).into_iter().collect(),
-        ))
-        .client_request_token(client_token(ownership, properties))
-        .send()
-        .await
-        .map_err(api("CreateCluster"))?;
+    let access = p.opt_str("authentication_mode").map(|mode| {
+        CreateAccessConfigRequest::builder()
+            .authentication_mode(AuthenticationMode::from(mode))
+            // The identity that creates the cluster administers it (as before access entries);
+            // the stack's other administrators get access entries of their own.
+            .bootstrap_cluster_creator_admin_permissions(true)
+            .build()
+    });
+    let token = client_token(ownership, properties);
+    let log_types = p.strs("enabled_log_types")?;
+    let eks = &ctx.clients().await.eks;
+    // The cluster's service role is usually moments old: retried while IAM propagates it.
+    retry_while(
+        ctx,
+        &format!("creating EKS cluster {name} (its role is not assumable yet)"),
+        bounds::PROPAGATION,
+        role_not_yet_assumable,
+        || async {
+            eks.create_cluster()
+                .name(name)
+                .version(p.str("version").unwrap_or_default())
+                .role_arn(p.str("role_arn").unwrap_or_default())
+                .resources_vpc_config(vpc.clone())
+                .logging(logging(&log_types))
+                .set_access_config(access.clone())
+                .set_tags(Some(
+                    super::all_tags(properties, ownership).into_iter().collect(),
+                ))
+                .client_request_token(&token)
+                .send()
+                .await
+                .map_err(api("CreateCluster"))
+        },
+    )
+    .await?;
     wait_cluster_active(ctx, name).await?;
     read_cluster(ctx, name)
         .await?
         .ok_or_else(|| failed(format!("EKS cluster {name} vanished after its creation")))
+}
+
+/// Sends one cluster update and waits for it and for the cluster to be ACTIVE again. An update
+/// EKS answers with "nothing to change" counts as done.
+async fn cluster_update<F, Fut>(
+    ctx: &AwsContext,
+    name: &str,
+    bound: std::time::Duration,
+    send: F,
+) -> Result<(), ProviderError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<aws_sdk_eks::types::Update>, ApiError>>,
+{
+    match send().await {
+        Ok(update) => {
+            let id = update
+                .as_ref()
+                .and_then(|u| u.id())
+                .unwrap_or_default()
+                .to_owned();
+            wait_update(ctx, name, None, None, &id, bound).await?;
+        }
+        Err(e) if already_applied(&e) => {}
+        Err(e) => return Err(e.into()),
+    }
+    wait_cluster_active(ctx, name).await
+}
+
+/// Node groups of a cluster, by name.
+async fn nodegroups_of(ctx: &AwsContext, cluster: &str) -> Result<Vec<String>, ProviderError> {
+    let eks = &ctx.clients().await.eks;
+    let mut names = Vec::new();
+    let mut token = None;
+    loop {
+        let out = eks
+            .list_nodegroups()
+            .cluster_name(cluster)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(api("ListNodegroups"))?;
+        names.extend(out.nodegroups().iter().cloned());
+        token = out.next_token().map(str::to_owned);
+        if token.is_none() {
+            return Ok(names);
+        }
+    }
+}
+
+/// Moves a node group to a Kubernetes version (UpdateNodegroupVersion: a rolling replacement of
+/// its nodes) and waits for it.
+async fn upgrade_nodegroup(
+    ctx: &AwsContext,
+    cluster: &str,
+    name: &str,
+    version: &str,
+) -> Result<(), ProviderError> {
+    let out = ctx
+        .clients()
+        .await
+        .eks
+        .update_nodegroup_version()
+        .cluster_name(cluster)
+        .nodegroup_name(name)
+        .version(version)
+        .send()
+        .await
+        .map_err(api("UpdateNodegroupVersion"))?;
+    let update = out
+        .update()
+        .and_then(|u| u.id())
+        .unwrap_or_default()
+        .to_owned();
+    wait_update(ctx, cluster, Some(name), None, &update, NODE_GROUP_BOUND).await?;
+    wait_nodegroup_active(ctx, cluster, name).await
+}
+
+/// Upgrades the control plane from `current` to `wanted` the way EKS allows it: one minor
+/// version per UpdateClusterVersion, and before each step every managed node group at the
+/// control plane's current version ("Nodegroups ... must be updated to match cluster version
+/// 1.30 before updating cluster version"). The last step's node groups are upgraded by their own
+/// resources, which depend on the cluster. A downgrade is refused before any call.
+async fn upgrade_cluster(
+    ctx: &AwsContext,
+    name: &str,
+    current: &str,
+    wanted: &str,
+) -> Result<(), ProviderError> {
+    let (Some(mut at), Some(target)) = (minor_version(current), minor_version(wanted)) else {
+        return Err(failed(format!(
+            "EKS cluster {name}: cannot compare Kubernetes versions {current} and {wanted}"
+        )));
+    };
+    if target < at || target.0 != at.0 {
+        return Err(failed(format!(
+            "EKS cluster {name} runs Kubernetes {current}; EKS cannot downgrade it to {wanted}: \
+             set `cluster.version` to {current} or later"
+        )));
+    }
+    let eks = &ctx.clients().await.eks;
+    while at < target {
+        let here = format!("{}.{}", at.0, at.1);
+        for group in nodegroups_of(ctx, name).await? {
+            let behind = describe_nodegroup(ctx, name, &group)
+                .await?
+                .and_then(|g| g.version().map(str::to_owned))
+                .is_some_and(|v| minor_version(&v).is_some_and(|v| v < at));
+            if behind {
+                upgrade_nodegroup(ctx, name, &group, &here).await?;
+            }
+        }
+        let next = format!("{}.{}", at.0, at.1 + 1);
+        cluster_update(ctx, name, CLUSTER_BOUND * 3 / 2, || async {
+            eks.update_cluster_version()
+                .name(name)
+                .version(&next)
+                .send()
+                .await
+                .map(|out| out.update().cloned())
+                .map_err(api("UpdateClusterVersion"))
+        })
+        .await?;
+        at = (at.0, at.1 + 1);
+    }
+    Ok(())
 }
 
 async fn update_cluster(
@@ -296,63 +510,74 @@ async fn update_cluster(
 ) -> Result<LiveResource, ProviderError> {
     let p = Props(properties);
     let eks = &ctx.clients().await.eks;
+    // An adopted cluster may still be CREATING (a crash during its creation): wait first.
+    wait_cluster_active(ctx, name).await?;
     let current = read_cluster(ctx, name)
         .await?
         .ok_or_else(|| ProviderError::NotFound(format!("EKS cluster {name}")))?;
-    let differs =
-        |k: &str| properties.get(k).is_some() && properties.get(k) != current.properties.get(k);
+    let have = |k: &str| current.properties.get(k);
+    let differs = |k: &str| properties.get(k).is_some() && properties.get(k) != have(k);
     // Only what the properties name is managed. One update at a time: EKS refuses a second
-    // while one is in progress.
+    // while one is in progress, and refuses updates that change nothing.
     if differs("version") {
-        let out = eks
-            .update_cluster_version()
-            .name(name)
-            .version(p.str("version")?)
-            .send()
-            .await
-            .map_err(api("UpdateClusterVersion"))?;
-        let id = out
-            .update()
-            .and_then(|u| u.id())
-            .unwrap_or_default()
-            .to_owned();
-        wait_update(ctx, name, None, None, &id, CLUSTER_BOUND * 3 / 2).await?;
-        wait_cluster_active(ctx, name).await?;
+        let from = have("version").and_then(Value::as_str).unwrap_or_default();
+        upgrade_cluster(ctx, name, from, p.str("version")?).await?;
     }
-    if differs("endpoint_public_access")
+    let endpoint_differs = differs("endpoint_public_access")
         || differs("endpoint_private_access")
-        || differs("public_access_cidrs")
-    {
-        let out = eks
-            .update_cluster_config()
-            .name(name)
-            .resources_vpc_config(endpoint_config(p)?)
-            .send()
-            .await
-            .map_err(api("UpdateClusterConfig"))?;
-        let id = out
-            .update()
-            .and_then(|u| u.id())
-            .unwrap_or_default()
-            .to_owned();
-        wait_update(ctx, name, None, None, &id, CLUSTER_BOUND).await?;
-        wait_cluster_active(ctx, name).await?;
+        || (properties.get("public_access_cidrs").is_some()
+            && as_set(properties.get("public_access_cidrs"))
+                != as_set(have("public_access_cidrs")));
+    if endpoint_differs {
+        let config = endpoint_config(p)?;
+        cluster_update(ctx, name, CLUSTER_BOUND, || async {
+            eks.update_cluster_config()
+                .name(name)
+                .resources_vpc_config(config)
+                .send()
+                .await
+                .map(|out| out.update().cloned())
+                .map_err(api("UpdateClusterConfig"))
+        })
+        .await?;
     }
-    if differs("enabled_log_types") {
-        let out = eks
-            .update_cluster_config()
-            .name(name)
-            .logging(logging(&p.strs("enabled_log_types")?))
-            .send()
-            .await
-            .map_err(api("UpdateClusterConfig"))?;
-        let id = out
-            .update()
-            .and_then(|u| u.id())
-            .unwrap_or_default()
-            .to_owned();
-        wait_update(ctx, name, None, None, &id, CLUSTER_BOUND).await?;
-        wait_cluster_active(ctx, name).await?;
+    // Compared as sets: EKS reports enabled types in its own order.
+    if properties.get("enabled_log_types").is_some()
+        && as_set(properties.get("enabled_log_types")) != as_set(have("enabled_log_types"))
+    {
+        let types = p.strs("enabled_log_types")?;
+        cluster_update(ctx, name, CLUSTER_BOUND, || async {
+            eks.update_cluster_config()
+                .name(name)
+                .logging(logging(&types))
+                .send()
+                .await
+                .map(|out| out.update().cloned())
+                .map_err(api("UpdateClusterConfig"))
+        })
+        .await?;
+    }
+    // CONFIG_MAP -> API_AND_CONFIG_MAP (EKS allows only that direction, then to API). A cluster
+    // whose answer has no access configuration (an emulator) is left alone.
+    if let (Some(want), Some(live)) = (
+        p.opt_str("authentication_mode"),
+        have("authentication_mode").and_then(Value::as_str),
+    ) && want != live
+    {
+        cluster_update(ctx, name, CLUSTER_BOUND, || async {
+            eks.update_cluster_config()
+                .name(name)
+                .access_config(
+                    UpdateAccessConfigRequest::builder()
+                        .authentication_mode(AuthenticationMode::from(want))
+                        .build(),
+                )
+                .send()
+                .await
+                .map(|out| out.update().cloned())
+                .map_err(api("UpdateClusterConfig"))
+        })
+        .await?;
     }
     let arn = current
         .outputs
@@ -508,6 +733,8 @@ async fn read_nodegroup(ctx: &AwsContext, id: &str) -> Result<Option<LiveResourc
             },
             "labels": labels_of(&group),
             "taints": taints_of(&group),
+            "version": group.version(),
+            "ami_type": group.ami_type().map(|a| a.as_str()),
             "tags": user_tags(&tags),
         })),
         outputs: object_map(json!({
@@ -611,27 +838,44 @@ async fn create_nodegroup(
     let cluster = p.str("cluster_name")?;
     let name = p.str("node_group_name")?;
     let taints = taints_wanted(p);
-    ctx.clients()
-        .await
-        .eks
-        .create_nodegroup()
-        .cluster_name(cluster)
-        .nodegroup_name(name)
-        .node_role(p.str("node_role_arn")?)
-        .set_subnets(Some(p.strs("subnet_ids")?))
-        .set_instance_types(Some(p.strs("instance_types")?))
-        .capacity_type(CapacityTypes::from(p.str("capacity_type")?))
-        .disk_size(p.i32("disk_size")?)
-        .scaling_config(scaling_of(p)?)
-        .set_labels(Some(labels_wanted(p)))
-        .set_taints((!taints.is_empty()).then_some(taints))
-        .set_tags(Some(
-            super::all_tags(properties, ownership).into_iter().collect(),
-        ))
-        .client_request_token(client_token(ownership, properties))
-        .send()
-        .await
-        .map_err(api("CreateNodegroup"))?;
+    let (subnets, instance_types) = (p.strs("subnet_ids")?, p.strs("instance_types")?);
+    let (disk, scaling) = (p.i32("disk_size")?, scaling_of(p)?);
+    let token = client_token(ownership, properties);
+    let eks = &ctx.clients().await.eks;
+    // The node role is usually moments old: retried while IAM propagates it.
+    retry_while(
+        ctx,
+        &format!("creating node group {name} (its role is not assumable yet)"),
+        bounds::PROPAGATION,
+        role_not_yet_assumable,
+        || async {
+            eks.create_nodegroup()
+                .cluster_name(cluster)
+                .nodegroup_name(name)
+                .node_role(p.str("node_role_arn").unwrap_or_default())
+                .set_subnets(Some(subnets.clone()))
+                .set_instance_types(Some(instance_types.clone()))
+                .capacity_type(CapacityTypes::from(
+                    p.str("capacity_type").unwrap_or_default(),
+                ))
+                .disk_size(disk)
+                .scaling_config(scaling.clone())
+                .set_labels(Some(labels_wanted(p)))
+                .set_taints((!taints.is_empty()).then(|| taints.clone()))
+                // Without them EKS picks the cluster's version and an x86 AMI (Graviton
+                // instance types are then refused).
+                .set_version(p.opt_str("version").map(str::to_owned))
+                .set_ami_type(p.opt_str("ami_type").map(AmiTypes::from))
+                .set_tags(Some(
+                    super::all_tags(properties, ownership).into_iter().collect(),
+                ))
+                .client_request_token(&token)
+                .send()
+                .await
+                .map_err(api("CreateNodegroup"))
+        },
+    )
+    .await?;
     wait_nodegroup_active(ctx, cluster, name).await?;
     let id = format!("{cluster}/{name}");
     read_nodegroup(ctx, &id)
@@ -647,9 +891,39 @@ async fn update_nodegroup(
     let p = Props(properties);
     let (cluster, name) = split_pair(id)?;
     let eks = &ctx.clients().await.eks;
-    let current = read_nodegroup(ctx, id)
+    // An adopted group may still be CREATING (a crash during its creation): wait until it
+    // settles (a DEGRADED group can still be updated).
+    wait_for(
+        ctx,
+        &format!("node group {name} to finish creating or updating"),
+        NODE_GROUP_BOUND,
+        || async {
+            match describe_nodegroup(ctx, cluster, name).await? {
+                None => Err(ProviderError::NotFound(format!("node group {id}"))),
+                Some(g) => match g.status().map(|s| s.as_str()) {
+                    Some("CREATING" | "UPDATING") => Ok(None),
+                    Some("CREATE_FAILED") => Err(failed(format!(
+                        "node group {id} is CREATE_FAILED; delete it (or `down`) and run `up` again"
+                    ))),
+                    _ => Ok(Some(())),
+                },
+            }
+        },
+    )
+    .await?;
+    let mut current = read_nodegroup(ctx, id)
         .await?
         .ok_or_else(|| ProviderError::NotFound(format!("node group {id}")))?;
+    // The Kubernetes version first (it replaces the nodes), after the control plane's upgrade
+    // (this group depends on the cluster).
+    if let Some(version) = p.opt_str("version")
+        && current.properties.get("version").and_then(Value::as_str) != Some(version)
+    {
+        upgrade_nodegroup(ctx, cluster, name, version).await?;
+        current = read_nodegroup(ctx, id)
+            .await?
+            .ok_or_else(|| ProviderError::NotFound(format!("node group {id}")))?;
+    }
     let differs = |k: &str| properties.get(k) != current.properties.get(k);
     if differs("scaling") || differs("labels") || differs("taints") {
         let mut request = eks
@@ -1003,6 +1277,239 @@ async fn delete_addon(ctx: &AwsContext, id: &str) -> Result<(), ProviderError> {
     .await
 }
 
+// --- access entries ---
+
+/// `cluster/arn:aws:iam::...:role/name` (the cluster name holds no `/`).
+fn access_entry_id(cluster: &str, principal: &str) -> String {
+    format!("{cluster}/{principal}")
+}
+
+async fn describe_access_entry(
+    ctx: &AwsContext,
+    cluster: &str,
+    principal: &str,
+) -> Result<Option<aws_sdk_eks::types::AccessEntry>, ProviderError> {
+    match ctx
+        .clients()
+        .await
+        .eks
+        .describe_access_entry()
+        .cluster_name(cluster)
+        .principal_arn(principal)
+        .send()
+        .await
+        .map_err(api("DescribeAccessEntry"))
+    {
+        Ok(out) => Ok(out.access_entry().cloned()),
+        Err(e) if e.is(NOT_FOUND) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The access policies associated with an entry, with their scope type.
+async fn associated_policies(
+    ctx: &AwsContext,
+    cluster: &str,
+    principal: &str,
+) -> Result<Vec<(String, String)>, ProviderError> {
+    let eks = &ctx.clients().await.eks;
+    let mut policies = Vec::new();
+    let mut token = None;
+    loop {
+        let out = match eks
+            .list_associated_access_policies()
+            .cluster_name(cluster)
+            .principal_arn(principal)
+            .set_next_token(token)
+            .send()
+            .await
+            .map_err(api("ListAssociatedAccessPolicies"))
+        {
+            Ok(out) => out,
+            Err(e) if e.is(NOT_FOUND) => return Ok(policies),
+            Err(e) => return Err(e.into()),
+        };
+        policies.extend(out.associated_access_policies().iter().filter_map(|a| {
+            Some((
+                a.policy_arn()?.to_owned(),
+                a.access_scope()
+                    .and_then(|s| s.r#type())
+                    .map(|t| t.as_str().to_owned())
+                    .unwrap_or_default(),
+            ))
+        }));
+        token = out.next_token().map(str::to_owned);
+        if token.is_none() {
+            policies.sort();
+            return Ok(policies);
+        }
+    }
+}
+
+async fn read_access_entry(
+    ctx: &AwsContext,
+    id: &str,
+) -> Result<Option<LiveResource>, ProviderError> {
+    let (cluster, principal) = split_pair(id)?;
+    let Some(entry) = describe_access_entry(ctx, cluster, principal).await? else {
+        return Ok(None);
+    };
+    let tags = tags_of(entry.tags());
+    let policies = associated_policies(ctx, cluster, principal).await?;
+    // The stack associates one policy per entry: report it (the first, when several are).
+    let (policy, scope) = policies
+        .first()
+        .map(|(p, s)| (Some(p.clone()), Some(s.clone())))
+        .unwrap_or_default();
+    Ok(Some(LiveResource {
+        id: id.to_owned(),
+        properties: object_map(json!({
+            "cluster_name": cluster,
+            "principal_arn": principal,
+            "policy_arn": policy,
+            "access_scope": scope,
+            "tags": user_tags(&tags),
+        })),
+        outputs: object_map(json!({
+            "arn": entry.access_entry_arn(),
+            "username": entry.username(),
+        })),
+        tags,
+    }))
+}
+
+async fn associate_policy(
+    ctx: &AwsContext,
+    cluster: &str,
+    principal: &str,
+    policy: &str,
+) -> Result<(), ProviderError> {
+    ctx.clients()
+        .await
+        .eks
+        .associate_access_policy()
+        .cluster_name(cluster)
+        .principal_arn(principal)
+        .policy_arn(policy)
+        .access_scope(
+            AccessScope::builder()
+                .r#type(AccessScopeType::Cluster)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(api("AssociateAccessPolicy"))?;
+    Ok(())
+}
+
+async fn create_access_entry(
+    ctx: &AwsContext,
+    properties: &IndexMap<String, Value>,
+    ownership: &IndexMap<String, String>,
+) -> Result<LiveResource, ProviderError> {
+    let p = Props(properties);
+    let cluster = p.str("cluster_name")?;
+    let principal = p.str("principal_arn")?;
+    let result = ctx
+        .clients()
+        .await
+        .eks
+        .create_access_entry()
+        .cluster_name(cluster)
+        .principal_arn(principal)
+        .r#type("STANDARD")
+        .set_tags(Some(
+            super::all_tags(properties, ownership).into_iter().collect(),
+        ))
+        .client_request_token(client_token(ownership, properties))
+        .send()
+        .await
+        .map_err(api("CreateAccessEntry"));
+    match result {
+        Ok(_) => {}
+        // An earlier attempt created it: adopt it when it carries our tags.
+        Err(e) if e.is("ResourceInUseException") => {
+            let owned = describe_access_entry(ctx, cluster, principal)
+                .await?
+                .is_some_and(|a| carries(&tags_of(a.tags()), ownership));
+            if !owned {
+                return Err(failed(format!(
+                    "{principal} already has an access entry on {cluster} that this stack does not \
+                     own; delete it or remove the principal from `cluster.access.admins`"
+                )));
+            }
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let id = access_entry_id(cluster, principal);
+    update_access_entry(ctx, &id, properties).await
+}
+
+/// Associates the wanted policy on the whole cluster (idempotent: associating again replaces
+/// the scope) and drops one the entry had instead.
+async fn update_access_entry(
+    ctx: &AwsContext,
+    id: &str,
+    properties: &IndexMap<String, Value>,
+) -> Result<LiveResource, ProviderError> {
+    let p = Props(properties);
+    let (cluster, principal) = split_pair(id)?;
+    let want = p.str("policy_arn")?;
+    let current = read_access_entry(ctx, id)
+        .await?
+        .ok_or_else(|| ProviderError::NotFound(format!("access entry {id}")))?;
+    let policies = associated_policies(ctx, cluster, principal).await?;
+    if !policies
+        .iter()
+        .any(|(policy, scope)| policy == want && scope == "cluster")
+    {
+        associate_policy(ctx, cluster, principal, want).await?;
+    }
+    if let Some(old) = current.properties.get("policy_arn").and_then(Value::as_str)
+        && old != want
+    {
+        match ctx
+            .clients()
+            .await
+            .eks
+            .disassociate_access_policy()
+            .cluster_name(cluster)
+            .principal_arn(principal)
+            .policy_arn(old)
+            .send()
+            .await
+            .map_err(api("DisassociateAccessPolicy"))
+        {
+            Err(e) if !e.is(NOT_FOUND) => return Err(e.into()),
+            _ => {}
+        }
+    }
+    if let Some(arn) = current.outputs.get("arn").and_then(Value::as_str) {
+        sync_tags(ctx, arn, &current.tags, &p.tags()).await?;
+    }
+    read_access_entry(ctx, id)
+        .await?
+        .ok_or_else(|| ProviderError::NotFound(format!("access entry {id}")))
+}
+
+async fn delete_access_entry(ctx: &AwsContext, id: &str) -> Result<(), ProviderError> {
+    let (cluster, principal) = split_pair(id)?;
+    match ctx
+        .clients()
+        .await
+        .eks
+        .delete_access_entry()
+        .cluster_name(cluster)
+        .principal_arn(principal)
+        .send()
+        .await
+        .map_err(api("DeleteAccessEntry"))
+    {
+        Err(e) if !e.is(NOT_FOUND) => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
 // --- dispatch ---
 
 pub async fn read(
@@ -1014,6 +1521,7 @@ pub async fn read(
         "aws.eks.cluster" => read_cluster(ctx, id).await,
         "aws.eks.node_group" => read_nodegroup(ctx, id).await,
         "aws.eks.addon" => read_addon(ctx, id).await,
+        "aws.eks.access_entry" => read_access_entry(ctx, id).await,
         other => Err(failed(format!("the EKS provider does not serve `{other}`"))),
     }
 }
@@ -1047,6 +1555,7 @@ pub async fn create(
         "aws.eks.cluster" => create_cluster(ctx, properties, ownership).await,
         "aws.eks.node_group" => create_nodegroup(ctx, properties, ownership).await,
         "aws.eks.addon" => create_addon(ctx, properties, ownership).await,
+        "aws.eks.access_entry" => create_access_entry(ctx, properties, ownership).await,
         other => Err(failed(format!("the EKS provider does not serve `{other}`"))),
     }
 }
@@ -1061,6 +1570,7 @@ pub async fn update(
         "aws.eks.cluster" => update_cluster(ctx, id, properties).await,
         "aws.eks.node_group" => update_nodegroup(ctx, id, properties).await,
         "aws.eks.addon" => update_addon(ctx, id, properties).await,
+        "aws.eks.access_entry" => update_access_entry(ctx, id, properties).await,
         other => Err(failed(format!("the EKS provider does not serve `{other}`"))),
     }
 }
@@ -1070,6 +1580,7 @@ pub async fn delete(ctx: &AwsContext, kind: &str, id: &str) -> Result<(), Provid
         "aws.eks.cluster" => delete_cluster(ctx, id).await,
         "aws.eks.node_group" => delete_nodegroup(ctx, id).await,
         "aws.eks.addon" => delete_addon(ctx, id).await,
+        "aws.eks.access_entry" => delete_access_entry(ctx, id).await,
         other => Err(failed(format!("the EKS provider does not serve `{other}`"))),
     }
 }

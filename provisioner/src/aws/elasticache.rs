@@ -7,7 +7,8 @@ use indexmap::IndexMap;
 use serde_json::{Value, json};
 
 use super::{
-    AwsContext, Props, api, carries, failed, object_map, retry_on, tag_diff, user_tags, wait_for,
+    ApiError, AwsContext, Props, api, carries, failed, object_map, retry_on, retry_while, tag_diff,
+    user_tags, wait_for,
 };
 use crate::engine::provider::{LiveResource, OwnedObject, ProviderError};
 
@@ -19,6 +20,12 @@ const NOT_FOUND: &[&str] = &[
     "CacheSubnetGroupNotFoundFault",
     "ReplicationGroupNotFoundFault",
 ];
+
+/// A replication group that is not `available` refuses tagging, listing its tags, modifications
+/// and deletes: "Cluster not in available state to perform tagging operations.", "Replication
+/// group must be in available state to modify.", "Replication group X has status snapshotting
+/// which is not valid for deletion." Tagging itself makes a group `modifying` for a while.
+const INVALID_STATE: &str = "InvalidReplicationGroupState";
 
 fn to_tags(tags: &IndexMap<String, String>) -> Vec<Tag> {
     tags.iter()
@@ -102,7 +109,14 @@ async fn read_group(ctx: &AwsContext, id: &str) -> Result<Option<LiveResource>, 
         return Ok(None);
     }
     let arn = group.arn().unwrap_or_default().to_owned();
-    let tags = tags_of(ctx, &arn).await?;
+    // While the group is not `available` its tags cannot be listed: they are then unknown, and
+    // the `tags` property is left out (the recorded value stands) rather than failing a refresh
+    // or `drift`.
+    let tags = match tags_of(ctx, &arn).await {
+        Ok(tags) => Some(tags),
+        Err(ProviderError::Failed(message)) if message.contains(INVALID_STATE) => None,
+        Err(e) => return Err(e),
+    };
     let failover = group
         .automatic_failover()
         .map(|s| matches!(s.as_str(), "enabled" | "enabling"));
@@ -110,17 +124,20 @@ async fn read_group(ctx: &AwsContext, id: &str) -> Result<Option<LiveResource>, 
         .node_groups()
         .first()
         .and_then(|n| n.primary_endpoint());
+    let mut properties = object_map(json!({
+        "replication_group_id": id,
+        "node_type": group.cache_node_type(),
+        "num_cache_clusters": group.member_clusters().len(),
+        "automatic_failover_enabled": failover,
+        "transit_encryption_enabled": group.transit_encryption_enabled(),
+        "at_rest_encryption_enabled": group.at_rest_encryption_enabled(),
+    }));
+    if let Some(tags) = &tags {
+        properties.insert("tags".into(), user_tags(tags));
+    }
     Ok(Some(LiveResource {
         id: id.to_owned(),
-        properties: object_map(json!({
-            "replication_group_id": id,
-            "node_type": group.cache_node_type(),
-            "num_cache_clusters": group.member_clusters().len(),
-            "automatic_failover_enabled": failover,
-            "transit_encryption_enabled": group.transit_encryption_enabled(),
-            "at_rest_encryption_enabled": group.at_rest_encryption_enabled(),
-            "tags": user_tags(&tags),
-        })),
+        properties,
         outputs: object_map(json!({
             "replication_group_id": id,
             "arn": arn,
@@ -128,27 +145,64 @@ async fn read_group(ctx: &AwsContext, id: &str) -> Result<Option<LiveResource>, 
             "port": endpoint.and_then(|e| e.port()),
             "status": group.status(),
         })),
-        tags,
+        tags: tags.unwrap_or_default(),
     }))
 }
 
-async fn wait_available(ctx: &AwsContext, id: &str) -> Result<(), ProviderError> {
+/// Waits until the group is `available` and `done` holds for it.
+async fn wait_group(
+    ctx: &AwsContext,
+    id: &str,
+    what: &str,
+    done: impl Fn(&aws_sdk_elasticache::types::ReplicationGroup) -> bool,
+) -> Result<(), ProviderError> {
+    let done = &done;
     wait_for(
         ctx,
-        &format!("replication group {id} to be available"),
+        &format!("replication group {id} {what}"),
         GROUP_BOUND,
-        || async {
+        || async move {
             match describe_group(ctx, id).await? {
                 None => Err(ProviderError::NotFound(format!("replication group {id}"))),
                 Some(g) => match g.status() {
-                    Some("available") => Ok(Some(())),
+                    Some("available") if done(&g) => Ok(Some(())),
                     Some("create-failed") => {
                         Err(failed(format!("replication group {id}: create failed")))
                     }
+                    Some("deleting") => Err(failed(format!(
+                        "replication group {id} is being deleted; wait until it is gone, then \
+                         run `up` again"
+                    ))),
                     _ => Ok(None),
                 },
             }
         },
+    )
+    .await
+}
+
+async fn wait_available(ctx: &AwsContext, id: &str) -> Result<(), ProviderError> {
+    wait_group(ctx, id, "to be available", |_| true).await
+}
+
+/// Runs a call on a group that may be briefly not `available` (tagging right after another
+/// change): `InvalidReplicationGroupState` is retried with backoff up to [`GROUP_BOUND`].
+async fn when_available<T, F, Fut>(
+    ctx: &AwsContext,
+    id: &str,
+    what: &str,
+    call: F,
+) -> Result<T, ProviderError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    retry_while(
+        ctx,
+        &format!("{what} of replication group {id}"),
+        GROUP_BOUND,
+        |e| e.is(INVALID_STATE),
+        call,
     )
     .await
 }
@@ -178,6 +232,11 @@ pub async fn create(
         "aws.elasticache.replication_group" => p.str("replication_group_id")?,
         _ => p.str("name")?,
     };
+    if kind == "aws.elasticache.replication_group" && describe_group(ctx, name).await?.is_some() {
+        // An earlier attempt's group may still be `creating` (its tags unreadable, no
+        // endpoint yet): wait for it before deciding whether it is ours.
+        wait_available(ctx, name).await?;
+    }
     if let Some(existing) = read(ctx, kind, name).await? {
         if carries(&existing.tags, ownership) {
             return update(ctx, kind, name, properties).await;
@@ -242,6 +301,10 @@ pub async fn update(
 ) -> Result<LiveResource, ProviderError> {
     let p = Props(properties);
     let cache = &ctx.clients().await.elasticache;
+    if kind == "aws.elasticache.replication_group" {
+        // Modifications and tags are refused until the group is `available`.
+        wait_available(ctx, id).await?;
+    }
     let current = read(ctx, kind, id)
         .await?
         .ok_or_else(|| ProviderError::NotFound(format!("{kind} {id}")))?;
@@ -280,17 +343,28 @@ pub async fn update(
         "aws.elasticache.replication_group" => {
             if differs("node_type") || differs("automatic_failover_enabled") {
                 let failover = p.bool("automatic_failover_enabled")?;
-                cache
-                    .modify_replication_group()
-                    .replication_group_id(id)
-                    .cache_node_type(p.str("node_type")?)
-                    .automatic_failover_enabled(failover)
-                    .multi_az_enabled(failover)
-                    .apply_immediately(true)
-                    .send()
-                    .await
-                    .map_err(api("ModifyReplicationGroup"))?;
-                wait_available(ctx, id).await?;
+                let node_type = p.str("node_type")?;
+                when_available(ctx, id, "modifying", || async {
+                    cache
+                        .modify_replication_group()
+                        .replication_group_id(id)
+                        .cache_node_type(node_type)
+                        .automatic_failover_enabled(failover)
+                        .multi_az_enabled(failover)
+                        .apply_immediately(true)
+                        .send()
+                        .await
+                        .map_err(api("ModifyReplicationGroup"))
+                })
+                .await?;
+                // The status reads `available` for a moment after the call: wait until the new
+                // node type and failover setting show.
+                wait_group(ctx, id, "to apply its modification", |g| {
+                    g.cache_node_type() == Some(node_type)
+                        && g.automatic_failover().map(|f| f.as_str())
+                            == Some(if failover { "enabled" } else { "disabled" })
+                })
+                .await?;
             }
             if differs("num_cache_clusters") {
                 let want = p.i32("num_cache_clusters")?;
@@ -300,25 +374,34 @@ pub async fn update(
                     .and_then(Value::as_i64)
                     .unwrap_or(0);
                 if i64::from(want) > have {
-                    cache
-                        .increase_replica_count()
-                        .replication_group_id(id)
-                        .new_replica_count(want - 1)
-                        .apply_immediately(true)
-                        .send()
-                        .await
-                        .map_err(api("IncreaseReplicaCount"))?;
+                    when_available(ctx, id, "adding replicas", || async {
+                        cache
+                            .increase_replica_count()
+                            .replication_group_id(id)
+                            .new_replica_count(want - 1)
+                            .apply_immediately(true)
+                            .send()
+                            .await
+                            .map_err(api("IncreaseReplicaCount"))
+                    })
+                    .await?;
                 } else {
-                    cache
-                        .decrease_replica_count()
-                        .replication_group_id(id)
-                        .new_replica_count(want - 1)
-                        .apply_immediately(true)
-                        .send()
-                        .await
-                        .map_err(api("DecreaseReplicaCount"))?;
+                    when_available(ctx, id, "removing replicas", || async {
+                        cache
+                            .decrease_replica_count()
+                            .replication_group_id(id)
+                            .new_replica_count(want - 1)
+                            .apply_immediately(true)
+                            .send()
+                            .await
+                            .map_err(api("DecreaseReplicaCount"))
+                    })
+                    .await?;
                 }
-                wait_available(ctx, id).await?;
+                wait_group(ctx, id, "to reach its member count", |g| {
+                    g.member_clusters().len() == usize::try_from(want).unwrap_or(0)
+                })
+                .await?;
             }
         }
         other => {
@@ -333,24 +416,40 @@ pub async fn update(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    let (set, remove) = tag_diff(&current.tags, &p.tags());
+    // Tags as read after the changes above (unknown tags were read as empty: read again now
+    // that the group is available).
+    let have_tags = match read(ctx, kind, id).await? {
+        Some(live) => live.tags,
+        None => current.tags.clone(),
+    };
+    let (set, remove) = tag_diff(&have_tags, &p.tags());
     if !set.is_empty() {
-        cache
-            .add_tags_to_resource()
-            .resource_name(&arn)
-            .set_tags(Some(to_tags(&set)))
-            .send()
-            .await
-            .map_err(api("AddTagsToResource"))?;
+        when_available(ctx, id, "tagging", || async {
+            cache
+                .add_tags_to_resource()
+                .resource_name(&arn)
+                .set_tags(Some(to_tags(&set)))
+                .send()
+                .await
+                .map_err(api("AddTagsToResource"))
+        })
+        .await?;
     }
     if !remove.is_empty() {
-        cache
-            .remove_tags_from_resource()
-            .resource_name(&arn)
-            .set_tag_keys(Some(remove))
-            .send()
-            .await
-            .map_err(api("RemoveTagsFromResource"))?;
+        when_available(ctx, id, "untagging", || async {
+            cache
+                .remove_tags_from_resource()
+                .resource_name(&arn)
+                .set_tag_keys(Some(remove.clone()))
+                .send()
+                .await
+                .map_err(api("RemoveTagsFromResource"))
+        })
+        .await?;
+    }
+    if kind == "aws.elasticache.replication_group" && !(set.is_empty() && remove.is_empty()) {
+        // Tagging makes the group `modifying` for a while: leave it available.
+        wait_available(ctx, id).await?;
     }
     read(ctx, kind, id)
         .await?
@@ -383,19 +482,27 @@ pub async fn delete(ctx: &AwsContext, kind: &str, id: &str) -> Result<(), Provid
                 return Ok(());
             };
             if group.status() != Some("deleting") {
-                let result = cache
-                    .delete_replication_group()
-                    .replication_group_id(id)
-                    .retain_primary_cluster(false)
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(api("DeleteReplicationGroup"));
-                if let Err(e) = result
-                    && !e.is_any(NOT_FOUND)
-                {
-                    return Err(e.into());
-                }
+                // Refused while `creating`, `modifying` or `snapshotting` ("... has status
+                // snapshotting which is not valid for deletion"): retried until it passes.
+                when_available(ctx, id, "deleting", || async {
+                    match cache
+                        .delete_replication_group()
+                        .replication_group_id(id)
+                        .retain_primary_cluster(false)
+                        .send()
+                        .await
+                        .map(|_| ())
+                        .map_err(api("DeleteReplicationGroup"))
+                    {
+                        Err(e) if e.is_any(NOT_FOUND) => Ok(()),
+                        // Being deleted already (an earlier attempt): wait below.
+                        Err(e) if e.is(INVALID_STATE) && e.message.contains("status deleting") => {
+                            Ok(())
+                        }
+                        other => other,
+                    }
+                })
+                .await?;
             }
             wait_for(
                 ctx,
@@ -444,8 +551,15 @@ pub async fn list_owned(
             break;
         }
     }
+    // Only groups named like the deployment's have their tags read: other teams' groups are
+    // none of this stack's business, and listing the tags of one that is `modifying` fails.
+    // One of ours whose tags cannot be read right now is left out.
     let mut found = Vec::new();
-    for id in ids {
+    let prefix = super::deployment_prefix(ownership);
+    for id in ids
+        .into_iter()
+        .filter(|id| prefix.as_ref().is_none_or(|p| id.starts_with(p.as_str())))
+    {
         if let Some(group) = read_group(ctx, &id).await?
             && carries(&group.tags, ownership)
         {

@@ -357,7 +357,13 @@ async fn create_oidc(
 ) -> Result<LiveResource, ProviderError> {
     let p = Props(properties);
     let iam = &ctx.clients().await.iam;
-    let url = with_scheme(p.str("url")?);
+    let issuer = p.str("url").map_err(|_| {
+        failed(
+            "the cluster has no OIDC issuer yet (it was read while still creating); run `up` \
+             again once it is ACTIVE",
+        )
+    })?;
+    let url = with_scheme(issuer);
     // One provider per issuer URL: an earlier attempt's is adopted when it carries our tags.
     let listed = iam
         .list_open_id_connect_providers()

@@ -57,6 +57,7 @@ pub const TYPES: &[&str] = &[
     "aws.eks.cluster",
     "aws.eks.node_group",
     "aws.eks.addon",
+    "aws.eks.access_entry",
     "aws.rds.db_subnet_group",
     "aws.rds.db_parameter_group",
     "aws.rds.instance",
@@ -520,6 +521,9 @@ pub mod bounds {
     pub const NAT_GATEWAY: Duration = Duration::from_secs(15 * 60);
     pub const DEPENDENCY: Duration = Duration::from_secs(10 * 60);
     pub const IAM: Duration = Duration::from_secs(2 * 60);
+    /// How long an ID just created may be unknown to other calls (EC2's eventual consistency,
+    /// a new IAM role not yet assumable by a service): AWS documents retrying with backoff.
+    pub const PROPAGATION: Duration = Duration::from_secs(2 * 60);
 }
 
 /// Polls `check` with exponential backoff until it yields `Some`, for at most `bound` (scaled by
@@ -562,6 +566,46 @@ pub async fn retry_on<T, F, Fut>(
     what: &str,
     codes: &[&str],
     bound: Duration,
+    call: F,
+) -> Result<T, ProviderError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ApiError>>,
+{
+    retry_while(ctx, what, bound, |e| e.is_any(codes), call).await
+}
+
+/// Whether an EC2 error says an ID is unknown (`InvalidSubnetID.NotFound`, `InvalidGroup.NotFound`,
+/// `NatGatewayNotFound`, ...): right after the object's create, EC2's eventual consistency.
+pub fn ec2_not_found(error: &ApiError) -> bool {
+    error
+        .code
+        .as_deref()
+        .is_some_and(|c| c.ends_with(".NotFound") || c.ends_with("NotFound"))
+}
+
+/// Runs a call that names objects created moments ago, again while EC2 answers that an ID does
+/// not exist (eventual consistency: "run the command again with backoff, up to a few minutes"),
+/// for at most [`bounds::PROPAGATION`]; throttling is retried too.
+pub async fn propagated<T, F, Fut>(
+    ctx: &AwsContext,
+    what: &str,
+    call: F,
+) -> Result<T, ProviderError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, ApiError>>,
+{
+    retry_while(ctx, what, bounds::PROPAGATION, ec2_not_found, call).await
+}
+
+/// Runs `call` again while `retry(error)` holds (or it is throttled), with backoff, for at most
+/// `bound` (scaled by the context's pacing); then fails with the last error.
+pub async fn retry_while<T, F, Fut>(
+    ctx: &AwsContext,
+    what: &str,
+    bound: Duration,
+    retry: impl Fn(&ApiError) -> bool,
     mut call: F,
 ) -> Result<T, ProviderError>
 where
@@ -575,7 +619,7 @@ where
     loop {
         match call().await {
             Ok(value) => return Ok(value),
-            Err(error) if error.is_any(codes) || error.throttled() => {
+            Err(error) if retry(&error) || error.throttled() => {
                 if started.elapsed() + delay > bound {
                     return Err(failed(format!(
                         "{what}: still failing after {}s: {error}",
@@ -724,6 +768,12 @@ impl Provider for AwsProvider {
             owned.extend(logs?);
             Ok(owned)
         })
+    }
+
+    fn availability_zones(
+        &self,
+    ) -> BoxFuture<'_, Result<Option<Vec<crate::engine::zones::Zone>>, ProviderError>> {
+        Box::pin(async move { ec2::availability_zones(&self.ctx).await.map(Some) })
     }
 
     fn update<'a>(

@@ -179,21 +179,72 @@ fn parameters_of(properties: &IndexMap<String, Value>) -> IndexMap<String, Strin
         .unwrap_or_default()
 }
 
+/// How each parameter of a group applies (`dynamic` or `static`), for the names asked.
+async fn apply_types(
+    ctx: &AwsContext,
+    group: &str,
+    names: &[&String],
+) -> Result<IndexMap<String, String>, ProviderError> {
+    let rds = &ctx.clients().await.rds;
+    let mut types = IndexMap::new();
+    let mut pages = rds
+        .describe_db_parameters()
+        .db_parameter_group_name(group)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(api("DescribeDBParameters"))?;
+        for parameter in page.parameters() {
+            if let (Some(name), Some(kind)) = (parameter.parameter_name(), parameter.apply_type())
+                && names.iter().any(|n| n.as_str() == name)
+            {
+                types.insert(name.to_owned(), kind.to_owned());
+            }
+        }
+    }
+    Ok(types)
+}
+
+/// Sets the group's parameters to `want` (and resets those no longer wanted). Dynamic
+/// parameters apply at once (`immediate`); RDS accepts `immediate` for dynamic parameters only,
+/// and applies static ones at the next reboot. Returns whether a static parameter changed (the
+/// instances using the group need a reboot to run with it).
 async fn set_parameters(
     ctx: &AwsContext,
     name: &str,
     have: &IndexMap<String, String>,
     want: &IndexMap<String, String>,
-) -> Result<(), ProviderError> {
+) -> Result<bool, ProviderError> {
     let rds = &ctx.clients().await.rds;
-    let changed: Vec<Parameter> = want
+    let changed: Vec<(&String, &String)> = want
         .iter()
         .filter(|(k, v)| have.get(*k) != Some(*v))
+        .collect();
+    let removed: Vec<&String> = have.keys().filter(|k| !want.contains_key(*k)).collect();
+    if changed.is_empty() && removed.is_empty() {
+        return Ok(false);
+    }
+    let names: Vec<&String> = changed
+        .iter()
+        .map(|(k, _)| *k)
+        .chain(removed.iter().copied())
+        .collect();
+    let types = apply_types(ctx, name, &names).await?;
+    // Unknown apply type: `pending-reboot` is valid for both kinds.
+    let method = |parameter: &str| match types.get(parameter).map(String::as_str) {
+        Some("dynamic") => ApplyMethod::Immediate,
+        _ => ApplyMethod::PendingReboot,
+    };
+    let needs_reboot = names
+        .iter()
+        .any(|n| method(n) == ApplyMethod::PendingReboot);
+    let changed: Vec<Parameter> = changed
+        .iter()
         .map(|(k, v)| {
             Parameter::builder()
-                .parameter_name(k)
-                .parameter_value(v)
-                .apply_method(ApplyMethod::PendingReboot)
+                .parameter_name(*k)
+                .parameter_value(*v)
+                .apply_method(method(k))
                 .build()
         })
         .collect();
@@ -206,13 +257,12 @@ async fn set_parameters(
             .await
             .map_err(api("ModifyDBParameterGroup"))?;
     }
-    let removed: Vec<Parameter> = have
-        .keys()
-        .filter(|k| !want.contains_key(*k))
+    let removed: Vec<Parameter> = removed
+        .iter()
         .map(|k| {
             Parameter::builder()
-                .parameter_name(k)
-                .apply_method(ApplyMethod::PendingReboot)
+                .parameter_name(*k)
+                .apply_method(method(k))
                 .build()
         })
         .collect();
@@ -223,6 +273,60 @@ async fn set_parameters(
             .send()
             .await
             .map_err(api("ResetDBParameterGroup"))?;
+    }
+    Ok(needs_reboot)
+}
+
+/// Reboots one instance (waiting for it to be available first, then again after) so that it
+/// runs with its parameter group's static parameters.
+async fn reboot(ctx: &AwsContext, id: &str) -> Result<(), ProviderError> {
+    wait_instance_available(ctx, id).await?;
+    let rds = &ctx.clients().await.rds;
+    retry_on(
+        ctx,
+        &format!("rebooting DB instance {id}"),
+        &["InvalidDBInstanceState"],
+        INSTANCE_BOUND,
+        || async {
+            rds.reboot_db_instance()
+                .db_instance_identifier(id)
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(api("RebootDBInstance"))
+        },
+    )
+    .await?;
+    // The status still reads `available` for a moment after the call: wait until the
+    // parameters show as applied.
+    wait_instance(ctx, id, "to restart with its parameters", |db| {
+        db.db_parameter_groups()
+            .iter()
+            .all(|g| g.parameter_apply_status() != Some("pending-reboot"))
+    })
+    .await
+}
+
+/// Reboots the instances that use parameter group `group` and wait for a reboot to apply it.
+async fn reboot_users_of(ctx: &AwsContext, group: &str) -> Result<(), ProviderError> {
+    let rds = &ctx.clients().await.rds;
+    let mut users = Vec::new();
+    let mut pages = rds.describe_db_instances().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(api("DescribeDBInstances"))?;
+        users.extend(
+            page.db_instances()
+                .iter()
+                .filter(|db| {
+                    db.db_parameter_groups()
+                        .iter()
+                        .any(|g| g.db_parameter_group_name() == Some(group))
+                })
+                .filter_map(|db| db.db_instance_identifier().map(str::to_owned)),
+        );
+    }
+    for id in users {
+        reboot(ctx, &id).await?;
     }
     Ok(())
 }
@@ -270,6 +374,7 @@ async fn read_instance(ctx: &AwsContext, id: &str) -> Result<Option<LiveResource
             "identifier": id,
             "engine": db.engine(),
             "engine_version": db.engine_version(),
+            "auto_minor_version_upgrade": db.auto_minor_version_upgrade(),
             "instance_class": db.db_instance_class(),
             "allocated_storage": db.allocated_storage(),
             "multi_az": db.multi_az(),
@@ -288,34 +393,101 @@ async fn read_instance(ctx: &AwsContext, id: &str) -> Result<Option<LiveResource
             "address": db.endpoint().and_then(|e| e.address()),
             "port": db.endpoint().and_then(|e| e.port()),
             "status": db.db_instance_status(),
+            "parameter_apply_status": db
+                .db_parameter_groups()
+                .first()
+                .and_then(|g| g.parameter_apply_status()),
         })),
         tags,
     }))
 }
 
-async fn wait_instance_available(ctx: &AwsContext, id: &str) -> Result<(), ProviderError> {
+/// Statuses in which the instance serves and accepts changes. `storage-optimization` follows a
+/// storage change and can last hours while the instance is fully usable.
+const USABLE: &[&str] = &["available", "storage-optimization"];
+
+/// Statuses that pass by themselves, during which RDS refuses deletes and modifications.
+const TRANSITIONAL: &[&str] = &[
+    "creating",
+    "backing-up",
+    "modifying",
+    "rebooting",
+    "upgrading",
+    "renaming",
+    "maintenance",
+    "starting",
+    "stopping",
+    "resetting-master-credentials",
+    "configuring-enhanced-monitoring",
+    "configuring-iam-database-auth",
+    "configuring-log-exports",
+    "moving-to-vpc",
+];
+
+/// Statuses that will not pass by waiting.
+const BROKEN: &[&str] = &[
+    "failed",
+    "incompatible-parameters",
+    "storage-full",
+    "incompatible-network",
+    "inaccessible-encryption-credentials",
+    "incompatible-restore",
+];
+
+/// Waits until the instance is usable and `done` holds for it.
+async fn wait_instance(
+    ctx: &AwsContext,
+    id: &str,
+    what: &str,
+    done: impl Fn(&aws_sdk_rds::types::DbInstance) -> bool,
+) -> Result<(), ProviderError> {
+    let done = &done;
     wait_for(
         ctx,
-        &format!("DB instance {id} to be available"),
+        &format!("DB instance {id} {what}"),
         INSTANCE_BOUND,
-        || async {
+        || async move {
             match describe_instance(ctx, id).await? {
                 None => Err(ProviderError::NotFound(format!("DB instance {id}"))),
                 Some(db) => match db.db_instance_status() {
-                    Some("available") => Ok(Some(())),
-                    Some(
-                        status @ ("failed"
-                        | "incompatible-parameters"
-                        | "storage-full"
-                        | "incompatible-network"
-                        | "inaccessible-encryption-credentials"),
-                    ) => Err(failed(format!("DB instance {id} is {status}"))),
+                    Some(status) if BROKEN.contains(&status) => {
+                        Err(failed(format!("DB instance {id} is {status}")))
+                    }
+                    Some(status) if USABLE.contains(&status) && done(&db) => Ok(Some(())),
                     _ => Ok(None),
                 },
             }
         },
     )
     .await
+}
+
+async fn wait_instance_available(ctx: &AwsContext, id: &str) -> Result<(), ProviderError> {
+    wait_instance(ctx, id, "to be available", |_| true).await
+}
+
+/// `16.6` against `16.4`: the numbers compared.
+fn version_numbers(version: &str) -> Vec<u64> {
+    version.split('.').filter_map(|p| p.parse().ok()).collect()
+}
+
+/// Whether an engine version must be sent to reach `want` from `have`: a newer minor version of
+/// the same major one (RDS's automatic minor upgrades) already satisfies it, and sending the
+/// older one back is refused ("Cannot upgrade postgres from 16.6 to 16.4").
+fn engine_upgrade_needed(have: Option<&str>, want: &str) -> bool {
+    match have {
+        None => true,
+        Some(have) => !crate::engine::types::satisfies(
+            &crate::engine::ResourceType::new("aws.rds.instance"),
+            "engine_version",
+            &json!(want),
+            &json!(have),
+        ),
+    }
+}
+
+fn major(version: &str) -> Option<u64> {
+    version_numbers(version).first().copied()
 }
 
 pub async fn read(
@@ -344,6 +516,8 @@ pub async fn create(
     };
     if let Some(existing) = read(ctx, kind, name).await? {
         if carries(&existing.tags, ownership) {
+            // An earlier attempt's instance may still be `creating` (no address yet): `update`
+            // waits for it before anything else.
             return update(ctx, kind, name, properties).await;
         }
         return Err(failed(format!(
@@ -379,6 +553,10 @@ pub async fn create(
                 .db_instance_identifier(name)
                 .engine(p.str("engine")?)
                 .engine_version(p.str("engine_version")?)
+                .set_auto_minor_version_upgrade(
+                    p.0.get("auto_minor_version_upgrade")
+                        .and_then(Value::as_bool),
+                )
                 .db_instance_class(p.str("instance_class")?)
                 .allocated_storage(p.i32("allocated_storage")?)
                 .multi_az(p.bool("multi_az")?)
@@ -405,6 +583,44 @@ pub async fn create(
         .ok_or_else(|| failed(format!("{kind} {name} vanished after its creation")))
 }
 
+/// Whether an instance shows the properties a modification asked for, with nothing of them
+/// still pending.
+fn modification_applied(db: &aws_sdk_rds::types::DbInstance, p: Props<'_>) -> bool {
+    if let Some(pending) = db.pending_modified_values()
+        && (pending.db_instance_class().is_some()
+            || pending.allocated_storage().is_some()
+            || pending.multi_az().is_some()
+            || pending.backup_retention_period().is_some()
+            || pending.engine_version().is_some())
+    {
+        return false;
+    }
+    let same_str = |name: &str, live: Option<&str>| p.opt_str(name).is_none_or(|w| live == Some(w));
+    let version_ok = p
+        .opt_str("engine_version")
+        .is_none_or(|w| !engine_upgrade_needed(db.engine_version(), w));
+    let storage_ok = p.opt_i64("allocated_storage").is_none_or(|w| {
+        db.allocated_storage()
+            .is_some_and(|have| i64::from(have) >= w)
+    });
+    let bool_ok = |name: &str, live: Option<bool>| {
+        p.0.get(name)
+            .and_then(Value::as_bool)
+            .is_none_or(|w| live == Some(w))
+    };
+    same_str("instance_class", db.db_instance_class())
+        && same_str(
+            "parameter_group_name",
+            db.db_parameter_groups()
+                .first()
+                .and_then(|g| g.db_parameter_group_name()),
+        )
+        && version_ok
+        && storage_ok
+        && bool_ok("multi_az", db.multi_az())
+        && bool_ok("deletion_protection", db.deletion_protection())
+}
+
 pub async fn update(
     ctx: &AwsContext,
     kind: &str,
@@ -422,7 +638,6 @@ pub async fn update(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    let differs = |name: &str| properties.get(name) != current.properties.get(name);
     match kind {
         "aws.rds.db_subnet_group" => {
             // Subnets are not read back (order); setting them again is harmless and idempotent
@@ -457,9 +672,20 @@ pub async fn update(
         }
         "aws.rds.db_parameter_group" => {
             let have = parameters_of(&current.properties);
-            set_parameters(ctx, id, &have, &parameters_of(properties)).await?;
+            if set_parameters(ctx, id, &have, &parameters_of(properties)).await? {
+                // A static parameter applies at the next reboot only: reboot the instances
+                // that use the group now, so the stack's value is what runs.
+                reboot_users_of(ctx, id).await?;
+            }
         }
         "aws.rds.instance" => {
+            // An adopted instance may still be `creating`; a modification is refused until the
+            // instance is available ("Database instance is not in available state").
+            wait_instance_available(ctx, id).await?;
+            let current = read(ctx, kind, id)
+                .await?
+                .ok_or_else(|| ProviderError::NotFound(format!("{kind} {id}")))?;
+            let differs = |name: &str| properties.get(name) != current.properties.get(name);
             let mut modify = rds
                 .modify_db_instance()
                 .db_instance_identifier(id)
@@ -485,13 +711,31 @@ pub async fn update(
                 modify = modify.deletion_protection(p.bool("deletion_protection")?);
                 any = true;
             }
-            if differs("engine_version") {
-                modify = modify
-                    .engine_version(p.str("engine_version")?)
-                    .allow_major_version_upgrade(true);
+            if let Some(auto) =
+                p.0.get("auto_minor_version_upgrade")
+                    .and_then(Value::as_bool)
+                && differs("auto_minor_version_upgrade")
+            {
+                modify = modify.auto_minor_version_upgrade(auto);
                 any = true;
             }
-            if differs("parameter_group_name") {
+            let have_version = current
+                .properties
+                .get("engine_version")
+                .and_then(Value::as_str);
+            let want_version = p.str("engine_version")?;
+            let major_upgrade = have_version.and_then(major) != major(want_version);
+            if engine_upgrade_needed(have_version, want_version) {
+                modify = modify.engine_version(want_version);
+                if major_upgrade {
+                    // The new major version needs the parameter group of its family, in the
+                    // same call (the group's name follows the family, so it differs too).
+                    modify = modify.allow_major_version_upgrade(true);
+                }
+                any = true;
+            }
+            let group_changed = differs("parameter_group_name");
+            if group_changed {
                 modify = modify.db_parameter_group_name(p.str("parameter_group_name")?);
                 any = true;
             }
@@ -501,7 +745,23 @@ pub async fn update(
             }
             if any {
                 modify.send().await.map_err(api("ModifyDBInstance"))?;
-                wait_instance_available(ctx, id).await?;
+                // Right after the call the status still reads `available` with the old values:
+                // wait until what was asked shows (or the instance is usable with it).
+                wait_instance(ctx, id, "to apply its modification", |db| {
+                    modification_applied(db, p)
+                })
+                .await?;
+                // Another parameter group (without a major upgrade, which restarts the
+                // instance anyway) is `pending-reboot` until a reboot.
+                if group_changed
+                    && describe_instance(ctx, id).await?.is_some_and(|db| {
+                        db.db_parameter_groups()
+                            .iter()
+                            .any(|g| g.parameter_apply_status() == Some("pending-reboot"))
+                    })
+                {
+                    reboot(ctx, id).await?;
+                }
             }
         }
         other => return Err(failed(format!("the RDS provider does not serve `{other}`"))),
@@ -554,45 +814,76 @@ pub async fn delete(ctx: &AwsContext, kind: &str, id: &str) -> Result<(), Provid
             let Some(db) = describe_instance(ctx, id).await? else {
                 return Ok(());
             };
-            if db.deletion_protection() == Some(true) && db.db_instance_status() != Some("deleting")
+            let deleting = db.db_instance_status() == Some("deleting");
+            if db
+                .db_instance_status()
+                .is_some_and(|s| TRANSITIONAL.contains(&s))
             {
+                // `creating`, `backing-up`, `modifying`...: RDS refuses the final snapshot
+                // ("Instance is currently creating - a final snapshot cannot be taken") and the
+                // deletion-protection change until the instance is available.
+                wait_instance_available(ctx, id).await?;
+            }
+            if db.deletion_protection() == Some(true) && !deleting {
                 if !ctx.allow_deletion_protected() {
                     return Err(failed(format!(
                         "DB instance {id} has deletion protection; `provisioner down \
                          --allow-deletion-protected` turns it off before deleting"
                     )));
                 }
-                rds.modify_db_instance()
-                    .db_instance_identifier(id)
-                    .deletion_protection(false)
-                    .apply_immediately(true)
-                    .send()
-                    .await
-                    .map_err(api("ModifyDBInstance"))?;
+                retry_on(
+                    ctx,
+                    &format!("turning deletion protection of {id} off"),
+                    &["InvalidDBInstanceState"],
+                    INSTANCE_BOUND,
+                    || async {
+                        rds.modify_db_instance()
+                            .db_instance_identifier(id)
+                            .deletion_protection(false)
+                            .apply_immediately(true)
+                            .send()
+                            .await
+                            .map(|_| ())
+                            .map_err(api("ModifyDBInstance"))
+                    },
+                )
+                .await?;
             }
-            if db.db_instance_status() != Some("deleting") {
+            if !deleting {
                 // A final snapshot keeps the data unless the stack says nobody needs it
                 // (`database.final_snapshot: false`); deletion protection is turned off above
-                // only when the user allowed it (otherwise AWS would refuse anyway).
-                let delete = rds.delete_db_instance().db_instance_identifier(id);
-                let delete = if ctx.skip_final_db_snapshot() {
-                    delete.skip_final_snapshot(true)
-                } else {
-                    let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S");
-                    delete
-                        .skip_final_snapshot(false)
-                        .final_db_snapshot_identifier(format!("{id}-final-{stamp}"))
-                };
-                let result = delete
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(api("DeleteDBInstance"));
-                if let Err(e) = result
-                    && !e.is_any(NOT_FOUND)
-                {
-                    return Err(e.into());
-                }
+                // only when the user allowed it (otherwise AWS would refuse anyway). Still
+                // refused in a transitional state (a backup started meanwhile): retried.
+                let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S");
+                let result = retry_on(
+                    ctx,
+                    &format!("deleting DB instance {id}"),
+                    &["InvalidDBInstanceState"],
+                    INSTANCE_BOUND,
+                    || async {
+                        let delete = rds.delete_db_instance().db_instance_identifier(id);
+                        let delete = if ctx.skip_final_db_snapshot() {
+                            delete.skip_final_snapshot(true)
+                        } else {
+                            delete
+                                .skip_final_snapshot(false)
+                                .final_db_snapshot_identifier(format!("{id}-final-{stamp}"))
+                        };
+                        match delete
+                            .send()
+                            .await
+                            .map(|_| ())
+                            .map_err(api("DeleteDBInstance"))
+                        {
+                            Err(e) if e.is_any(NOT_FOUND) => Ok(()),
+                            // Already being deleted (an earlier attempt): wait below.
+                            Err(e) if e.message.contains("already being deleted") => Ok(()),
+                            other => other,
+                        }
+                    },
+                )
+                .await;
+                result?;
             }
             wait_for(
                 ctx,

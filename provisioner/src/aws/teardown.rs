@@ -468,19 +468,76 @@ pub async fn delete_vpc(ctx: &AwsContext, vpc: &str) -> Result<(), ProviderError
     .await
 }
 
-/// Deletes a subnet, retrying while something still uses it.
+/// Deletes the detached (`available`) network interfaces in a subnet: what the VPC CNI and
+/// load balancers leave behind for a while after their nodes and load balancers are gone, and
+/// what makes DeleteSubnet answer DependencyViolation. Interfaces still attached are left to
+/// their owners; one that vanished or got attached meanwhile is skipped. Returns what was
+/// deleted.
+async fn sweep_subnet_interfaces(ctx: &AwsContext, subnet: &str) -> Result<Vec<String>, ApiError> {
+    let ec2 = &ctx.clients().await.ec2;
+    let out = ec2
+        .describe_network_interfaces()
+        .filters(filter("subnet-id", subnet))
+        .send()
+        .await
+        .map_err(api("DescribeNetworkInterfaces"))?;
+    let mut deleted = Vec::new();
+    for eni in out.network_interfaces() {
+        // Checked here: not every emulator filters on `status`.
+        if eni.status() != Some(&NetworkInterfaceStatus::Available) {
+            continue;
+        }
+        let Some(id) = eni.network_interface_id() else {
+            continue;
+        };
+        match ec2
+            .delete_network_interface()
+            .network_interface_id(id)
+            .send()
+            .await
+            .map_err(api("DeleteNetworkInterface"))
+        {
+            Ok(_) => deleted.push(id.to_owned()),
+            Err(e) if e.is_any(GONE_CODES) || e.is_any(IN_USE_CODES) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(deleted)
+}
+
+/// Deletes a subnet, retrying while something still uses it. The subnet's detached network
+/// interfaces are swept first and again after every "still in use": subnets are deleted before
+/// the VPC, so the VPC's own sweep comes too late for them.
 pub async fn delete_subnet(ctx: &AwsContext, subnet: &str) -> Result<(), ProviderError> {
     let ec2 = &ctx.clients().await.ec2;
+    match sweep_subnet_interfaces(ctx, subnet).await {
+        Ok(_) => {}
+        Err(e) if e.is_any(GONE_CODES) => return Ok(()),
+        Err(e) if e.throttled() => {}
+        Err(e) => return Err(e.into()),
+    }
     retry_then_explain(
         ctx,
         &format!("deleting subnet {subnet}"),
         || async {
-            ec2.delete_subnet()
+            let result = ec2
+                .delete_subnet()
                 .subnet_id(subnet)
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(api("DeleteSubnet"))
+                .map_err(api("DeleteSubnet"));
+            if let Err(error) = &result
+                && error.is_any(IN_USE_CODES)
+            {
+                // Interfaces detach over time: sweep what became detached, then try again.
+                if let Err(sweep) = sweep_subnet_interfaces(ctx, subnet).await
+                    && !sweep.throttled()
+                {
+                    return Err(sweep);
+                }
+            }
+            result
         },
         || subnet_blockers(ctx, subnet),
     )
