@@ -40,7 +40,7 @@ fn target() -> AwsTarget {
 }
 
 /// A working directory with a stack extending the `local` template without its cache. Dropped
-/// after an `up`, it runs `down` (moto gives every cluster the same OIDC issuer: a deployment left
+/// after an `up`, it runs `down` (plain moto gives every cluster the same OIDC issuer, and a deployment left
 /// behind would break the next one's OIDC provider).
 struct Deployment {
     dir: PathBuf,
@@ -512,7 +512,7 @@ async fn scenario() {
         "up reverts what the stack declares differently"
     );
 
-    // 6. Leave moto clean for the other tests (its clusters share one OIDC issuer).
+    // 6. Leave moto clean for the other tests.
     let down = deployment.run(&["down", "--yes"]);
     assert!(down.status.success(), "down: {}", stderr(&down));
     deployment.deployed.set(false);
