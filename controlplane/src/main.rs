@@ -34,6 +34,24 @@ enum Command {
         #[arg(long)]
         address: Option<std::net::SocketAddr>,
     },
+    /// Check that this process reaches the database (DATABASE_URL) and the cache (REDIS_URL)
+    /// and, with --url and --workflow, that a workflow runs through the control plane (as a
+    /// throwaway team whose key is revoked afterwards). One JSON line per check on stdout; exit 1
+    /// when one fails. What `cargo xtask acceptance` runs as a Job inside the cluster.
+    Check {
+        /// Base URL of the control plane to run the workflow through.
+        #[arg(long, requires = "workflow")]
+        url: Option<String>,
+        /// A workflow file (the body of `POST /v1/workflows`).
+        #[arg(long, requires = "url")]
+        workflow: Option<PathBuf>,
+        /// Longest time each connection may take.
+        #[arg(long, default_value_t = 10)]
+        timeout_seconds: u64,
+        /// Longest time to follow the workflow.
+        #[arg(long, default_value_t = 300)]
+        wait_seconds: u64,
+    },
     /// Lease tasks of a pool from the control plane and run them.
     Worker {
         /// Base URL of the control plane.
@@ -250,6 +268,144 @@ fn healthcheck(address: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `controlplane check`: each check as one JSON line (`check`, `ok`, `ms`, then `error` or what
+/// was seen); true when all passed.
+async fn check(
+    workflow: Option<(String, PathBuf)>,
+    timeout: std::time::Duration,
+    wait: std::time::Duration,
+) -> bool {
+    use serde_json::json;
+    let mut all_ok = true;
+    let mut report = |check: &str, started: std::time::Instant, outcome: serde_json::Value| {
+        let mut line = json!({"check": check, "ms": started.elapsed().as_millis() as u64});
+        let ok = outcome.get("error").is_none();
+        all_ok &= ok;
+        line["ok"] = json!(ok);
+        if let (Some(line), Some(outcome)) = (line.as_object_mut(), outcome.as_object()) {
+            line.extend(outcome.clone());
+        }
+        println!("{line}");
+    };
+    let started = std::time::Instant::now();
+    let pool = match std::env::var("DATABASE_URL") {
+        Err(_) => {
+            report(
+                "postgres",
+                started,
+                json!({"error": "DATABASE_URL is not set"}),
+            );
+            None
+        }
+        Ok(url) => {
+            let probe = async {
+                let pool = controlplane::store::connect(&url, 2).await?;
+                let version: String = sqlx::query_scalar("SHOW server_version")
+                    .fetch_one(&pool)
+                    .await?;
+                Ok::<_, sqlx::Error>((pool, version))
+            };
+            match tokio::time::timeout(timeout, probe).await {
+                Ok(Ok((pool, version))) => {
+                    report("postgres", started, json!({"server_version": version}));
+                    Some(pool)
+                }
+                Ok(Err(error)) => {
+                    report("postgres", started, json!({"error": error.to_string()}));
+                    None
+                }
+                Err(_) => {
+                    report(
+                        "postgres",
+                        started,
+                        json!({"error": format!("no answer within {timeout:?}")}),
+                    );
+                    None
+                }
+            }
+        }
+    };
+    let started = std::time::Instant::now();
+    match std::env::var("REDIS_URL") {
+        Err(_) => report("redis", started, json!({"error": "REDIS_URL is not set"})),
+        Ok(url) => {
+            let probe = async {
+                let client = redis::Client::open(url.as_str())?;
+                let mut connection = client.get_multiplexed_async_connection().await?;
+                redis::cmd("PING")
+                    .query_async::<String>(&mut connection)
+                    .await
+            };
+            match tokio::time::timeout(timeout, probe).await {
+                Ok(Ok(answer)) => report("redis", started, json!({"answer": answer})),
+                Ok(Err(error)) => report("redis", started, json!({"error": error.to_string()})),
+                Err(_) => report(
+                    "redis",
+                    started,
+                    json!({"error": format!("no answer within {timeout:?}")}),
+                ),
+            }
+        }
+    }
+    let Some((url, file)) = workflow else {
+        return all_ok;
+    };
+    let started = std::time::Instant::now();
+    let Some(pool) = pool else {
+        report(
+            "workflow",
+            started,
+            json!({"error": "not run: the database cannot be reached (a throwaway team is made there)"}),
+        );
+        return false;
+    };
+    let name = format!("acceptance-{}", &Uuid::new_v4().simple().to_string()[..12]);
+    let outcome = async {
+        let team = controlplane::store::teams::create(&pool, &name).await?;
+        let key = controlplane::store::api_keys::create(&pool, team.id, &name)
+            .await?
+            .context("the team just made is gone")?;
+        let options = controlplane::client::workflows::RunOptions {
+            url,
+            api_key: key.secret.expose().to_owned(),
+            file,
+            wait,
+            poll: std::time::Duration::from_millis(500),
+        };
+        let outcome =
+            controlplane::client::workflows::run(&options, |line| eprintln!("{line}")).await;
+        controlplane::store::api_keys::revoke(&pool, key.row.id, None).await?;
+        Ok::<_, anyhow::Error>((team.id, outcome?))
+    }
+    .await;
+    match outcome {
+        Ok((team, outcome)) => {
+            let tasks: Vec<serde_json::Value> = outcome
+                .workflow
+                .tasks
+                .iter()
+                .map(|task| json!({"name": task.name, "state": task.task.state}))
+                .collect();
+            let mut seen = json!({
+                "team": team,
+                "workflow_id": outcome.workflow.id,
+                "state": outcome.workflow.state,
+                "tasks": tasks,
+            });
+            if !outcome.succeeded() {
+                seen["error"] = json!(if outcome.finished {
+                    "the workflow did not succeed"
+                } else {
+                    "the workflow was still running at the deadline"
+                });
+            }
+            report("workflow", started, seen);
+        }
+        Err(error) => report("workflow", started, json!({"error": format!("{error:#}")})),
+    }
+    all_ok
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let matches = Cli::command().get_matches();
@@ -270,6 +426,19 @@ async fn main() -> anyhow::Result<()> {
             controlplane::serve(config).await?;
         }
         Command::Healthcheck { address } => healthcheck(address)?,
+        Command::Check {
+            url,
+            workflow,
+            timeout_seconds,
+            wait_seconds,
+        } => {
+            let workflow = url.zip(workflow);
+            let timeout = std::time::Duration::from_secs(timeout_seconds);
+            let wait = std::time::Duration::from_secs(wait_seconds);
+            if !check(workflow, timeout, wait).await {
+                std::process::exit(1);
+            }
+        }
         Command::Runtime {
             command: RuntimeCommand::Install { to },
         } => {

@@ -2038,6 +2038,76 @@ async fn node_groups_are_created_with_their_version_and_ami_type() {
     assert_eq!(live.properties["ami_type"], json!("AL2023_ARM_64_STANDARD"));
 }
 
+/// Item 3 for node groups: the node role is made moments before CreateNodegroup, which EKS
+/// refuses the same way as CreateCluster until IAM has propagated it.
+#[tokio::test]
+async fn create_nodegroup_is_retried_while_iam_has_not_propagated_its_node_role() {
+    use aws_sdk_eks::operation::create_nodegroup::{CreateNodegroupError, CreateNodegroupOutput};
+    use aws_sdk_eks::operation::describe_nodegroup::{
+        DescribeNodegroupError, DescribeNodegroupOutput,
+    };
+    use aws_sdk_eks::types::{AmiTypes, Nodegroup, NodegroupStatus};
+    let describe = mock!(aws_sdk_eks::Client::describe_nodegroup)
+        .sequence()
+        .error(|| {
+            DescribeNodegroupError::generic(aws_error(
+                "ResourceNotFoundException",
+                "No node group found for name: workers.",
+            ))
+        })
+        .output(|| {
+            DescribeNodegroupOutput::builder()
+                .nodegroup(
+                    Nodegroup::builder()
+                        .nodegroup_name("workers")
+                        .version("1.31")
+                        .ami_type(AmiTypes::Al2023X8664Standard)
+                        .status(NodegroupStatus::Active)
+                        .build(),
+                )
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let create = mock!(aws_sdk_eks::Client::create_nodegroup)
+        .sequence()
+        .error(|| {
+            CreateNodegroupError::generic(aws_error(
+                "InvalidParameterException",
+                "Role with arn: arn:aws:iam::123456789012:role/c1-eks-node, could not be \
+                 assumed because it does not exist or the trusted entity is not correct",
+            ))
+        })
+        .times(2)
+        .output(|| CreateNodegroupOutput::builder().build())
+        .build();
+    let provider = aws(Rules {
+        eks: vec![&describe, &create],
+        ..Rules::default()
+    });
+    bounded(provider.create(
+        &call("aws.eks.node_group"),
+        &props(json!({
+            "cluster_name": "c1",
+            "node_group_name": "workers",
+            "node_role_arn": "arn:aws:iam::123456789012:role/c1-eks-node",
+            "subnet_ids": ["subnet-1"],
+            "instance_types": ["t3.medium"],
+            "capacity_type": "ON_DEMAND",
+            "disk_size": 20,
+            "scaling": { "min": 1, "desired": 1, "max": 2 },
+            "labels": {},
+            "taints": [],
+            "version": "1.31",
+            "ami_type": "AL2023_x86_64_STANDARD",
+        })),
+        &ownership(),
+    ))
+    .await
+    .expect("created once the node role could be assumed");
+    assert_eq!(create.num_calls(), 3, "two refusals, then the create");
+}
+
 #[tokio::test]
 async fn availability_zones_are_read_from_describe_availability_zones() {
     use aws_sdk_ec2::operation::describe_availability_zones::DescribeAvailabilityZonesOutput;

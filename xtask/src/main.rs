@@ -29,6 +29,13 @@ commands:
                    stack, create it in moto (`up`, from clean local state), print its outputs;
                    then start the control plane and a worker and run a DAG workflow through it
   env              start the test servers, print their environment variables, wait for Ctrl-C
+  acceptance --stack NAME [ARGS...]
+                   the acceptance suite on AWS (only with STACKSMITH_ACC=1 and AWS credentials):
+                   deploy an instance of tests/fixtures/acceptance/NAME.yaml, check from a pod
+                   that Postgres and Redis answer, run a workflow through the installed control
+                   plane, tear it all down, print a report (--json); with --allow-emulators it
+                   starts moto and the Kubernetes emulator and runs against them instead
+                   (`stacksmith-acceptance --help` lists ARGS)
   help             this text
 {BENCHES}
 
@@ -54,6 +61,7 @@ fn main() -> ExitCode {
         "test" => test(rest),
         "local" => local(),
         "env" => hold_environment(),
+        "acceptance" => acceptance(rest),
         "bench" => bench::run(rest),
         "help" | "--help" | "-h" => {
             println!("{}", usage());
@@ -207,6 +215,64 @@ fn clear_local_state(dir: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `cargo xtask acceptance`: builds the workspace and runs `stacksmith-acceptance` from the
+/// workspace root; with `--allow-emulators`, against moto and the Kubernetes emulator it starts
+/// (with dummy AWS credentials), otherwise with the caller's environment and credentials.
+fn acceptance(args: &[String]) -> Result<ExitCode, String> {
+    if std::env::var("STACKSMITH_ACC").as_deref() != Ok("1") {
+        return Err(
+            "the acceptance suite creates AWS resources that cost money and deletes them \
+             again; set STACKSMITH_ACC=1 to run it (with AWS credentials of the account to use)"
+                .to_owned(),
+        );
+    }
+    if !args
+        .iter()
+        .any(|a| a == "--stack" || a.starts_with("--stack="))
+        && !args.iter().any(|a| a == "--help" || a == "-h")
+    {
+        return Err(
+            "usage: cargo xtask acceptance --stack NAME [ARGS...] (NAME: a stack of \
+             tests/fixtures/acceptance/, e.g. `aws`)"
+                .to_owned(),
+        );
+    }
+    process::run(
+        "building the workspace",
+        cargo().args(["build", "--workspace", "--all-targets"]),
+    )?;
+    let debug = target_dir().join("debug");
+    let mut command = Command::new(debug.join("stacksmith-acceptance"));
+    command
+        .current_dir(root())
+        .arg("--provisioner")
+        .arg(debug.join("provisioner"))
+        .args(args);
+    let emulators = args.iter().any(|a| a == "--allow-emulators");
+    let environment = if emulators {
+        let environment = TestEnvironment::start()?;
+        environment.apply(&mut command);
+        command
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .env("AWS_EC2_METADATA_DISABLED", "true");
+        Some(environment)
+    } else {
+        None
+    };
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot run stacksmith-acceptance: {e}"))?;
+    drop(environment);
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        None => ExitCode::FAILURE,
+    })
 }
 
 fn hold_environment() -> Result<ExitCode, String> {

@@ -1,0 +1,241 @@
+//! The acceptance suite (`stacksmith-acceptance`, what `cargo xtask acceptance` runs) through its
+//! binary: its refusals, and a whole run against moto and the Kubernetes emulator
+//! (`tests/fixtures/acceptance/emulators.yaml`, `--allow-emulators`). No pods run in the emulator,
+//! so the in-cluster check reports itself skipped; everything else (validate, up, plan again,
+//! output, the Job and its NetworkPolicies made and removed, down twice) runs for real.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::Value;
+use stacksmith_testkit::{describe, unique_name, workspace_binary, workspace_root};
+
+/// A scratch working directory (state lands in its `.stacksmith/`), removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Self {
+        let dir = std::env::temp_dir().join(unique_name("acceptance"));
+        std::fs::create_dir_all(&dir).expect("a scratch directory");
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The suite in `dir`, with no AWS settings of the caller's and the fixtures' stacks.
+fn acceptance(dir: &Path) -> Command {
+    let root = workspace_root();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_stacksmith-acceptance"));
+    command
+        .current_dir(dir)
+        .arg("--provisioner")
+        .arg(workspace_binary("provisioner"))
+        .arg("--stacks-dir")
+        .arg(root.join("tests/fixtures/acceptance"))
+        .arg("--workflow")
+        .arg(root.join("controlplane/workflows/local-release.json"))
+        .env("STACKSMITH_POLICIES_DIR", root.join("policies"))
+        .env("NO_COLOR", "1")
+        .env_remove("STACKSMITH_ACC_ALLOW_EMULATORS")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", dir.join("no-aws-config"))
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            dir.join("no-aws-credentials"),
+        )
+        .stdin(std::process::Stdio::null());
+    command
+}
+
+fn with_dummy_credentials(command: &mut Command) -> &mut Command {
+    command
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+}
+
+fn run(command: &mut Command) -> Output {
+    command.output().expect("the acceptance binary runs")
+}
+
+#[test]
+fn refuses_to_run_without_stacksmith_acc() {
+    let scratch = Scratch::new();
+    let output = run(acceptance(&scratch.0)
+        .env_remove("STACKSMITH_ACC")
+        .args(["--stack", "aws"]));
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("set STACKSMITH_ACC=1"), "{stderr}");
+}
+
+#[test]
+fn refuses_a_stack_that_targets_emulators_unless_allowed() {
+    let scratch = Scratch::new();
+    let output = run(with_dummy_credentials(
+        acceptance(&scratch.0)
+            .env("STACKSMITH_ACC", "1")
+            .env("STACKSMITH_AWS_ENDPOINT", "http://127.0.0.1:9")
+            .args(["--stack", "emulators", "--json"]),
+    ));
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("aws.endpoint_url is http://127.0.0.1:9")
+            && stderr.contains("--allow-emulators"),
+        "{stderr}"
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+    assert_eq!(report["outcome"], "failed");
+    assert!(
+        !report["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "up"),
+        "nothing may be created: {report:#}"
+    );
+    assert!(
+        !scratch.0.join(".stacksmith").exists(),
+        "a refused run writes no state"
+    );
+}
+
+#[test]
+fn refuses_without_aws_credentials() {
+    let scratch = Scratch::new();
+    let output = run(acceptance(&scratch.0)
+        .env("STACKSMITH_ACC", "1")
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("STACKSMITH_AWS_ENDPOINT", "http://127.0.0.1:9")
+        .args(["--stack", "emulators", "--allow-emulators"]));
+    assert_eq!(output.status.code(), Some(2), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no AWS credentials"), "{stderr}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("credentials  FAILED"), "{stdout}");
+}
+
+/// `GET path` on the Kubernetes emulator (plain HTTP on loopback), as JSON.
+fn kube_get(path: &str) -> Value {
+    let url = stacksmith_testkit::kube_url();
+    let address = url.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = std::net::TcpStream::connect(address).expect("the Kubernetes emulator");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("a read timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {address}\r\nAccept: application/json\r\n\r\n"
+    )
+    .expect("send");
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).expect("an answer");
+    let body = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {reply}"))
+}
+
+#[test]
+fn a_whole_run_against_moto_and_the_kubernetes_emulator_deploys_checks_and_tears_down() {
+    let scratch = Scratch::new();
+    let output = run(with_dummy_credentials(
+        acceptance(&scratch.0)
+            .env("STACKSMITH_ACC", "1")
+            .env(
+                "STACKSMITH_AWS_ENDPOINT",
+                stacksmith_testkit::aws_endpoint(),
+            )
+            .env("STACKSMITH_KUBECONFIG", stacksmith_testkit::kubeconfig())
+            .args([
+                "--stack",
+                "emulators",
+                "--allow-emulators",
+                "--json",
+                "--job-start-seconds",
+                "6",
+            ]),
+    ));
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    println!("{}", String::from_utf8_lossy(&output.stdout));
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    let report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+    assert_eq!(report["version"], 1);
+    assert_eq!(report["target"], "emulators");
+    assert_eq!(report["outcome"], "passed");
+    let steps: Vec<(String, String, String)> = report["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_owned(),
+                s["status"].as_str().unwrap().to_owned(),
+                s["detail"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let names: Vec<&str> = steps.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "validate",
+            "stack",
+            "credentials",
+            "up",
+            "plan again",
+            "output",
+            "pod reaches postgres",
+            "pod reaches redis",
+            "workflow",
+            "down",
+            "down again",
+        ],
+        "{report:#}"
+    );
+    for (name, status, detail) in &steps {
+        match name.as_str() {
+            "pod reaches postgres" | "pod reaches redis" | "workflow" => {
+                assert_eq!(status, "skipped", "{name}: {detail}");
+                assert!(
+                    detail.starts_with("skipped (no pods run in the emulator"),
+                    "{name}: {detail}"
+                );
+            }
+            _ => assert_eq!(status, "passed", "{name}: {detail}"),
+        }
+    }
+    let detail = |name: &str| &steps.iter().find(|(n, _, _)| n == name).unwrap().2;
+    assert_eq!(detail("plan again"), "no change after up");
+    assert!(
+        detail("output").contains("database "),
+        "{}",
+        detail("output")
+    );
+    assert_eq!(detail("down again"), "nothing left to delete");
+
+    // The Job, its ConfigMap and NetworkPolicies were made in the control plane's namespace
+    // (the Job had to pass the emulator's admission) and removed again.
+    let instance = report["instance"].as_str().unwrap();
+    let selector = format!("labelSelector=stacksmith.dev/acceptance%3D{instance}");
+    for path in [
+        "/apis/batch/v1/namespaces/system/jobs",
+        "/api/v1/namespaces/system/configmaps",
+        "/apis/networking.k8s.io/v1/namespaces/system/networkpolicies",
+    ] {
+        let list = kube_get(&format!("{path}?{selector}"));
+        assert_eq!(
+            list["items"].as_array().map(Vec::len),
+            Some(0),
+            "{path}: {list:#}"
+        );
+    }
+}
