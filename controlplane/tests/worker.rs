@@ -489,3 +489,102 @@ async fn workflows_run_follows_the_shipped_workflow_to_success_and_fails_on_a_de
     stop_worker(worker).await;
     server.stop().await;
 }
+
+/// The URL of the per-test database behind `pool`.
+fn database_url(pool: &PgPool) -> String {
+    let database = pool
+        .connect_options()
+        .get_database()
+        .expect("database name")
+        .to_owned();
+    let base = stacksmith_testkit::database_url();
+    let (server, _) = base.rsplit_once('/').expect("URL with a database path");
+    format!("{server}/{database}")
+}
+
+/// `controlplane check` (what the acceptance suite's Job runs in the cluster), one JSON value per
+/// stdout line.
+async fn check(database_url: &str, redis_url: &str, args: &[&str]) -> (Option<i32>, Vec<Value>) {
+    let output = Command::new(env!("CARGO_BIN_EXE_controlplane"))
+        .arg("check")
+        .args(["--timeout-seconds", "5", "--wait-seconds", "30"])
+        .args(args)
+        .env("DATABASE_URL", database_url)
+        .env("REDIS_URL", redis_url)
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), output)
+        .await
+        .expect("controlplane check ends within its deadlines")
+        .expect("run controlplane check");
+    let lines = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON value per line"))
+        .collect();
+    (output.status.code(), lines)
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn check_reaches_the_database_and_cache_and_runs_a_workflow_as_a_throwaway_team(
+    pool: PgPool,
+) {
+    let url = database_url(&pool);
+    let server = server(pool.clone()).await;
+    let worker = worker(&server, "default", &["--concurrency", "2"]);
+    let workflow = std::env::temp_dir().join(format!(
+        "{}.json",
+        stacksmith_testkit::unique_name("check-workflow")
+    ));
+    std::fs::write(
+        &workflow,
+        json!({"tasks": [
+            {"name": "a", "pool": "default", "command": ["sh", "-c", "echo 1"]},
+            {"name": "b", "depends_on": ["a"], "pool": "default", "command": ["sh", "-c", "echo 2"]},
+        ]})
+        .to_string(),
+    )
+    .unwrap();
+    let redis_url = stacksmith_testkit::redis_url();
+    let (code, lines) = check(
+        &url,
+        &redis_url,
+        &[
+            "--url",
+            &server.base,
+            "--workflow",
+            workflow.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let _ = std::fs::remove_file(&workflow);
+    assert_eq!(code, Some(0), "{lines:#?}");
+    let checks: Vec<&str> = lines.iter().map(|l| l["check"].as_str().unwrap()).collect();
+    assert_eq!(checks, ["postgres", "redis", "workflow"], "{lines:#?}");
+    assert!(lines.iter().all(|l| l["ok"] == true), "{lines:#?}");
+    assert!(lines[0]["server_version"].is_string(), "{lines:#?}");
+    assert_eq!(lines[1]["answer"], "PONG");
+    assert_eq!(lines[2]["state"], "succeeded");
+    assert_eq!(lines[2]["tasks"].as_array().map(Vec::len), Some(2));
+    // The throwaway team's key is revoked once the workflow is done, and never printed.
+    let active: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM api_keys k JOIN teams t ON t.id = k.team_id \
+         WHERE t.name LIKE 'acceptance-%' AND k.revoked_at IS NULL",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(active, 0);
+    assert!(!lines.iter().any(|l| l.to_string().contains("sk_")));
+
+    // An unreachable cache fails its check (and the exit code); the database still passes.
+    let (code, lines) = check(&url, "redis://127.0.0.1:1", &[]).await;
+    assert_eq!(code, Some(1), "{lines:#?}");
+    assert_eq!(lines.len(), 2, "no workflow without --url: {lines:#?}");
+    assert_eq!(lines[0]["ok"], true);
+    assert_eq!(lines[1]["check"], "redis");
+    assert_eq!(lines[1]["ok"], false);
+    assert!(lines[1]["error"].is_string(), "{lines:#?}");
+    stop_worker(worker).await;
+    server.stop().await;
+}
