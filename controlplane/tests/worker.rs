@@ -588,3 +588,148 @@ async fn check_reaches_the_database_and_cache_and_runs_a_workflow_as_a_throwaway
     stop_worker(worker).await;
     server.stop().await;
 }
+
+/// A Redis that speaks only TLS, like ElastiCache with transit encryption (the stacks' default,
+/// which the provisioner hands over as `rediss://:TOKEN@HOST:6379`), with a certificate of a CA
+/// of its own that `SSL_CERT_FILE` names. Killed when dropped.
+struct TlsRedis {
+    _server: std::process::Child,
+    dir: std::path::PathBuf,
+    url: String,
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self._server.kill();
+        let _ = self._server.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn tls_redis() -> TlsRedis {
+    let dir = std::env::temp_dir().join(stacksmith_testkit::unique_name("tls-redis"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let openssl = |args: &[&str]| {
+        let output = std::process::Command::new("openssl")
+            .current_dir(&dir)
+            .args(args)
+            .output()
+            .expect("openssl runs");
+        assert!(output.status.success(), "openssl {args:?}: {output:?}");
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "1",
+        "-subj",
+        "/CN=stacksmith-test-ca",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "1",
+        "-extfile",
+        "ext",
+    ]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let server = std::process::Command::new("redis-server")
+        .current_dir(&dir)
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(["--tls-port", &port.to_string()])
+        .args([
+            "--tls-cert-file",
+            "server.pem",
+            "--tls-key-file",
+            "server.key",
+        ])
+        .args(["--tls-ca-cert-file", "ca.pem", "--tls-auth-clients", "no"])
+        .args(["--requirepass", "t0k/en"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server runs");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "redis-server did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    TlsRedis {
+        _server: server,
+        url: format!("rediss://:t0k%2Fen@127.0.0.1:{port}"),
+        dir,
+    }
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn check_reaches_a_cache_that_speaks_only_tls_as_elasticache_with_transit_encryption(
+    pool: PgPool,
+) {
+    let redis = tls_redis();
+    let url = database_url(&pool);
+    let output = Command::new(env!("CARGO_BIN_EXE_controlplane"))
+        .args(["check", "--timeout-seconds", "5"])
+        .env("DATABASE_URL", &url)
+        .env("REDIS_URL", &redis.url)
+        .env("SSL_CERT_FILE", redis.dir.join("ca.pem"))
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), output)
+        .await
+        .expect("controlplane check ends")
+        .expect("run controlplane check");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let redis_line: Value = serde_json::from_str(stdout.lines().nth(1).unwrap()).unwrap();
+    assert_eq!(redis_line["answer"], "PONG", "{stdout}");
+}
