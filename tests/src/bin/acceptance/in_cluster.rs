@@ -22,6 +22,8 @@ use serde_json::{Value, json};
 /// Label on everything the suite makes in the cluster.
 pub const LABEL: &str = "stacksmith.dev/acceptance";
 const API_NAME: &str = "stacksmith-controlplane";
+/// The provisioner's inventory label.
+const STACK_LABEL: &str = "stacksmith.dev/stack";
 
 /// What the check Job came to.
 #[derive(Debug)]
@@ -78,7 +80,7 @@ pub async fn find_api(client: &Client, settings: &CheckSettings) -> Result<(), S
         .metadata
         .labels
         .as_ref()
-        .and_then(|l| l.get("stacksmith.dev/stack"))
+        .and_then(|l| l.get(STACK_LABEL))
         .cloned()
         .unwrap_or_default();
     if label != settings.qualified_name {
@@ -94,8 +96,14 @@ fn name(settings: &CheckSettings) -> String {
     format!("stacksmith-acceptance-{}", settings.run_id)
 }
 
+/// The run's label, and the stack's inventory label: what runs the stack's Jobs (a cluster, or the
+/// testkit's kubelet, which runs the objects of the stack) runs this one too. Nothing applies the
+/// stack while the check runs, so no prune removes them before `remove` does.
 fn labels(settings: &CheckSettings) -> BTreeMap<String, String> {
-    BTreeMap::from([(LABEL.to_owned(), settings.run_id.clone())])
+    BTreeMap::from([
+        (LABEL.to_owned(), settings.run_id.clone()),
+        (STACK_LABEL.to_owned(), settings.qualified_name.clone()),
+    ])
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> T {
