@@ -20,7 +20,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -28,8 +27,10 @@ use common::{TestServer, WORKER_KEY};
 use controlplane::config::RateLimitConfig;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use stacksmith_testkit::container::{Container, ContainerSpec};
+use stacksmith_testkit::container::{Container, ContainerSpec, runnable_by_any_user};
 use stacksmith_testkit::workspace_binary;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
 
 /// Stands in for the database URL a worker might have in its environment.
 const DATABASE_URL: &str = "postgres://stacksmith:db-password-never-seen@10.0.1.5:5432/stacksmith";
@@ -50,8 +51,11 @@ fn log_dir() -> PathBuf {
 /// A task slot container as the worker pod template starts it (command and arguments as
 /// rendered, plus a short long-poll and a larger output bound for the probe's report).
 fn slot(server: &TestServer, pool: &str, uid: u32, extra: &[&str], log: PathBuf) -> Container {
+    // The slot's user runs the copy the pod's `runtime` init container would have made.
+    let controlplane =
+        runnable_by_any_user(std::path::Path::new(env!("CARGO_BIN_EXE_controlplane")));
     let mut argv = vec![
-        env!("CARGO_BIN_EXE_controlplane").to_owned(),
+        controlplane.to_string_lossy().into_owned(),
         "worker".into(),
         "--url".into(),
         server.base.clone(),
@@ -132,9 +136,33 @@ fn logs_text(dir: &std::path::Path) -> String {
 }
 
 fn probe_binary() -> String {
-    workspace_binary("stacksmith-task-probe")
+    runnable_by_any_user(&workspace_binary("stacksmith-task-probe"))
         .to_string_lossy()
         .into_owned()
+}
+
+/// Waits (bounded) for the planter task to connect and say where it planted (lines up to an
+/// empty one); the connection is kept open so that the planter stays alive.
+async fn planter_connects(
+    listener: TcpListener,
+    logs: &std::path::Path,
+) -> (TcpStream, Vec<String>) {
+    let said = async {
+        let (stream, _) = listener.accept().await.expect("the planter connects");
+        let mut reader = BufReader::new(stream);
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).await.unwrap_or(0) == 0 || line.trim().is_empty() {
+                break;
+            }
+            lines.push(line.trim().to_owned());
+        }
+        (reader.into_inner(), lines)
+    };
+    tokio::time::timeout(Duration::from_secs(90), said)
+        .await
+        .unwrap_or_else(|_| panic!("the planter never ran:\n{}", logs_text(logs)))
 }
 
 #[sqlx::test(migrations = "./migrations")]
@@ -163,7 +191,7 @@ async fn a_task_reaches_neither_the_worker_key_nor_another_teams_task(pool: PgPo
         "planted-secret-{}",
         stacksmith_testkit::unique_name("s").replace('_', "-")
     );
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let planted = submit(
         &server,
@@ -172,27 +200,7 @@ async fn a_task_reaches_neither_the_worker_key_nor_another_teams_task(pool: PgPo
                "env": {"PLANTED_SECRET": secret, "PROBE_READY_ADDR": address}}),
     )
     .await;
-    listener.set_nonblocking(false).unwrap();
-    let accept = tokio::task::spawn_blocking(move || {
-        let (stream, _) = listener.accept().expect("the planter connects");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .unwrap();
-        let mut lines = Vec::new();
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
-                break;
-            }
-            lines.push(line.trim().to_owned());
-        }
-        (stream, lines)
-    });
-    let (planter_connection, planter_said) = tokio::time::timeout(Duration::from_secs(90), accept)
-        .await
-        .unwrap_or_else(|_| panic!("the planter never ran:\n{}", logs_text(&logs)))
-        .unwrap();
+    let (planter_connection, planter_said) = planter_connects(listener, &logs).await;
     let planter_dir = |name: &str| {
         planter_said
             .iter()
@@ -539,7 +547,7 @@ async fn without_slot_containers_concurrent_tasks_see_each_other_but_not_the_wor
         "planted-secret-{}",
         stacksmith_testkit::unique_name("s").replace('_', "-")
     );
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap().to_string();
     let planted = submit(
         &server,
@@ -548,17 +556,7 @@ async fn without_slot_containers_concurrent_tasks_see_each_other_but_not_the_wor
                "env": {"PLANTED_SECRET": secret, "PROBE_READY_ADDR": address}}),
     )
     .await;
-    let accept = tokio::task::spawn_blocking(move || {
-        let (stream, _) = listener.accept().expect("the planter connects");
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
-        let mut line = String::new();
-        let _ = reader.read_line(&mut line);
-        stream
-    });
-    let connection = tokio::time::timeout(Duration::from_secs(90), accept)
-        .await
-        .unwrap_or_else(|_| panic!("the planter never ran:\n{}", logs_text(&logs)))
-        .unwrap();
+    let (connection, _) = planter_connects(listener, &logs).await;
     let probe = submit(
         &server,
         &prober,

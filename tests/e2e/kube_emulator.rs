@@ -678,14 +678,23 @@ fn resource_version_increases_and_generation_follows_spec() {
     assert_eq!(scaled.body.num("metadata/generation"), Some(2.0));
     last = rv(&scaled.body);
 
-    // PUT replaces; a stale resourceVersion conflicts.
-    let mut body = deployment("app", 2, "nginx:2");
-    body = body.replacen(
-        r#""name":"app","#,
-        &format!(r#""name":"app","resourceVersion":"{last}","#),
-        1,
-    );
-    let replaced = client.request("PUT", &path, JSON, &body);
+    // PUT replaces; a stale resourceVersion conflicts. The Deployment controller writes status
+    // concurrently (as on a real cluster), so the PUT carries the version just read and is
+    // retried, as a client does, when the controller got in between (bounded).
+    let mut attempts = 0;
+    let (body, replaced) = loop {
+        attempts += 1;
+        let current = rv(&client.get(&path).body);
+        let body = deployment("app", 2, "nginx:2").replacen(
+            r#""name":"app","#,
+            &format!(r#""name":"app","resourceVersion":"{current}","#),
+            1,
+        );
+        let replaced = client.request("PUT", &path, JSON, &body);
+        if replaced.status != 409 || attempts == 10 {
+            break (body, replaced);
+        }
+    };
     assert_eq!(replaced.status, 200, "{replaced:?}");
     assert!(rv(&replaced.body) > last, "{replaced:?}");
     assert_eq!(replaced.body.num("spec/replicas"), Some(2.0));

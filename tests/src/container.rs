@@ -8,8 +8,13 @@
 //!
 //! Needs root (the suite runs as root) and util-linux's `unshare` and `setpriv`. Stop it with
 //! [`Container::kill`] (or drop it): killing PID 1 of a PID namespace kills every process in it.
+//!
+//! The container's user must be able to reach what it executes, as in an image: a binary under a
+//! cargo target directory in root's `HOME` (mode 0700, as CI keeps it) is not. Run the copy that
+//! [`runnable_by_any_user`] makes, as a worker pod runs the copy its `runtime` init container made.
 
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 /// What to start.
@@ -34,9 +39,58 @@ pub struct Container {
     runtime: Child,
 }
 
+/// Where [`runnable_by_any_user`] puts its copies: outside `/tmp` and `/dev/shm` (a container
+/// mounts its own there), every directory on the way searchable by every user.
+const RUNNABLE_DIR: &str = "/var/tmp/stacksmith-test-binaries";
+
+/// A copy of `binary` that every user can read and execute (mode 0555, in a directory every user
+/// can search), named by the binary's size and modification time so that test processes running
+/// at once share one copy and a rebuilt binary gets a new one. Panics when it cannot copy.
+pub fn runnable_by_any_user(binary: &Path) -> PathBuf {
+    let metadata = std::fs::metadata(binary)
+        .unwrap_or_else(|e| panic!("{} cannot be read: {e}", binary.display()));
+    let modified = metadata
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let name = binary
+        .file_name()
+        .expect("a binary's path ends in its name")
+        .to_string_lossy();
+    let dir = Path::new(RUNNABLE_DIR).join(format!("{name}-{}-{modified}", metadata.len()));
+    let copy = dir.join(&*name);
+    if copy.is_file() {
+        return copy;
+    }
+    std::fs::create_dir_all(&dir).expect("create the directory of runnable binaries");
+    for ancestor in [Path::new(RUNNABLE_DIR), dir.as_path()] {
+        std::fs::set_permissions(ancestor, std::fs::Permissions::from_mode(0o755))
+            .expect("make the directory searchable by every user");
+    }
+    // Copied beside, then renamed into place: a concurrent test never runs a partial copy.
+    let partial = dir.join(format!(".{name}.{}", std::process::id()));
+    std::fs::copy(binary, &partial).expect("copy the binary");
+    std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o555))
+        .expect("make the copy executable by every user");
+    std::fs::rename(&partial, &copy).expect("move the copy into place");
+    copy
+}
+
 impl Container {
-    /// Starts `spec`. Panics when `unshare` cannot run (not root, no util-linux).
+    /// Starts `spec`. Panics when `unshare` cannot run (not root, no util-linux), or when the
+    /// container's user could not reach the executable (see [`runnable_by_any_user`]).
     pub fn start(spec: &ContainerSpec) -> Self {
+        if let Some(executable) = spec.argv.first().map(Path::new)
+            && executable.is_absolute()
+        {
+            assert!(
+                reachable_by_others(executable),
+                "{} is not executable by uid {}: start runnable_by_any_user(..) instead",
+                executable.display(),
+                spec.uid
+            );
+        }
         let mut script = String::from("set -e\n");
         for dir in &spec.empty_dirs {
             script.push_str(&format!(
@@ -122,6 +176,20 @@ impl Container {
         let _ = self.runtime.kill();
         let _ = self.runtime.wait();
     }
+}
+
+/// True when a user other than the owner may execute `path` and search every directory above it.
+fn reachable_by_others(path: &Path) -> bool {
+    let mode = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0)
+    };
+    mode(path) & 0o001 != 0
+        && path
+            .ancestors()
+            .skip(1)
+            .all(|dir| dir.as_os_str().is_empty() || mode(dir) & 0o001 != 0)
 }
 
 impl Drop for Container {
