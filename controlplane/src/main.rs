@@ -30,7 +30,8 @@ enum Command {
     },
     /// Exit 0 when the local server answers `GET /healthz` with 200 (the image's HEALTHCHECK).
     Healthcheck {
-        /// Address to probe; defaults to 127.0.0.1 on the port of CONTROLPLANE_LISTEN (8080).
+        /// Address to probe; defaults to CONTROLPLANE_LISTEN (8080), 127.0.0.1 when it listens on
+        /// every address.
         #[arg(long)]
         address: Option<std::net::SocketAddr>,
     },
@@ -88,6 +89,10 @@ enum Command {
         /// every process the task left and empties the task directory.
         #[arg(long)]
         container_slot: bool,
+        /// Serve `GET /healthz` (alive) and `GET /readyz` (the control plane answers this
+        /// worker's lease requests) on this address, for a pod's probes.
+        #[arg(long)]
+        health_listen: Option<std::net::SocketAddr>,
     },
     /// The task runtime of worker pods.
     Runtime {
@@ -251,7 +256,11 @@ fn healthcheck(address: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "0.0.0.0:8080".to_owned())
                 .parse()
                 .context("CONTROLPLANE_LISTEN is not an address")?;
-            std::net::SocketAddr::from(([127, 0, 0, 1], listen.port()))
+            if listen.ip().is_unspecified() {
+                std::net::SocketAddr::from(([127, 0, 0, 1], listen.port()))
+            } else {
+                listen
+            }
         }
     };
     let timeout = std::time::Duration::from_secs(2);
@@ -457,6 +466,7 @@ async fn main() -> anyhow::Result<()> {
             name,
             task_dir,
             container_slot,
+            health_listen,
         } => {
             if controlplane::worker::init::is_pid1() {
                 let code = controlplane::worker::init::supervise().await?;
@@ -493,6 +503,7 @@ async fn main() -> anyhow::Result<()> {
                 drain: std::time::Duration::from_secs(drain_seconds),
                 name,
                 sandbox: controlplane::worker::sandbox::Sandbox::new(task_dir, container_slot),
+                health_listen,
             };
             controlplane::worker::run(options, controlplane::shutdown::signal()).await?;
         }

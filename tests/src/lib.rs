@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod container;
+pub mod tls;
 
 /// `STACKSMITH_TEST_DATABASE_URL`: a Postgres URL whose user may create databases.
 pub const DATABASE_URL_VAR: &str = "STACKSMITH_TEST_DATABASE_URL";

@@ -137,12 +137,21 @@ pub async fn run(
             .get(format!("{base}/v1/workflows/{}", workflow.id))
             .bearer_auth(&options.api_key)
             .send()
-            .await
-            .map_err(|source| RunError::Unreachable {
-                url: base.to_owned(),
-                source,
-            })?;
-        workflow = answer(read, "reading the workflow").await?;
+            .await;
+        // Once submitted, the workflow runs whether or not we watch: a replica going away
+        // (a rollout, a lost node) or a server error is retried until the deadline.
+        match read {
+            Ok(read) if read.status().is_server_error() => {
+                progress(&format!(
+                    "reading the workflow: {}; retrying",
+                    read.status()
+                ));
+            }
+            Ok(read) => workflow = answer(read, "reading the workflow").await?,
+            Err(error) => progress(&format!(
+                "cannot reach the control plane at {base} ({error}); retrying"
+            )),
+        }
     }
 }
 

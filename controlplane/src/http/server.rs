@@ -94,6 +94,8 @@ pub fn router(state: AppState) -> Router {
 
 /// Connects to Postgres and Redis and builds the shared state.
 pub async fn connect(config: Config) -> Result<AppState, ServeError> {
+    // `rediss://` (and the autoscaler's kube client) use rustls with the process's provider.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let db = store::connect(
         config.database_url.expose(),
         config.database_max_connections,

@@ -32,6 +32,7 @@ use process::{Exit, Output, TaskProcess};
 use reporter::Reporter;
 
 mod api;
+pub mod health;
 pub mod init;
 pub mod process;
 pub mod reporter;
@@ -59,6 +60,8 @@ pub struct WorkerOptions {
     pub name: String,
     /// Tasks' environment, private directories and clean-up ([`sandbox`]).
     pub sandbox: sandbox::Sandbox,
+    /// Where to serve `/healthz` and `/readyz` ([`health`]); none when unset.
+    pub health_listen: Option<std::net::SocketAddr>,
 }
 
 /// Runs until `shutdown` resolves, then drains (see the module documentation).
@@ -83,6 +86,15 @@ pub async fn run(
         base: options.url.trim_end_matches('/').to_owned(),
         key: options.api_key.clone(),
     });
+    let readiness = health::Readiness::default();
+    let probes = match options.health_listen {
+        Some(address) => Some(
+            health::serve(address, readiness.clone())
+                .await
+                .with_context(|| format!("cannot serve the probes on {address}"))?,
+        ),
+        None => None,
+    };
     let options = Arc::new(options);
     let (kill_tx, kill_rx) = watch::channel(false);
     let reporter = Reporter::new(options.lease_seconds);
@@ -116,9 +128,13 @@ pub async fn run(
             () = &mut shutdown => (lease_call.await, true),
         };
         let leases = match outcome {
-            Ok(Reply::Ok(response)) => response.leases,
+            Ok(Reply::Ok(response)) => {
+                readiness.reached();
+                response.leases
+            }
             Ok(Reply::Gone(detail)) => {
                 tracing::warn!(detail, "lease request refused");
+                readiness.not_ready(format!("lease request refused: {detail}"));
                 if !stopping && sleep_or_stop(&mut shutdown, Duration::from_secs(1)).await {
                     break;
                 }
@@ -126,6 +142,7 @@ pub async fn run(
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot lease; retrying");
+                readiness.not_ready(format!("cannot lease: {error}"));
                 if !stopping && sleep_or_stop(&mut shutdown, Duration::from_secs(1)).await {
                     break;
                 }
@@ -150,6 +167,7 @@ pub async fn run(
             ));
         }
     }
+    readiness.not_ready("stopping: no more leases");
     tracing::info!(
         running = running.len(),
         "stopping: no more leases; draining"
@@ -172,6 +190,9 @@ pub async fn run(
     // The last reports (completions, releases), for as long as their leases last.
     reporter.flush(REPORT_FLUSH_LIMIT).await;
     reporting.abort();
+    if let Some(probes) = probes {
+        probes.abort();
+    }
     tracing::info!(unreported = reporter.pending(), "worker stopped");
     Ok(())
 }

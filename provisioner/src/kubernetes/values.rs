@@ -148,11 +148,9 @@ impl<'a> RenderValues<'a> {
             })
             .collect();
         let controlplane = stack.controlplane.as_ref().map(|c| {
+            // CONTROLPLANE_LISTEN is the pod's own address (the Deployment's `env`, from the
+            // downward API): 60-controlplane.yaml.tera.
             let mut environment = vec![
-                KeyValue {
-                    key: "CONTROLPLANE_LISTEN".into(),
-                    value: format!("0.0.0.0:{API_PORT}"),
-                },
                 KeyValue {
                     key: "CONTROLPLANE_REDIS_PREFIX".into(),
                     value: format!("{}:", loaded.names.qualified),
