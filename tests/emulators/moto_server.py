@@ -13,7 +13,8 @@ Filter). This launcher replaces the two matching functions of `moto.ec2.utils` (
 `moto.ec2.models.tags` imported) before the server starts.
 
 It also gives EKS clusters the cluster security group AWS makes for them (see
-`patch_eks_cluster_security_group`); everything else is plain moto.
+`patch_eks_cluster_security_group`) and keeps ElastiCache groups the way AWS does
+(`patch_elasticache`); everything else is plain moto.
 """
 
 import re
@@ -128,9 +129,83 @@ def patch_eks_cluster_security_group() -> None:
     eks.EKSBackend.update_cluster_config = update_cluster_config
 
 
+def patch_elasticache() -> None:
+    """ElastiCache replication groups the way AWS keeps them.
+
+    moto 5.2 ignores `NumCacheClusters` when `ReplicasPerNodeGroup` is not given (a group created
+    with two clusters reports one member, so every later read looked like drift), keeps a deleted
+    group `deleting` forever, and answers HTTP 500 to DeleteCacheSubnetGroup (not implemented).
+    AWS reports one member per requested cluster, removes a deleted group after a while (the
+    fault proxy can show `deleting` for a scaled duration), and deletes an unused cache subnet
+    group (`CacheSubnetGroupInUse` while a group uses it).
+    """
+    from moto.elasticache import models, responses
+    from moto.elasticache.exceptions import CacheSubnetGroupNotFound, ElastiCacheException
+    from moto.core.responses import EmptyResult
+
+    class CacheSubnetGroupInUse(ElastiCacheException):
+        code = "CacheSubnetGroupInUse"
+
+        def __init__(self, name: str):
+            super().__init__(f"Cache subnet group {name} is currently in use by a cache cluster.")
+
+    original_members = models.ReplicationGroup._set_node_members_clusters_disabled
+
+    def members_disabled(
+        self,
+        member_clusters,
+        replication_group_id,
+        replication_group_domain,
+        node_group,
+        preferred_cache_cluster_azs,
+        num_cache_clusters,
+        replicas_per_node_group,
+    ):
+        if not replicas_per_node_group and num_cache_clusters and int(num_cache_clusters) > 1:
+            replicas_per_node_group = int(num_cache_clusters) - 1
+        return original_members(
+            self,
+            member_clusters,
+            replication_group_id,
+            replication_group_domain,
+            node_group,
+            preferred_cache_cluster_azs,
+            num_cache_clusters,
+            replicas_per_node_group,
+        )
+
+    models.ReplicationGroup._set_node_members_clusters_disabled = members_disabled
+
+    original_delete = models.ElastiCacheBackend.delete_replication_group
+
+    def delete_replication_group(self, replication_group_id, retain_primary_cluster):
+        group = original_delete(self, replication_group_id, retain_primary_cluster)
+        self.replication_groups.pop(replication_group_id, None)
+        return group
+
+    models.ElastiCacheBackend.delete_replication_group = delete_replication_group
+
+    def delete_cache_subnet_group(self, cache_subnet_group_name):
+        if cache_subnet_group_name not in self.cache_subnet_groups:
+            raise CacheSubnetGroupNotFound(cache_subnet_group_name)
+        for group in self.replication_groups.values():
+            if getattr(group, "cache_subnet_group_name", None) == cache_subnet_group_name:
+                raise CacheSubnetGroupInUse(cache_subnet_group_name)
+        return self.cache_subnet_groups.pop(cache_subnet_group_name)
+
+    models.ElastiCacheBackend.delete_cache_subnet_group = delete_cache_subnet_group
+
+    def delete_cache_subnet_group_response(self):
+        self.elasticache_backend.delete_cache_subnet_group(self._get_param("CacheSubnetGroupName"))
+        return EmptyResult()
+
+    responses.ElastiCacheResponse.delete_cache_subnet_group = delete_cache_subnet_group_response
+
+
 def main() -> int:
     patch_moto()
     patch_eks_cluster_security_group()
+    patch_elasticache()
     from moto.server import main as moto_main
 
     sys.argv[0] = "moto_server"
