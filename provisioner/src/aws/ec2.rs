@@ -308,6 +308,8 @@ async fn describe(
                     operation: "describe",
                     code: None,
                     message: format!("`{other}` is not a taggable EC2 type"),
+                    status: None,
+                    request_id: None,
                 });
             }
         }
@@ -343,6 +345,77 @@ pub async fn find_by_tags(
         return Ok(Vec::new());
     }
     describe(ctx, kind, Select::Tags(tags)).await
+}
+
+/// The object of a tag-less kind that `properties` describe, found by its natural key: a route
+/// by table and destination, an association by subnet (and table), a rule by group, direction,
+/// protocol, ports and peer. Settles an interrupted create (the call was sent, state did not
+/// record it). Nothing for taggable kinds.
+pub async fn find_by_key(
+    ctx: &AwsContext,
+    kind: &str,
+    properties: &IndexMap<String, Value>,
+) -> Result<Vec<LiveResource>, ProviderError> {
+    let p = Props(properties);
+    match kind {
+        "aws.ec2.route" => {
+            let (Some(table), Some(destination)) = (
+                p.opt_str("route_table_id"),
+                p.opt_str("destination_cidr_block"),
+            ) else {
+                return Ok(Vec::new());
+            };
+            Ok(read_route(ctx, &route_id(table, destination))
+                .await?
+                .into_iter()
+                .collect())
+        }
+        "aws.ec2.route_table_association" => {
+            let (Some(subnet), Some(table)) = (p.opt_str("subnet_id"), p.opt_str("route_table_id"))
+            else {
+                return Ok(Vec::new());
+            };
+            let out = match ctx
+                .clients()
+                .await
+                .ec2
+                .describe_route_tables()
+                .filters(
+                    Filter::builder()
+                        .name("association.subnet-id")
+                        .values(subnet)
+                        .build(),
+                )
+                .send()
+                .await
+                .map_err(api("DescribeRouteTables"))
+            {
+                Ok(out) => out,
+                Err(e) if e.is_any(NOT_FOUND) => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            Ok(out
+                .route_tables()
+                .iter()
+                .flat_map(|t| t.associations())
+                .filter(|a| a.subnet_id() == Some(subnet) && a.route_table_id() == Some(table))
+                .filter_map(|a| {
+                    let id = a.route_table_association_id()?;
+                    Some(live(
+                        id,
+                        json!({ "subnet_id": subnet, "route_table_id": table }),
+                        json!({ "id": id }),
+                        IndexMap::new(),
+                    ))
+                })
+                .collect())
+        }
+        "aws.ec2.security_group_rule" => match matching_rules(ctx, properties).await {
+            Err(ProviderError::NotFound(_)) => Ok(Vec::new()),
+            other => other,
+        },
+        _ => Ok(Vec::new()),
+    }
 }
 
 /// The taggable kinds `list_owned` searches by tag.

@@ -273,13 +273,31 @@ const THROTTLE_CODES: &[&str] = &[
     "PriorRequestNotComplete",
 ];
 
-/// An API error reduced to what the providers decide on.
+/// An API error reduced to what the providers decide on, shown as one line: the operation, the
+/// HTTP status, AWS's error code and message, and the request id (what AWS support asks for).
+/// The raw answer (an emulator's HTML error page, say) is logged at `RUST_LOG=debug` only.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{operation}: {message}")]
+#[error("{operation}: {message}{}", context(*.status, .request_id.as_deref()))]
 pub struct ApiError {
     pub operation: &'static str,
     pub code: Option<String>,
+    /// `CODE: message` (or what went wrong when the answer carried no code), on one line.
     pub message: String,
+    pub status: Option<u16>,
+    pub request_id: Option<String>,
+}
+
+fn context(status: Option<u16>, request_id: Option<&str>) -> String {
+    match (status, request_id) {
+        (Some(status), Some(id)) => format!(" (HTTP {status}, request id {id})"),
+        (Some(status), None) => format!(" (HTTP {status})"),
+        (None, Some(id)) => format!(" (request id {id})"),
+        (None, None) => String::new(),
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 impl ApiError {
@@ -287,16 +305,69 @@ impl ApiError {
     where
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
+        use aws_sdk_ec2::error::SdkError;
+        let raw = error.raw_response();
+        let status = raw.map(|r| r.status().as_u16());
+        let request_id = error
+            .meta()
+            .extra("aws_request_id")
+            .map(str::to_owned)
+            .or_else(|| {
+                let headers = raw?.headers();
+                headers
+                    .get("x-amzn-requestid")
+                    .or_else(|| headers.get("x-amz-request-id"))
+                    .map(str::to_owned)
+            });
+        if let Some(raw) = raw {
+            let body = raw.body().bytes().map(String::from_utf8_lossy);
+            tracing::debug!(
+                operation,
+                status = raw.status().as_u16(),
+                body = body.as_deref().unwrap_or("<streaming>"),
+                "AWS answered an error"
+            );
+        }
         let code = error.code().map(str::to_owned);
         let message = match (&code, error.message()) {
-            (Some(code), Some(message)) => format!("{code}: {message}"),
+            (Some(code), Some(message)) => format!("{code}: {}", one_line(message)),
             (Some(code), None) => code.clone(),
-            _ => aws_sdk_ec2::error::DisplayErrorContext(&error).to_string(),
+            (None, _) => match &error {
+                SdkError::ServiceError(_) => {
+                    "the answer carried no AWS error code (RUST_LOG=debug shows its body)"
+                        .to_owned()
+                }
+                SdkError::TimeoutError(_) => "the request timed out".to_owned(),
+                SdkError::DispatchFailure(failure) => {
+                    let mut reason = "the request could not be sent".to_owned();
+                    if failure.is_io() {
+                        reason.push_str(" (connection failed)");
+                    } else if failure.is_timeout() {
+                        reason.push_str(" (connect timeout)");
+                    }
+                    let mut source = std::error::Error::source(&error);
+                    let mut last = None;
+                    while let Some(inner) = source {
+                        last = Some(inner.to_string());
+                        source = inner.source();
+                    }
+                    match last {
+                        Some(last) => format!("{reason}: {}", one_line(&last)),
+                        None => reason,
+                    }
+                }
+                SdkError::ResponseError(_) => {
+                    "the answer could not be read (RUST_LOG=debug shows it)".to_owned()
+                }
+                _ => one_line(&error.to_string()),
+            },
         };
         Self {
             operation,
             code,
             message,
+            status,
+            request_id,
         }
     }
 
@@ -728,6 +799,20 @@ impl Provider for AwsProvider {
                 // tags.
                 Some("iam" | "rds" | "elasticache" | "eks" | "logs") => Ok(Vec::new()),
                 _ => Err(unknown(&context.resource_type)),
+            }
+        })
+    }
+
+    fn find_by_key<'a>(
+        &'a self,
+        context: &'a CallContext,
+        properties: &'a IndexMap<String, Value>,
+    ) -> BoxFuture<'a, Result<Vec<LiveResource>, ProviderError>> {
+        Box::pin(async move {
+            let t = context.resource_type.as_str();
+            match service(t) {
+                Some("ec2") => ec2::find_by_key(&self.ctx, t, properties).await,
+                _ => Ok(Vec::new()),
             }
         })
     }

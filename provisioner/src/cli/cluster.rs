@@ -17,6 +17,9 @@ use crate::state::StateDocument;
 pub const HOW_TO_INSTALL: &str = "set `cluster.kubeconfig` in the stack to apply them through a \
      kubeconfig, or run `provisioner render --out DIR --include-secrets` and apply the files";
 
+/// How to leave the cluster out when it cannot be reached (`drift`, `plan --refresh`).
+pub const SKIP_HINT_DRIFT: &str = "pass --skip-cluster to compare the cloud side only";
+
 /// Whether the stack renders any in-cluster object.
 pub fn has_objects(deployment: &Deployment) -> bool {
     let stack = &deployment.loaded.stack;

@@ -49,6 +49,10 @@ pub struct Args {
     /// Write the report to FILE instead of stdout (a one-line summary still goes to stderr).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Compare the cloud side only: do not read the in-cluster objects (like `up
+    /// --skip-cluster-install`), e.g. when the cluster's API cannot be reached from here.
+    #[arg(long)]
+    pub skip_cluster: bool,
 }
 
 pub fn run(args: &Args, stacks_dir: &Path, output: &Output) -> miette::Result<ExitCode> {
@@ -67,7 +71,15 @@ pub fn run(args: &Args, stacks_dir: &Path, output: &Output) -> miette::Result<Ex
             );
         }
         let (mut report, _, _) = detect(&deployment, &registry, &state).await?;
-        for entry in in_cluster(&deployment, &state).await? {
+        let entries = if args.skip_cluster {
+            if cluster::has_objects(&deployment) {
+                eprintln!("note: the in-cluster objects were not compared (--skip-cluster)");
+            }
+            Vec::new()
+        } else {
+            in_cluster(&deployment, &state).await?
+        };
+        for entry in entries {
             report.push(entry);
         }
         Ok::<_, miette::Report>(report)
@@ -151,14 +163,18 @@ async fn in_cluster(
     // Secrets with placeholders: they are compared by their keys, never their values.
     let files = kubernetes::render(&deployment.loaded, Some(&SecretValues::placeholders()))
         .map_err(|e| miette!("{e}"))?;
-    let applier = cluster::applier(deployment, &route)
-        .await
-        .map_err(|e| e.wrap_err("reading the in-cluster objects"))?;
+    let applier = cluster::applier(deployment, &route).await.map_err(|e| {
+        e.wrap_err(format!(
+            "reading the in-cluster objects ({})",
+            cluster::SKIP_HINT_DRIFT
+        ))
+    })?;
     let stack = &deployment.loaded.names.qualified;
     read_cluster(&applier, &files, stack).await.map_err(|e| {
         miette!(
-            "reading the in-cluster objects through {}: {e}",
-            route.describe()
+            "reading the in-cluster objects through {}: {e}; {}",
+            route.describe(),
+            cluster::SKIP_HINT_DRIFT
         )
     })
 }

@@ -105,6 +105,13 @@ pub enum Command {
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Diagnostics (raw AWS answers, the SDK's own logs) only when asked for with RUST_LOG.
+    if std::env::var_os("RUST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
     let output = Output::from_environment();
     let result = match cli.command {
         Command::Validate(args) => validate::run(&args, &cli.stacks_dir, &output),

@@ -36,6 +36,10 @@ pub struct Args {
     /// Read every recorded resource from its provider first, so drift shows as changes.
     #[arg(long)]
     pub refresh: bool,
+    /// Plan the cloud side only: do not read the in-cluster objects (like `up
+    /// --skip-cluster-install`), e.g. when the cluster's API cannot be reached from here.
+    #[arg(long)]
+    pub skip_cluster: bool,
 }
 
 pub fn run(args: &Args, stacks_dir: &Path, output: &Output) -> miette::Result<ExitCode> {
@@ -83,12 +87,20 @@ pub fn run(args: &Args, stacks_dir: &Path, output: &Output) -> miette::Result<Ex
         })
         .map_err(|e| miette!("{e}"))?;
         let plan = match &state {
-            Some(state) => planner::with_member_removals(plan, state, &members),
+            Some(state) => planner::with_member_removals(plan, state, &members)
+                    .map_err(|e| miette!("{e}"))?,
             None => plan,
         };
         let report = policy::check_plan(&policy::policies_dir(), &deployment.loaded, &plan)
             .map_err(super::policy::diagnostic)?;
-        let cluster_plan = in_cluster_plan(&deployment, state.as_ref(), args.refresh).await?;
+        let cluster_plan = if args.skip_cluster {
+            if cluster::has_objects(&deployment) {
+                eprintln!("note: the in-cluster objects were not compared (--skip-cluster)");
+            }
+            None
+        } else {
+            in_cluster_plan(&deployment, state.as_ref(), args.refresh).await?
+        };
         Ok::<_, miette::Report>((plan, report, cluster_plan))
     })?;
     let plan_json = || cluster::plan_json(&plan, cluster_plan.as_ref());
@@ -166,6 +178,11 @@ async fn in_cluster_plan(
         _ => cluster::plan(deployment, &route)
             .await
             .map(Some)
-            .map_err(|e| e.wrap_err("reading the in-cluster objects")),
+            .map_err(|e| {
+                e.wrap_err(format!(
+                    "reading the in-cluster objects ({})",
+                    cluster::SKIP_HINT_DRIFT
+                ))
+            }),
     }
 }

@@ -204,7 +204,8 @@ async fn locked_apply(
             })
             .map_err(|e| miette!("{e}"))?;
             let plan = match &state {
-                Some(state) => planner::with_member_removals(plan, state, &members),
+                Some(state) => planner::with_member_removals(plan, state, &members)
+                    .map_err(|e| miette!("{e}"))?,
                 None => plan,
             };
             (plan, lifetime)

@@ -12,7 +12,7 @@ use super::plan::{
 };
 use super::provider::{LiveResource, OwnedObject};
 use super::secrets::is_encrypted;
-use super::types::{TypeCatalog, satisfies};
+use super::types::{TypeCatalog, natural_key, same_natural_key, satisfies};
 use super::value::{self, OutputRef};
 use super::{Address, DesiredResource, DesiredSet};
 use crate::state::{ResourceRecord, StateDocument};
@@ -26,6 +26,18 @@ pub enum PlanError {
     Graph(#[from] GraphError),
     #[error("state belongs to stack `{found}`, not `{expected}`")]
     WrongStack { expected: String, found: String },
+    /// The invariant of [`check_no_delete_and_create`]: one plan never deletes and creates (or
+    /// keeps) the same cloud object.
+    #[error(
+        "the plan would delete {deleted} ({id}) and also {verb} {kept}, the same cloud object; \
+         this is a bug in Stacksmith's planner, nothing was changed"
+    )]
+    DeletesWhatItKeeps {
+        deleted: Address,
+        id: String,
+        verb: &'static str,
+        kept: Address,
+    },
 }
 
 pub struct PlanInput<'a> {
@@ -99,6 +111,7 @@ pub fn plan(input: &PlanInput<'_>) -> Result<Plan, PlanError> {
     }
 
     actions.extend(plan_deletions(desired, input.state));
+    check_no_delete_and_create(&actions)?;
 
     let summary = Summary::of(&actions);
     Ok(Plan {
@@ -349,18 +362,103 @@ pub fn plan_member_removals(state: &StateDocument, members: &[OwnedObject]) -> V
 }
 
 /// `plan` plus [`plan_member_removals`] (what `up` and `plan --refresh` show after reading the
-/// members of the recorded objects).
+/// members of the recorded objects). An unrecorded member that is the object a declared resource
+/// describes (same natural key: a route left by an interrupted create, a rule authorized just
+/// before a kill) is adopted by that resource's create, never deleted; the result is checked
+/// against [`check_no_delete_and_create`].
 pub fn with_member_removals(
     mut plan: Plan,
     state: &StateDocument,
     members: &[OwnedObject],
-) -> Plan {
+) -> Result<Plan, PlanError> {
     let removals = plan_member_removals(state, members);
-    if !removals.is_empty() {
-        plan.actions.extend(removals);
-        plan.summary = Summary::of(&plan.actions);
+    let mut kept = Vec::new();
+    for removal in removals {
+        let adopter = plan.actions.iter().position(|action| {
+            matches!(action.action, ActionKind::Create | ActionKind::Replace)
+                && action.resource_type == removal.resource_type
+                && same_natural_key(
+                    &action.resource_type,
+                    |name| after_value(action, name),
+                    |name| before_value(&removal, name),
+                )
+        });
+        match adopter {
+            Some(index) => {
+                let action = &mut plan.actions[index];
+                let id = removal.resource_id.clone().unwrap_or_default();
+                let note = format!("adopts the existing {id}, which the stack declares");
+                action.note = Some(match action.note.take() {
+                    Some(previous) => format!("{previous}; {note}"),
+                    None => note,
+                });
+            }
+            None => kept.push(removal),
+        }
     }
-    plan
+    if !kept.is_empty() {
+        plan.actions.extend(kept);
+    }
+    plan.summary = Summary::of(&plan.actions);
+    check_no_delete_and_create(&plan.actions)?;
+    Ok(plan)
+}
+
+/// An attribute's value after a create or update: `None` absent, `Some(None)` not known yet.
+fn after_value<'a>(action: &'a ResourceAction, name: &str) -> Option<Option<&'a Value>> {
+    let change = action.changes.iter().find(|c| c.name == name);
+    match change {
+        Some(change) if change.after_unknown || change.sensitive => Some(None),
+        Some(change) => change.after.as_ref().map(Some),
+        // An unchanged attribute of an update is its recorded value; a create lists them all.
+        None if action.action == ActionKind::Create => None,
+        None => Some(None),
+    }
+}
+
+/// An attribute's value before a delete.
+fn before_value<'a>(action: &'a ResourceAction, name: &str) -> Option<Option<&'a Value>> {
+    action
+        .changes
+        .iter()
+        .find(|c| c.name == name)
+        .and_then(|c| c.before.as_ref())
+        .map(Some)
+}
+
+/// The planner's invariant: one plan never deletes and creates the same cloud object. A delete
+/// may not name the id of an object another action keeps (no-op, update), and a delete of a
+/// tag-less object (route, rule, association) may not share its natural key with an object the
+/// plan creates: the create would adopt the object the delete then removes, leaving the stack
+/// without it while state says it exists.
+pub fn check_no_delete_and_create(actions: &[ResourceAction]) -> Result<(), PlanError> {
+    for deleted in actions.iter().filter(|a| a.action == ActionKind::Delete) {
+        let Some(id) = deleted.resource_id.as_deref() else {
+            continue;
+        };
+        for other in actions.iter().filter(|a| a.action != ActionKind::Delete) {
+            let keeps = matches!(other.action, ActionKind::NoOp | ActionKind::Update)
+                && other.resource_type == deleted.resource_type
+                && other.resource_id.as_deref() == Some(id);
+            let creates = matches!(other.action, ActionKind::Create | ActionKind::Replace)
+                && other.resource_type == deleted.resource_type
+                && natural_key(&other.resource_type).is_some()
+                && same_natural_key(
+                    &other.resource_type,
+                    |name| after_value(other, name),
+                    |name| before_value(deleted, name),
+                );
+            if keeps || creates {
+                return Err(PlanError::DeletesWhatItKeeps {
+                    deleted: deleted.address.clone(),
+                    id: id.to_owned(),
+                    verb: if keeps { "keep" } else { "create" },
+                    kept: other.address.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// An attribute's current value: the live one when the provider reports it, else the recorded
@@ -450,4 +548,236 @@ fn plan_deletions(desired: &DesiredSet, state: Option<&StateDocument>) -> Vec<Re
         actions.push(deletion(record, false, record.depends_on.clone()));
     }
     actions
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use serde_json::json;
+
+    use super::*;
+    use crate::engine::ResourceType;
+    use crate::engine::provider::MemberOf;
+
+    fn record(address: &str, kind: &str, id: &str, properties: Value) -> ResourceRecord {
+        ResourceRecord {
+            address: Address::new(address),
+            resource_type: ResourceType::new(kind),
+            id: id.to_owned(),
+            properties: serde_json::from_value(properties).unwrap(),
+            outputs: serde_json::from_value(json!({ "id": id })).unwrap(),
+            depends_on: Vec::new(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    /// A recorded route table and security group; the stack declares a route and a rule in them.
+    fn scenario() -> (DesiredSet, StateDocument) {
+        let table = Address::new("network.route_table.public");
+        let group = Address::new("network.security_group.database");
+        let desired = DesiredSet {
+            stack: "s".into(),
+            instance: None,
+            resources: vec![
+                DesiredResource::new("network.route_table.public", "aws.ec2.route_table")
+                    .with("vpc_id", json!("vpc-1")),
+                DesiredResource::new("network.route.public_internet", "aws.ec2.route")
+                    .with("route_table_id", OutputRef::new(&table, "id").to_value())
+                    .with("destination_cidr_block", json!("0.0.0.0/0"))
+                    .with("gateway_id", json!("igw-1")),
+                DesiredResource::new("network.security_group.database", "aws.ec2.security_group")
+                    .with("name", json!("db")),
+                DesiredResource::new(
+                    "network.security_group_rule.database_from_cluster",
+                    "aws.ec2.security_group_rule",
+                )
+                .with("security_group_id", OutputRef::new(&group, "id").to_value())
+                .with("direction", json!("ingress"))
+                .with("protocol", json!("tcp"))
+                .with("from_port", json!(5432))
+                .with("to_port", json!(5432))
+                .with("source_security_group_id", json!("sg-cluster")),
+            ],
+        };
+        let mut state = StateDocument::new("s", None);
+        state.serial = 3;
+        for r in [
+            record(
+                "network.route_table.public",
+                "aws.ec2.route_table",
+                "rtb-1",
+                json!({ "vpc_id": "vpc-1" }),
+            ),
+            record(
+                "network.security_group.database",
+                "aws.ec2.security_group",
+                "sg-db",
+                json!({ "name": "db" }),
+            ),
+        ] {
+            state.resources.insert(r.address.clone(), r);
+        }
+        (desired, state)
+    }
+
+    fn member(kind: &str, id: &str, parent: (&str, &str, &str), properties: Value) -> OwnedObject {
+        OwnedObject {
+            resource_type: ResourceType::new(kind),
+            id: id.to_owned(),
+            tags: IndexMap::new(),
+            properties: serde_json::from_value(properties).unwrap(),
+            member_of: Some(MemberOf {
+                resource_type: ResourceType::new(parent.0),
+                id: parent.1.to_owned(),
+                attribute: parent.2.to_owned(),
+            }),
+        }
+    }
+
+    fn planned(desired: &DesiredSet, state: &StateDocument, members: &[OwnedObject]) -> Plan {
+        let catalog = TypeCatalog::builtin();
+        let plan = plan(&PlanInput {
+            desired,
+            state: Some(state),
+            live: None,
+            catalog: &catalog,
+        })
+        .unwrap();
+        with_member_removals(plan, state, members).unwrap()
+    }
+
+    fn action<'a>(plan: &'a Plan, address: &str) -> &'a ResourceAction {
+        plan.actions
+            .iter()
+            .find(|a| a.address.to_string() == address)
+            .unwrap_or_else(|| panic!("no action for {address}"))
+    }
+
+    /// The reported case: a kill after AuthorizeSecurityGroupIngress (and after CreateRoute) was
+    /// sent, before state recorded it. The rerun's plan creates the rule and the route (the
+    /// creates adopt them) and deletes neither as an unrecorded member.
+    #[test]
+    fn an_unrecorded_member_the_stack_declares_is_adopted_never_deleted() {
+        let (desired, state) = scenario();
+        let members = vec![
+            member(
+                "aws.ec2.route",
+                "rtb-1_0.0.0.0/0",
+                ("aws.ec2.route_table", "rtb-1", "routes"),
+                json!({
+                    "route_table_id": "rtb-1",
+                    "destination_cidr_block": "0.0.0.0/0",
+                    "gateway_id": "igw-1",
+                }),
+            ),
+            member(
+                "aws.ec2.security_group_rule",
+                "sgr-1",
+                ("aws.ec2.security_group", "sg-db", "ingress_rules"),
+                json!({
+                    "security_group_id": "sg-db",
+                    "direction": "ingress",
+                    "protocol": "tcp",
+                    "from_port": 5432,
+                    "to_port": 5432,
+                    "source_security_group_id": "sg-cluster",
+                }),
+            ),
+            // A rule added by hand: not declared, so removed.
+            member(
+                "aws.ec2.security_group_rule",
+                "sgr-2",
+                ("aws.ec2.security_group", "sg-db", "ingress_rules"),
+                json!({
+                    "security_group_id": "sg-db",
+                    "direction": "ingress",
+                    "protocol": "tcp",
+                    "from_port": 22,
+                    "to_port": 22,
+                    "cidr_blocks": ["0.0.0.0/0"],
+                }),
+            ),
+        ];
+        let plan = planned(&desired, &state, &members);
+        let deletes: Vec<_> = plan
+            .actions
+            .iter()
+            .filter(|a| a.action == ActionKind::Delete)
+            .map(|a| a.resource_id.clone().unwrap())
+            .collect();
+        assert_eq!(deletes, vec!["sgr-2".to_owned()]);
+        let route = action(&plan, "network.route.public_internet");
+        assert_eq!(route.action, ActionKind::Create);
+        assert!(
+            route
+                .note
+                .as_deref()
+                .unwrap()
+                .contains("adopts the existing rtb-1_0.0.0.0/0"),
+            "{:?}",
+            route.note
+        );
+        let rule = action(&plan, "network.security_group_rule.database_from_cluster");
+        assert!(rule.note.as_deref().unwrap().contains("sgr-1"));
+        check_no_delete_and_create(&plan.actions).unwrap();
+    }
+
+    /// A member with the declared key but another target (a route to a NAT instead of the
+    /// gateway) is still the same cloud object: adopted, and the create converges its target.
+    #[test]
+    fn a_member_with_the_same_key_and_another_target_is_adopted_too() {
+        let (desired, state) = scenario();
+        let members = vec![member(
+            "aws.ec2.route",
+            "rtb-1_0.0.0.0/0",
+            ("aws.ec2.route_table", "rtb-1", "routes"),
+            json!({
+                "route_table_id": "rtb-1",
+                "destination_cidr_block": "0.0.0.0/0",
+                "nat_gateway_id": "nat-9",
+            }),
+        )];
+        let plan = planned(&desired, &state, &members);
+        assert!(plan.actions.iter().all(|a| a.action != ActionKind::Delete));
+    }
+
+    #[test]
+    fn the_invariant_refuses_a_plan_that_deletes_what_it_creates_or_keeps() {
+        let (desired, state) = scenario();
+        let catalog = TypeCatalog::builtin();
+        let plan = plan(&PlanInput {
+            desired: &desired,
+            state: Some(&state),
+            live: None,
+            catalog: &catalog,
+        })
+        .unwrap();
+        // A member removal added behind the planner's back, same key as the route's create.
+        let mut actions = plan.actions.clone();
+        let mut removal = plan_member_removals(
+            &state,
+            &[member(
+                "aws.ec2.route",
+                "rtb-1_0.0.0.0/0",
+                ("aws.ec2.route_table", "rtb-1", "routes"),
+                json!({ "route_table_id": "rtb-1", "destination_cidr_block": "0.0.0.0/0" }),
+            )],
+        );
+        actions.append(&mut removal);
+        let error = check_no_delete_and_create(&actions).unwrap_err();
+        assert!(
+            error.to_string().contains("network.route.public_internet"),
+            "{error}"
+        );
+        // A delete of an id that a no-op keeps.
+        let mut actions = plan.actions.clone();
+        let mut delete = action(&plan, "network.route_table.public").clone();
+        delete.address = Address::new("network.route_table.public.unrecorded_routes[0]");
+        delete.action = ActionKind::Delete;
+        actions.push(delete);
+        assert!(matches!(
+            check_no_delete_and_create(&actions),
+            Err(PlanError::DeletesWhatItKeeps { verb: "keep", .. })
+        ));
+    }
 }

@@ -1,7 +1,8 @@
 //! Resolves pending operations left by an interrupted run, before planning: a create is adopted
-//! when an object carrying its ownership tags exists (and dropped otherwise, so the plan creates
-//! it once); an update refreshes the record from the live object; a delete removes the record when
-//! the object is gone. No provider call that changes anything is made here.
+//! when an object carrying its ownership tags exists, or, for types without tags (routes, rules,
+//! associations), an object with its natural key (and dropped otherwise, so the plan creates it
+//! once); an update refreshes the record from the live object; a delete removes the record when
+//! the object is gone. No provider call that changes anything is made here; a throttled read is retried.
 
 use std::collections::HashSet;
 
@@ -10,7 +11,9 @@ use chrono::Utc;
 use super::Address;
 use super::events::{EventSender, ExecutionEvent, emit};
 use super::provider::{CallContext, ProviderError, ProviderRegistry};
+use super::refresh::retry_throttled;
 use super::secrets::is_encrypted;
+use super::types::natural_key;
 use crate::state::journal::Journal;
 use crate::state::{BackendError, PendingKind, ResourceRecord};
 
@@ -64,24 +67,34 @@ pub async fn resolve_pending(
                         .map(|r| r.id.clone())
                         .collect()
                 };
-                let found: Vec<_> = provider
-                    .find_by_tags(&call, &entry.ownership_tags)
-                    .await
-                    .map_err(failed)?
-                    .into_iter()
-                    .filter(|live| !known.contains(&live.id))
-                    .collect();
+                let mut found: Vec<_> =
+                    retry_throttled(|| provider.find_by_tags(&call, &entry.ownership_tags))
+                        .await
+                        .map_err(failed)?
+                        .into_iter()
+                        .filter(|live| !known.contains(&live.id))
+                        .collect();
+                // Routes, rules and associations carry no tags: they are found by what
+                // identifies them (table and destination, group and permission, subnet).
+                let mut how = "its ownership tags";
+                if found.is_empty() && natural_key(&entry.resource_type).is_some() {
+                    found = retry_throttled(|| provider.find_by_key(&call, &entry.properties))
+                        .await
+                        .map_err(failed)?
+                        .into_iter()
+                        .filter(|live| !known.contains(&live.id))
+                        .collect();
+                    how = "its natural key";
+                }
                 let adopted = found.first().cloned();
                 let outcome = match (&adopted, found.len()) {
                     (None, _) => {
                         "the interrupted create made nothing; it will be created".to_owned()
                     }
-                    (Some(live), 1) => format!("adopted {} by its ownership tags", live.id),
-                    (Some(live), n) => format!(
-                        "adopted {} by its ownership tags; {} more objects carry the same tags",
-                        live.id,
-                        n - 1
-                    ),
+                    (Some(live), 1) => format!("adopted {} by {how}", live.id),
+                    (Some(live), n) => {
+                        format!("adopted {} by {how}; {} more objects match", live.id, n - 1)
+                    }
                 };
                 journal
                     .record(|doc| {
@@ -112,7 +125,9 @@ pub async fn resolve_pending(
             }
             PendingKind::Update => {
                 let id = entry.resource_id.clone().unwrap_or_default();
-                let live = provider.read(&call, &id).await.map_err(failed)?;
+                let live = retry_throttled(|| provider.read(&call, &id))
+                    .await
+                    .map_err(failed)?;
                 let outcome = match &live {
                     Some(_) => "refreshed after an interrupted update".to_owned(),
                     None => "gone after an interrupted update; it will be created".to_owned(),
@@ -156,7 +171,9 @@ pub async fn resolve_pending(
             }
             PendingKind::Delete => {
                 let id = entry.resource_id.clone().unwrap_or_default();
-                let live = provider.read(&call, &id).await.map_err(failed)?;
+                let live = retry_throttled(|| provider.read(&call, &id))
+                    .await
+                    .map_err(failed)?;
                 let gone = live.is_none();
                 journal
                     .record(|doc| {

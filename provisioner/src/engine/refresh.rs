@@ -36,7 +36,7 @@ pub const THROTTLED_ATTEMPTS: u32 = 6;
 
 /// Makes `call` again while the provider answers "throttled" (after its `retry_after`, else with
 /// exponential backoff from 200 ms up to 5 s), at most [`THROTTLED_ATTEMPTS`] times in all.
-async fn retry_throttled<T, F, Fut>(mut call: F) -> Result<T, ProviderError>
+pub(crate) async fn retry_throttled<T, F, Fut>(mut call: F) -> Result<T, ProviderError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, ProviderError>>,

@@ -38,6 +38,65 @@ pub fn satisfies(
     }
 }
 
+/// The attributes that identify an object of a type that carries no tags (a route is its table
+/// and destination, a rule its group, direction, protocol, ports and peer, an association its
+/// subnet): such an object cannot be found by its ownership tags, so an interrupted create is
+/// settled, and an unrecorded member matched to a declared resource, by these attributes.
+const NATURAL_KEYS: &[(&str, &[&str])] = &[
+    (
+        "aws.ec2.route",
+        &["route_table_id", "destination_cidr_block"],
+    ),
+    ("aws.ec2.route_table_association", &["subnet_id"]),
+    (
+        "aws.ec2.security_group_rule",
+        &[
+            "security_group_id",
+            "direction",
+            "protocol",
+            "from_port",
+            "to_port",
+            "source_security_group_id",
+            "cidr_blocks",
+        ],
+    ),
+];
+
+/// The natural key of a tag-less type (see [`NATURAL_KEYS`]); `None` for the others.
+pub fn natural_key(resource_type: &ResourceType) -> Option<&'static [&'static str]> {
+    NATURAL_KEYS
+        .iter()
+        .find(|(kind, _)| *kind == resource_type.as_str())
+        .map(|(_, key)| *key)
+}
+
+/// Whether two objects of a tag-less type are the same cloud object: every attribute of its
+/// natural key is equal, an absent attribute counting as `null` or an empty list. `value_of`
+/// reads an attribute of each side (`None`: absent; `Some(None)`: not known yet, never equal).
+pub fn same_natural_key<'a>(
+    resource_type: &ResourceType,
+    left: impl Fn(&str) -> Option<Option<&'a Value>>,
+    right: impl Fn(&str) -> Option<Option<&'a Value>>,
+) -> bool {
+    let Some(key) = natural_key(resource_type) else {
+        return false;
+    };
+    let normal = |v: Option<Option<&'a Value>>| -> Option<Option<&'a Value>> {
+        match v {
+            None => Some(None),
+            Some(Some(Value::Null)) => Some(None),
+            Some(Some(Value::Array(a))) if a.is_empty() => Some(None),
+            Some(Some(v)) => Some(Some(v)),
+            Some(None) => None,
+        }
+    };
+    key.iter()
+        .all(|name| match (normal(left(name)), normal(right(name))) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        })
+}
+
 /// `16.6` against `16.4`: true; `17.1` against `16.4` (another major) or `16.2`: false.
 fn same_major_at_least(wanted: &str, current: &str) -> bool {
     let parse = |v: &str| -> Option<Vec<u64>> { v.split('.').map(|p| p.parse().ok()).collect() };

@@ -204,13 +204,20 @@ pub struct RenderedFile {
 }
 
 impl RenderedFile {
-    /// The file as multi-document YAML (each object as JSON, which is valid YAML).
+    /// The file as block YAML, one document per object, keys in the rendered object's order
+    /// (`apiVersion`, `kind`, `metadata`, then the rest, as the templates write them): what a
+    /// GitOps reviewer reads and diffs. Strings YAML would take for another type (`"true"`,
+    /// `"0600"`) are quoted, so the file parses back to the same objects.
     pub fn to_yaml(&self) -> String {
         let mut out = String::new();
         for object in &self.objects {
             out.push_str("---\n");
-            out.push_str(&serde_json::to_string_pretty(&object.object).expect("JSON serializes"));
-            out.push('\n');
+            out.push_str(
+                &serde_saphyr::to_string(&object.object).expect("a JSON object serializes as YAML"),
+            );
+            if !out.ends_with('\n') {
+                out.push('\n');
+            }
         }
         out
     }
