@@ -9,6 +9,8 @@
 use std::path::{Path, PathBuf};
 
 pub mod container;
+pub mod faultproxy;
+pub mod moto;
 pub mod tls;
 
 /// `STACKSMITH_TEST_DATABASE_URL`: a Postgres URL whose user may create databases.
