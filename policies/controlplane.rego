@@ -68,3 +68,13 @@ warn contains v if {
 	not lib.production
 	some v in replica_violations
 }
+
+# The API's PriorityClass (`<stack>-controlplane`) has this value: a worker tier at or above it
+# could preempt the API from its nodes.
+api_priority := 1000000
+
+deny contains lib.finding(sprintf("baseline.priority_class.%v", [name]), sprintf("worker tier `%v` has priority %v, at or above the API's %v: its pods could preempt the API (`baseline.priority_classes.%v`)", [name, value, api_priority, name])) if {
+	is_object(controlplane)
+	some name, value in object.get(input, ["stack", "config", "baseline", "priority_classes"], {})
+	value >= api_priority
+}

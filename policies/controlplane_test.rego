@@ -78,3 +78,16 @@ test_missing_resources_are_denied if {
 test_missing_rate_limit_is_denied if {
 	denied(object.union(safe, {"rate_limit": null}), "rate limit")
 }
+
+with_tiers(tiers) := object.union(plan("production", safe), {"stack": {"name": "s", "environment": "production", "config": {"baseline": {"priority_classes": tiers}}}})
+
+test_tiers_below_the_api_pass if {
+	count(controlplane.deny) == 0 with input as with_tiers({"standard": 500, "premium": 999999})
+}
+
+test_a_tier_at_the_api_priority_is_denied if {
+	denies := controlplane.deny with input as with_tiers({"standard": 500, "urgent": 1000000})
+	some d in denies
+	d.address == "baseline.priority_class.urgent"
+	contains(d.msg, "could preempt the API")
+}

@@ -871,3 +871,59 @@ async fn rds_delete_takes_a_final_snapshot_unless_the_stack_turns_it_off() {
         assert_eq!(delete.num_calls(), 1, "final snapshot skipped: {skip}");
     }
 }
+
+/// Issue 13 item 5: an add-on's configuration values reach EKS as JSON (`configurationValues`),
+/// and read back as values, so the VPC CNI runs its network policy agent.
+#[tokio::test]
+async fn addon_configuration_values_are_sent_and_read_back() {
+    use aws_sdk_eks::operation::create_addon::CreateAddonOutput;
+    use aws_sdk_eks::operation::describe_addon::DescribeAddonOutput;
+    use aws_sdk_eks::types::{Addon, AddonStatus};
+    let create = mock!(aws_sdk_eks::Client::create_addon)
+        .match_requests(|input| {
+            input.addon_name() == Some("vpc-cni")
+                && input
+                    .configuration_values()
+                    .and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok())
+                    == Some(json!({"enableNetworkPolicy": "true"}))
+        })
+        .then_output(|| CreateAddonOutput::builder().build());
+    let describe = mock!(aws_sdk_eks::Client::describe_addon).then_output(|| {
+        DescribeAddonOutput::builder()
+            .addon(
+                Addon::builder()
+                    .addon_name("vpc-cni")
+                    .cluster_name("c1")
+                    .addon_version("v1.19.0-eksbuild.1")
+                    .configuration_values(r#"{"enableNetworkPolicy":"true"}"#)
+                    .status(AddonStatus::Active)
+                    .build(),
+            )
+            .build()
+    });
+    let provider = provider(
+        Rules {
+            eks: vec![&create, &describe],
+            ..Rules::default()
+        },
+        fast(),
+    );
+    let properties = props(json!({
+        "cluster_name": "c1",
+        "addon_name": "vpc-cni",
+        "addon_version": "v1.19.0-eksbuild.1",
+        "configuration": { "enableNetworkPolicy": "true" },
+    }));
+    let live = bounded(provider.create(&call("aws.eks.addon"), &properties, &ownership()))
+        .await
+        .expect("created");
+    assert_eq!(
+        create.num_calls(),
+        1,
+        "CreateAddon carried the configuration"
+    );
+    assert_eq!(
+        live.properties["configuration"],
+        json!({"enableNetworkPolicy": "true"})
+    );
+}

@@ -109,3 +109,31 @@ fn nat_modes_shape_the_network() {
         "every private route table routes through the single NAT"
     );
 }
+
+/// Issue 13 item 5 and issue 16 items 4 and 6: production's cluster is created with its service
+/// CIDR, installs metrics-server (the API autoscales), and the VPC CNI enforces the baseline's
+/// network policies.
+#[test]
+fn production_sets_the_service_cidr_and_the_addons_a_real_cluster_needs() {
+    let set = derive("production", None).expect("deployable");
+    let find = |address: &str| {
+        set.resources
+            .iter()
+            .find(|r| r.address.to_string() == address)
+            .unwrap_or_else(|| panic!("no {address}"))
+    };
+    assert_eq!(
+        find("cluster.control_plane").properties["service_cidr"],
+        serde_json::json!("172.20.0.0/16")
+    );
+    assert_eq!(
+        find("cluster.addon.vpc-cni").properties["configuration"],
+        serde_json::json!({"enableNetworkPolicy": "true"})
+    );
+    assert!(
+        find("cluster.addon.metrics-server")
+            .properties
+            .get("configuration")
+            .is_none()
+    );
+}

@@ -153,11 +153,16 @@ async fn a_removed_worker_pool_is_pruned() {
         .await
         .expect("apply with one pool");
     let worker_namespace = &loaded.stack.controlplane.as_ref().unwrap().worker_namespace;
+    let mut pruned = report.pruned.clone();
+    pruned.sort();
     assert_eq!(
-        report.pruned,
-        [format!(
-            "Deployment/{worker_namespace}/stacksmith-worker-batch"
-        )]
+        pruned,
+        [
+            format!("Deployment/{worker_namespace}/stacksmith-worker-batch"),
+            // The pool's egress (a copy of `default`'s) and disruption budget go with it.
+            format!("NetworkPolicy/{worker_namespace}/stacksmith-worker-batch"),
+            format!("PodDisruptionBudget/{worker_namespace}/stacksmith-worker-batch"),
+        ]
     );
 
     let again = applier
@@ -323,5 +328,152 @@ async fn a_rollout_that_never_becomes_ready_fails_within_its_timeout() {
             .to_string()
             .starts_with("rollout not complete after 3s"),
         "{error}"
+    );
+}
+
+/// Issue 16 item 13: the API server refuses to change a PriorityClass's `value` in an update
+/// ("value: Forbidden: may not be changed in an update", which the emulator reproduces); `up`
+/// deletes and recreates the class, and the next apply changes nothing.
+#[tokio::test]
+async fn a_changed_priority_class_value_is_recreated() {
+    let mut loaded = isolated_local_stack();
+    let applier = applier().await;
+    let files = kubernetes::render(&loaded, Some(&secrets())).unwrap();
+    applier
+        .apply(&files, &options(&loaded, Duration::from_secs(30)))
+        .await
+        .expect("first apply");
+    let baseline = loaded.stack.baseline.as_mut().unwrap();
+    let (tier, value) = baseline.priority_classes.iter_mut().next().expect("a tier");
+    let tier = tier.clone();
+    *value += 7;
+    let new_value = i64::from(*value);
+    let files = kubernetes::render(&loaded, Some(&secrets())).unwrap();
+    let report = applier
+        .apply(&files, &options(&loaded, Duration::from_secs(30)))
+        .await
+        .expect("a changed PriorityClass value is applied");
+    assert!(
+        report
+            .applied
+            .iter()
+            .any(|(r, c)| *r == format!("PriorityClass/{tier}") && *c == Change::Configured),
+        "{:?}",
+        report.applied
+    );
+    let classes: kube::Api<k8s_openapi::api::scheduling::v1::PriorityClass> =
+        kube::Api::all(kube::Client::try_from(kube_config().await).unwrap());
+    let live = classes.get(&tier).await.expect("recreated");
+    assert_eq!(i64::from(live.value), new_value);
+    let again = applier
+        .apply(&files, &options(&loaded, Duration::from_secs(30)))
+        .await
+        .expect("third apply");
+    assert!(!again.changed(), "{:?}", again.applied);
+}
+
+/// Issue 16 item 8 against the emulator: a rotated Secret value changes the applied pod
+/// template (so the Deployment rolls), and applying the same values again changes nothing.
+#[tokio::test]
+async fn a_rotated_secret_rolls_the_pods() {
+    let loaded = isolated_local_stack();
+    let applier = applier().await;
+    let files = kubernetes::render(&loaded, Some(&secrets())).unwrap();
+    applier
+        .apply(&files, &options(&loaded, Duration::from_secs(30)))
+        .await
+        .expect("first apply");
+    let namespace = loaded
+        .stack
+        .controlplane
+        .as_ref()
+        .unwrap()
+        .namespace
+        .clone();
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> = kube::Api::namespaced(
+        kube::Client::try_from(kube_config().await).unwrap(),
+        &namespace,
+    );
+    let checksum = |d: &k8s_openapi::api::apps::v1::Deployment| {
+        d.spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .annotations
+            .as_ref()
+            .unwrap()["stacksmith.dev/secret-checksum"]
+            .clone()
+    };
+    let before = checksum(&deployments.get("stacksmith-controlplane").await.unwrap());
+    let rotated = SecretValues {
+        database_url: "postgres://stacksmith:rotated@127.0.0.1:5432/stacksmith".into(),
+        ..secrets()
+    };
+    let files = kubernetes::render(&loaded, Some(&rotated)).unwrap();
+    let report = applier
+        .apply(&files, &options(&loaded, Duration::from_secs(30)))
+        .await
+        .expect("apply the rotated password");
+    let reference = format!("Deployment/{namespace}/stacksmith-controlplane");
+    assert!(
+        report
+            .applied
+            .iter()
+            .any(|(r, c)| *r == reference && *c == Change::Configured),
+        "{:?}",
+        report.applied
+    );
+    let after = checksum(&deployments.get("stacksmith-controlplane").await.unwrap());
+    assert_ne!(before, after);
+    let again = applier
+        .apply(&files, &options(&loaded, Duration::from_secs(30)))
+        .await
+        .expect("same values again");
+    assert!(!again.changed(), "{:?}", again.applied);
+}
+
+/// Issue 16 item 6: pods reach the Kubernetes API through the `kubernetes` Service's ClusterIP,
+/// the first address of the cluster's service CIDR, which a network policy sees before it is
+/// translated; the API's policy (its pool autoscaler calls the Kubernetes API) admits exactly that
+/// address on 443, as the cluster serves it.
+#[tokio::test]
+async fn the_api_may_reach_the_kubernetes_service_of_the_cluster() {
+    let loaded = isolated_local_stack();
+    let services: kube::Api<k8s_openapi::api::core::v1::Service> = kube::Api::namespaced(
+        kube::Client::try_from(kube_config().await).unwrap(),
+        "default",
+    );
+    let cluster_ip = services
+        .get("kubernetes")
+        .await
+        .expect("the cluster serves the `kubernetes` Service")
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("a ClusterIP");
+    let files = kubernetes::render(&loaded, Some(&secrets())).unwrap();
+    let policy = files
+        .iter()
+        .flat_map(|f| &f.objects)
+        .find(|o| o.kind == "NetworkPolicy" && o.name == "stacksmith-controlplane")
+        .expect("the API's policy");
+    let admitted = policy.object["spec"]["egress"]
+        .as_array()
+        .expect("egress rules")
+        .iter()
+        .any(|rule| {
+            rule["to"].as_array().is_some_and(|to| {
+                to.iter()
+                    .any(|peer| peer["ipBlock"]["cidr"] == format!("{cluster_ip}/32"))
+            }) && rule["ports"]
+                .as_array()
+                .is_some_and(|ports| ports.iter().any(|p| p["port"] == 443))
+        });
+    assert!(
+        admitted,
+        "the API's policy does not admit {cluster_ip}:443: {}",
+        policy.object
     );
 }

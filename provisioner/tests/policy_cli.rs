@@ -61,6 +61,21 @@ const UNSAFE: &[(&str, &str, &str)] = &[
         "500 nodes",
     ),
     (
+        "network-policies-not-enforced",
+        "baseline.network_policy.default_deny",
+        "would not be enforced",
+    ),
+    (
+        "autoscaling-without-metrics-server",
+        "controlplane.deployment",
+        "metrics-server",
+    ),
+    (
+        "tier-above-the-api",
+        "baseline.priority_class.premium",
+        "could preempt the API",
+    ),
+    (
         "controlplane-single-replica",
         "controlplane.deployment",
         "runs 1 replica",
@@ -202,6 +217,7 @@ fn production_passes_every_policy() {
         "controlplane",
         "pod_security",
         "network_policies",
+        "cluster_addons",
     ] {
         assert!(
             packages.contains(&Value::from(format!("stacksmith.{guardrail}"))),

@@ -149,6 +149,12 @@ async fn read_cluster(ctx: &AwsContext, name: &str) -> Result<Option<LiveResourc
             "enabled_log_types": enabled_log_types(&cluster),
             "tags": user_tags(&tags),
     }));
+    if let Some(cidr) = cluster
+        .kubernetes_network_config()
+        .and_then(|n| n.service_ipv4_cidr())
+    {
+        properties.insert("service_cidr".into(), json!(cidr));
+    }
     // Reported only when the answer has it (an emulator without access entries leaves it out;
     // the recorded value then stands).
     if let Some(mode) = cluster
@@ -346,6 +352,12 @@ async fn create_cluster(
     });
     let token = client_token(ownership, properties);
     let log_types = p.strs("enabled_log_types")?;
+    // Fixed at creation (a change replaces the cluster); EKS picks one when none is given.
+    let service_cidr = p.opt_str("service_cidr").map(|cidr| {
+        aws_sdk_eks::types::KubernetesNetworkConfigRequest::builder()
+            .service_ipv4_cidr(cidr)
+            .build()
+    });
     let eks = &ctx.clients().await.eks;
     // The cluster's service role is usually moments old: retried while IAM propagates it.
     retry_while(
@@ -359,6 +371,7 @@ async fn create_cluster(
                 .version(p.str("version").unwrap_or_default())
                 .role_arn(p.str("role_arn").unwrap_or_default())
                 .resources_vpc_config(vpc.clone())
+                .set_kubernetes_network_config(service_cidr.clone())
                 .logging(logging(&log_types))
                 .set_access_config(access.clone())
                 .set_tags(Some(
@@ -1111,15 +1124,26 @@ async fn read_addon(ctx: &AwsContext, id: &str) -> Result<Option<LiveResource>, 
         return Ok(None);
     }
     let tags = tags_of(addon.tags());
+    let mut properties = object_map(json!({
+        "cluster_name": cluster,
+        "addon_name": name,
+        "service_account_role_arn": addon.service_account_role_arn(),
+    }));
+    // Configuration values as EKS holds them (the JSON we sent), compared as values.
+    if let Some(values) = addon
+        .configuration_values()
+        .filter(|v| !v.trim().is_empty())
+    {
+        properties.insert(
+            "configuration".into(),
+            serde_json::from_str(values).unwrap_or_else(|_| json!(values)),
+        );
+    }
     // The stack may say `latest`: the installed version is an output (pinned in state), not a
     // property compared with the stack.
     Ok(Some(LiveResource {
         id: id.to_owned(),
-        properties: object_map(json!({
-            "cluster_name": cluster,
-            "addon_name": name,
-            "service_account_role_arn": addon.service_account_role_arn(),
-        })),
+        properties,
         outputs: object_map(json!({
             "name": name,
             "arn": addon.addon_arn(),
@@ -1173,6 +1197,7 @@ async fn create_addon(
         .addon_name(name)
         .addon_version(&version)
         .set_service_account_role_arn(p.opt_str("service_account_role_arn").map(str::to_owned))
+        .set_configuration_values(configuration_values(properties))
         .resolve_conflicts(ResolveConflicts::Overwrite)
         .set_tags(Some(
             super::all_tags(properties, ownership).into_iter().collect(),
@@ -1200,6 +1225,14 @@ async fn create_addon(
         .ok_or_else(|| failed(format!("add-on {name} vanished after its creation")))
 }
 
+/// The add-on's `configuration` property as the JSON text EKS takes (`configurationValues`).
+fn configuration_values(properties: &IndexMap<String, Value>) -> Option<String> {
+    properties
+        .get("configuration")
+        .filter(|c| c.as_object().is_some_and(|o| !o.is_empty()))
+        .map(Value::to_string)
+}
+
 async fn update_addon(
     ctx: &AwsContext,
     id: &str,
@@ -1212,8 +1245,16 @@ async fn update_addon(
         .ok_or_else(|| ProviderError::NotFound(format!("add-on {id}")))?;
     let version = resolve_addon_version(ctx, cluster, name, p.str("addon_version")?).await?;
     let role = p.opt_str("service_account_role_arn");
+    let configuration = configuration_values(properties);
+    let live_configuration = current
+        .configuration_values()
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| serde_json::from_str::<Value>(v).unwrap_or_else(|_| json!(v)));
+    let configuration_differs = properties.get("configuration").is_some()
+        && properties.get("configuration") != live_configuration.as_ref();
     if current.addon_version() != Some(version.as_str())
         || current.service_account_role_arn() != role
+        || configuration_differs
     {
         let out = ctx
             .clients()
@@ -1224,6 +1265,7 @@ async fn update_addon(
             .addon_name(name)
             .addon_version(&version)
             .set_service_account_role_arn(role.map(str::to_owned))
+            .set_configuration_values(configuration.filter(|_| configuration_differs))
             .resolve_conflicts(ResolveConflicts::Overwrite)
             .send()
             .await

@@ -338,6 +338,7 @@ pub fn derive_in(loaded: &LoadedStack, zones: &[String]) -> DesiredSet {
         DesiredResource::new("cluster.control_plane", "aws.eks.cluster")
             .with("name", json!(names.cluster))
             .with("version", json!(cluster.version))
+            .with("service_cidr", json!(cluster.service_cidr.to_string()))
             .with("role_arn", output(&cluster_role, "arn"))
             .with("subnet_ids", private_ids.clone())
             .with("security_group_ids", json!([output(&cluster_sg, "id")]))
@@ -462,12 +463,27 @@ pub fn derive_in(loaded: &LoadedStack, zones: &[String]) -> DesiredSet {
         }
         node_groups.push(b.add(resource));
     }
-    for (name, version) in &cluster.addons {
+    let network_policies = stack
+        .baseline
+        .as_ref()
+        .is_some_and(|b| b.network_policies == crate::stack::model::NetworkPolicyMode::DefaultDeny);
+    for (name, addon) in &cluster.addons {
+        let mut configuration = addon.configuration();
+        // The baseline's NetworkPolicies are only enforced when the VPC CNI runs its network
+        // policy agent (off by default; VPC CNI 1.14 and later).
+        if name == "vpc-cni" && network_policies {
+            configuration
+                .entry("enableNetworkPolicy".to_owned())
+                .or_insert_with(|| json!("true"));
+        }
         let mut resource =
             DesiredResource::new(&format!("cluster.addon.{}", segment(name)), "aws.eks.addon")
                 .with("cluster_name", output(&control_plane, "name"))
                 .with("addon_name", json!(name))
-                .with("addon_version", json!(version));
+                .with("addon_version", json!(addon.version()));
+        if !configuration.is_empty() {
+            resource = resource.with("configuration", json!(configuration));
+        }
         if name == "aws-ebs-csi-driver" {
             resource = resource
                 .with("service_account_role_arn", output(&ebs_csi_role, "arn"))

@@ -217,20 +217,27 @@ fn plan_existing(
         let Some((after, after_unknown, sensitive)) = change else {
             continue;
         };
-        let forces = spec.replacement_reason(name).map(|reason| {
-            let why = if after_unknown {
-                let refs = value::references(value)
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                format!("{reason} (it takes {refs}, replaced in this plan)")
-            } else {
-                reason.to_owned()
-            };
-            reasons.push(format!("{name}: {why}"));
-            why
-        });
+        // A property neither recorded nor read back is one the resource was recorded without
+        // (added to its type later): its value is not known to differ, so it is updated (the
+        // provider records the live value), never a reason to replace.
+        let unrecorded = before.is_none();
+        let forces = spec
+            .replacement_reason(name)
+            .filter(|_| !unrecorded)
+            .map(|reason| {
+                let why = if after_unknown {
+                    let refs = value::references(value)
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    format!("{reason} (it takes {refs}, replaced in this plan)")
+                } else {
+                    reason.to_owned()
+                };
+                reasons.push(format!("{name}: {why}"));
+                why
+            });
         let sensitive = sensitive || before.is_some_and(is_encrypted);
         changes.push(AttributeChange {
             name: name.clone(),

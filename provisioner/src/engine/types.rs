@@ -350,6 +350,10 @@ impl TypeCatalog {
                         "subnet_ids",
                         "an EKS cluster's subnets are fixed at creation",
                     ),
+                    (
+                        "service_cidr",
+                        "an EKS cluster's service CIDR is fixed at creation",
+                    ),
                 ],
             ),
             (

@@ -44,6 +44,30 @@ const MANAGED_KINDS: &[(&str, &str, &str)] = &[
     ("policy", "v1", "PodDisruptionBudget"),
 ];
 
+/// Fields the API server refuses to change in an update ("may not be changed in an update"),
+/// per kind: an object whose rendered value differs from the live one is deleted and created
+/// again. A PriorityClass's `value` and `preemptionPolicy` (pods already running keep the
+/// priority they were admitted with; new pods get the new one).
+const RECREATE_ON_CHANGE: &[(&str, &str)] = &[
+    ("PriorityClass", "value"),
+    ("PriorityClass", "preemptionPolicy"),
+];
+
+/// How long a deleted object may take to disappear before it is created again.
+const RECREATE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The first field of [`RECREATE_ON_CHANGE`] whose rendered value differs from `live`'s. Pure.
+pub fn immutable_change(object: &RenderedObject, live: &Json) -> Option<&'static str> {
+    RECREATE_ON_CHANGE
+        .iter()
+        .filter(|(kind, _)| *kind == object.kind)
+        .map(|(_, field)| *field)
+        .find(|field| {
+            let rendered = &object.object[*field];
+            !rendered.is_null() && live.get(*field).is_some_and(|l| l != rendered)
+        })
+}
+
 /// What went wrong while applying.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -337,8 +361,23 @@ impl Applier {
                 object.namespace.as_deref(),
             )
             .await?;
-        let before = api.get_opt(&object.name).await.map_err(failed)?;
+        let mut before = api.get_opt(&object.name).await.map_err(failed)?;
         let params = PatchParams::apply(FIELD_MANAGER).force();
+        let recreated = match &before {
+            Some(live) => {
+                let live = serde_json::to_value(live).unwrap_or(Json::Null);
+                if let Some(field) = immutable_change(object, &live) {
+                    self.recreate(&api, object, field).await?;
+                    true
+                } else {
+                    false
+                }
+            }
+            None => false,
+        };
+        if recreated {
+            before = None;
+        }
         let mut live = before
             .as_ref()
             .map(|b| serde_json::to_value(b).unwrap_or(Json::Null));
@@ -380,12 +419,49 @@ impl Applier {
             .await
             .map_err(failed)?;
         Ok(match before {
+            None if recreated => Change::Configured,
             None => Change::Created,
             Some(before) if before.metadata.resource_version == after.metadata.resource_version => {
                 Change::Unchanged
             }
             Some(_) => Change::Configured,
         })
+    }
+
+    /// Deletes `object` so that the next apply creates it with a value the API server refuses
+    /// to change in an update; waits (bounded) until it is gone.
+    async fn recreate(
+        &self,
+        api: &Api<DynamicObject>,
+        object: &RenderedObject,
+        field: &str,
+    ) -> Result<(), ApplyError> {
+        let failed = |e: kube::Error| ApplyError::Apply {
+            reference: object.reference(),
+            message: format!(
+                "`{field}` cannot change in an update, and deleting it to recreate it failed: {}",
+                api_message(&e)
+            ),
+        };
+        match api.delete(&object.name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.is_not_found() => {}
+            Err(e) => return Err(failed(e)),
+        }
+        let deadline = tokio::time::Instant::now() + RECREATE_TIMEOUT;
+        while api.get_opt(&object.name).await.map_err(failed)?.is_some() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ApplyError::Apply {
+                    reference: object.reference(),
+                    message: format!(
+                        "deleted to change `{field}` (immutable), but still there after {}s",
+                        RECREATE_TIMEOUT.as_secs()
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Ok(())
     }
 
     /// Deletes inventory objects that are not in `rendered`, workloads before namespaces.

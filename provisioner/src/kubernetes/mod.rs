@@ -7,6 +7,7 @@
 
 pub mod access;
 pub mod apply;
+pub mod checksums;
 pub mod diff;
 pub mod drift;
 pub mod eks_auth;
@@ -88,8 +89,9 @@ impl SecretValues {
     /// that is not deployed; `plan`, which compares Secrets by their keys, never their values).
     /// Each says what belongs there, so a file written with them cannot pass for a real one.
     pub fn placeholders() -> Self {
-        let placeholder =
-            |what: &str| format!("PLACEHOLDER: {what}; `provisioner up` sets the real value");
+        let placeholder = |what: &str| {
+            format!("{PLACEHOLDER_PREFIX}{what}; `provisioner up` sets the real value")
+        };
         Self {
             database_url: placeholder("the database URL"),
             redis_url: placeholder("the Redis URL"),
@@ -98,6 +100,22 @@ impl SecretValues {
         }
     }
 }
+
+impl SecretValues {
+    /// Whether these are [`SecretValues::placeholders`] rather than a deployment's values.
+    pub fn is_placeholder(&self) -> bool {
+        [
+            &self.database_url,
+            &self.redis_url,
+            &self.admin_key,
+            &self.worker_key,
+        ]
+        .iter()
+        .any(|value| value.starts_with(PLACEHOLDER_PREFIX))
+    }
+}
+
+const PLACEHOLDER_PREFIX: &str = "PLACEHOLDER: ";
 
 impl fmt::Debug for SecretValues {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -307,6 +325,7 @@ pub fn render(
             });
         }
     }
+    checksums::annotate(&mut files, secrets.is_some_and(|s| !s.is_placeholder()));
     Ok(files)
 }
 

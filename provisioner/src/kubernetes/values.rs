@@ -10,6 +10,25 @@ use crate::stack::model::{NetworkPolicyMode, PodSecurityLevel, ResourceList, Res
 /// The port the API listens on inside its pod.
 const API_PORT: u16 = 8080;
 
+/// The API's PriorityClass is `<qualified stack name>-controlplane` (cluster-scoped, so one per
+/// stack): above every worker tier (the policy `controlplane.rego` denies a tier at or above it),
+/// so a worker pod never preempts the API. Its value:
+pub const API_PRIORITY: i32 = 1_000_000;
+/// The node group the API runs on when the stack has one: its labels select the nodes, its
+/// taints are tolerated.
+pub const SYSTEM_NODE_GROUP: &str = "system";
+
+/// Shutdown of an API pod: the preStop sleep while the endpoint is removed from the Service
+/// everywhere, then the server's own grace for requests in flight, inside the pod's
+/// termination grace period.
+const API_PRESTOP_SECONDS: u32 = 5;
+const API_SHUTDOWN_GRACE_MS: u32 = 20_000;
+const API_TERMINATION_GRACE_SECONDS: u32 = 30;
+/// A worker pod's termination grace period, and how much of it the worker leaves after its
+/// drain to kill what is left and release its leases.
+const WORKER_TERMINATION_GRACE_SECONDS: u32 = 120;
+const WORKER_RELEASE_SECONDS: u32 = 10;
+
 #[derive(Debug, Serialize)]
 pub(super) struct RenderValues<'a> {
     /// The common labels, as YAML lines indented for `metadata.labels`.
@@ -19,11 +38,18 @@ pub(super) struct RenderValues<'a> {
     /// Where the database and cache live: the private subnets.
     data_cidrs: Vec<String>,
     vpc_cidr: String,
+    not_internet: &'static [&'static str],
+    /// The `kubernetes` Service's ClusterIP as a /32: pods reach the Kubernetes API through it,
+    /// and a network policy sees that address (it is translated to an endpoint after the check).
+    kubernetes_service: String,
     priority_classes: Vec<PriorityClassValues>,
     quotas: Vec<QuotaValues>,
     controlplane: Option<ControlPlaneValues>,
     pools: Vec<PoolValues>,
     secrets: Option<&'a SecretValues>,
+    /// The `monitoring` namespace, when the baseline has one: its Prometheus scrapes the API,
+    /// the nodes and the Kubernetes API.
+    monitoring: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -57,12 +83,28 @@ struct ControlPlaneValues {
     worker_namespace: String,
     api_client_namespaces: Vec<String>,
     image: String,
+    /// `IfNotPresent` for a pinned image (a digest, or a tag other than `latest`), else `Always`.
+    pull_policy: &'static str,
     replicas: u32,
     port: u16,
     url: String,
     resources: ResourceValues,
     autoscaling: Option<crate::stack::model::Autoscaling>,
     environment: Vec<KeyValue>,
+    priority_class: String,
+    /// The system node group's labels, as `nodeSelector`.
+    node_selector: Vec<KeyValue>,
+    /// Tolerations of the system node group's taints.
+    tolerations: Vec<TolerationValues>,
+    prestop_seconds: u32,
+    termination_grace_seconds: u32,
+}
+
+#[derive(Debug, Serialize)]
+struct TolerationValues {
+    key: String,
+    value: Option<String>,
+    effect: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -84,6 +126,7 @@ struct PoolValues {
     tier: String,
     /// The team's image the slots run in.
     image: String,
+    pull_policy: &'static str,
     concurrency: u32,
     min: u32,
     max: u32,
@@ -92,7 +135,31 @@ struct PoolValues {
     slots: Vec<SlotValues>,
     /// The pool's pod resources divided by its slots: what each slot container gets.
     slot_resources: ResourceValues,
+    termination_grace_seconds: u32,
+    /// How long a stopping worker lets its running tasks finish (`--drain-seconds`).
+    drain_seconds: u32,
+    /// Destinations besides the API and DNS (`worker_pools.<name>.egress`); `None` for none.
+    egress: Option<EgressValues>,
 }
+
+#[derive(Debug, Serialize)]
+struct EgressValues {
+    /// Blocks open on every port (the VPC's, the listed ones).
+    cidrs: Vec<String>,
+    /// TCP ports open to the internet.
+    internet_ports: Vec<u16>,
+}
+
+/// What "the internet" leaves out: private, shared, loopback and link-local space (the latter
+/// holds the instance metadata service).
+const NOT_INTERNET: &[&str] = &[
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+];
 
 /// One task slot of a worker pod: a container with its own user id, health port, `/tmp` and
 /// `/dev/shm`.
@@ -147,6 +214,7 @@ impl<'a> RenderValues<'a> {
                 }
             })
             .collect();
+        let system_group = stack.cluster.node_groups.get(SYSTEM_NODE_GROUP);
         let controlplane = stack.controlplane.as_ref().map(|c| {
             // CONTROLPLANE_LISTEN is the pod's own address (the Deployment's `env`, from the
             // downward API): 60-controlplane.yaml.tera.
@@ -162,6 +230,10 @@ impl<'a> RenderValues<'a> {
                     value: c.worker_namespace.clone(),
                 },
             ];
+            environment.push(KeyValue {
+                key: "CONTROLPLANE_SHUTDOWN_GRACE_MS".into(),
+                value: API_SHUTDOWN_GRACE_MS.to_string(),
+            });
             if let Some(limit) = c.rate_limit {
                 environment.extend([
                     KeyValue {
@@ -183,12 +255,33 @@ impl<'a> RenderValues<'a> {
                 worker_namespace: c.worker_namespace.clone(),
                 api_client_namespaces: c.api_client_namespaces.clone(),
                 image: c.image.clone(),
+                pull_policy: pull_policy(&c.image),
                 replicas: c.replicas,
                 port: API_PORT,
                 url: format!("http://stacksmith-controlplane.{}.svc", c.namespace),
                 resources: resources(c.resources.as_ref(), ("250m", "256Mi"), ("1", "512Mi")),
                 autoscaling: c.autoscaling,
                 environment,
+                priority_class: api_priority_class(loaded),
+                node_selector: system_group
+                    .iter()
+                    .flat_map(|g| &g.labels)
+                    .map(|(key, value)| KeyValue {
+                        key: key.clone(),
+                        value: value.clone(),
+                    })
+                    .collect(),
+                tolerations: system_group
+                    .iter()
+                    .flat_map(|g| &g.taints)
+                    .map(|taint| TolerationValues {
+                        key: taint.key.clone(),
+                        value: taint.value.clone(),
+                        effect: taint_effect(taint.effect),
+                    })
+                    .collect(),
+                prestop_seconds: API_PRESTOP_SECONDS,
+                termination_grace_seconds: API_TERMINATION_GRACE_SECONDS,
             }
         });
         let pools = stack
@@ -200,6 +293,7 @@ impl<'a> RenderValues<'a> {
                 deployment: format!("stacksmith-worker-{name}"),
                 tier: pool.tier.clone(),
                 image: pool.image.clone(),
+                pull_policy: pull_policy(&pool.image),
                 concurrency: pool.concurrency,
                 min: pool.replicas.min,
                 max: pool.replicas.max,
@@ -218,6 +312,18 @@ impl<'a> RenderValues<'a> {
                     &resources(pool.resources.as_ref(), ("100m", "128Mi"), ("1", "1Gi")),
                     pool.concurrency,
                 ),
+                termination_grace_seconds: WORKER_TERMINATION_GRACE_SECONDS,
+                drain_seconds: WORKER_TERMINATION_GRACE_SECONDS - WORKER_RELEASE_SECONDS,
+                egress: (!pool.egress.is_none()).then(|| EgressValues {
+                    cidrs: pool
+                        .egress
+                        .vpc
+                        .then(|| stack.network.cidr.to_string())
+                        .into_iter()
+                        .chain(pool.egress.cidrs.iter().map(ToString::to_string))
+                        .collect(),
+                    internet_ports: pool.egress.internet_ports.clone(),
+                }),
             })
             .collect();
         Self {
@@ -232,6 +338,8 @@ impl<'a> RenderValues<'a> {
                 .map(ToString::to_string)
                 .collect(),
             vpc_cidr: stack.network.cidr.to_string(),
+            not_internet: NOT_INTERNET,
+            kubernetes_service: format!("{}/32", stack.cluster.kubernetes_service_ip()),
             priority_classes: baseline
                 .iter()
                 .flat_map(|b| &b.priority_classes)
@@ -240,7 +348,15 @@ impl<'a> RenderValues<'a> {
                     value: *value,
                     description: format!("Stacksmith worker tier {name}"),
                 })
+                .chain(stack.controlplane.iter().map(|_| PriorityClassValues {
+                    name: api_priority_class(loaded),
+                    value: API_PRIORITY,
+                    description: "The Stacksmith API: above every worker tier".to_owned(),
+                }))
                 .collect(),
+            monitoring: baseline
+                .and_then(|b| b.namespaces.iter().find(|n| *n == "monitoring"))
+                .cloned(),
             quotas: baseline
                 .iter()
                 .flat_map(|b| &b.quotas)
@@ -259,6 +375,32 @@ impl<'a> RenderValues<'a> {
             pools,
             secrets,
         }
+    }
+}
+
+/// How the kubelet pulls `image`: a pinned image (a digest, or a tag other than `latest`) never
+/// changes, so it is pulled once per node (`IfNotPresent`) and a pod start does not depend on the
+/// registry; anything else is pulled at every start (`Always`).
+pub fn pull_policy(image: &str) -> &'static str {
+    let name = image.rsplit('/').next().unwrap_or(image);
+    let pinned = image.contains("@sha256:")
+        || name
+            .split_once(':')
+            .is_some_and(|(_, tag)| !tag.is_empty() && tag != "latest");
+    if pinned { "IfNotPresent" } else { "Always" }
+}
+
+/// The name of the API's PriorityClass.
+pub fn api_priority_class(loaded: &LoadedStack) -> String {
+    format!("{}-controlplane", loaded.names.qualified)
+}
+
+fn taint_effect(effect: crate::stack::model::TaintEffect) -> &'static str {
+    use crate::stack::model::TaintEffect;
+    match effect {
+        TaintEffect::NoSchedule => "NoSchedule",
+        TaintEffect::PreferNoSchedule => "PreferNoSchedule",
+        TaintEffect::NoExecute => "NoExecute",
     }
 }
 
@@ -372,6 +514,20 @@ fn binary_bytes(bytes: u128) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pinned_images_are_pulled_once() {
+        assert_eq!(
+            pull_policy("ghcr.io/acme/stacksmith-controlplane:1.0.0"),
+            "IfNotPresent"
+        );
+        assert_eq!(
+            pull_policy("123456789012.dkr.ecr.us-west-2.amazonaws.com/stacksmith@sha256:0123"),
+            "IfNotPresent"
+        );
+        assert_eq!(pull_policy("registry.local:5000/stacksmith"), "Always");
+        assert_eq!(pull_policy("ghcr.io/acme/stacksmith:latest"), "Always");
+    }
 
     #[test]
     fn quantities_divide_rounding_up() {

@@ -232,11 +232,19 @@ pub struct Cluster {
     /// Control plane log types sent to CloudWatch.
     #[serde(default)]
     pub logging: Vec<ClusterLogType>,
+    /// The block Kubernetes Services take their ClusterIPs from (EKS `serviceIpv4Cidr`, fixed at
+    /// the cluster's creation): inside 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16, between /12
+    /// and /24, apart from the VPC. The `kubernetes` Service gets its first address, which the
+    /// network policies let the API's pool autoscaler reach.
+    #[serde(default = "default_service_cidr")]
+    pub service_cidr: Cidr,
     /// Managed node groups by name.
     pub node_groups: IndexMap<String, NodeGroup>,
-    /// Managed add-ons: name to version, or `latest` (resolved and pinned in state on first apply).
+    /// Managed add-ons: name to version, or `latest` (resolved and pinned in state on first
+    /// apply), or to `{ version, configuration }` with the add-on's configuration values (its
+    /// schema: `aws eks describe-addon-configuration`).
     #[serde(default)]
-    pub addons: IndexMap<String, String>,
+    pub addons: IndexMap<String, Addon>,
     /// Bring-your-own cluster: apply in-cluster objects through this kubeconfig instead of the
     /// EKS endpoint (also how the `local` stack reaches the Kubernetes emulator).
     #[serde(default)]
@@ -244,6 +252,65 @@ pub struct Cluster {
     /// Who may administer the cluster's Kubernetes API besides the identity that created it.
     #[serde(default)]
     pub access: ClusterAccess,
+}
+
+/// One managed add-on: its version, or its version and configuration values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Addon {
+    /// A version such as `v1.19.0-eksbuild.1`, or `latest`.
+    Version(String),
+    /// A version and configuration values.
+    Configured(AddonSettings),
+}
+
+/// An add-on's version and configuration values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AddonSettings {
+    /// A version such as `v1.19.0-eksbuild.1`, or `latest`.
+    #[serde(default = "latest")]
+    pub version: String,
+    /// Configuration values, as the add-on's configuration schema describes them (sent to EKS as
+    /// JSON). The provisioner adds what the stack needs: `enableNetworkPolicy: "true"` for
+    /// `vpc-cni` when `baseline.network_policies` is `default-deny`.
+    #[serde(default)]
+    pub configuration: IndexMap<String, serde_json::Value>,
+}
+
+fn latest() -> String {
+    "latest".to_owned()
+}
+
+impl Addon {
+    /// The version, or `latest`.
+    pub fn version(&self) -> &str {
+        match self {
+            Self::Version(version) => version,
+            Self::Configured(settings) => &settings.version,
+        }
+    }
+
+    /// The configuration values the stack gives (none for a bare version).
+    pub fn configuration(&self) -> IndexMap<String, serde_json::Value> {
+        match self {
+            Self::Version(_) => IndexMap::new(),
+            Self::Configured(settings) => settings.configuration.clone(),
+        }
+    }
+}
+
+/// EKS's own choice for a VPC in 10.0.0.0/8 (it takes 10.100.0.0/16 otherwise).
+fn default_service_cidr() -> Cidr {
+    Cidr(ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(172, 20, 0, 0), 16).expect("a valid prefix"))
+}
+
+impl Cluster {
+    /// The ClusterIP of the `kubernetes` Service: the service CIDR's first address.
+    pub fn kubernetes_service_ip(&self) -> std::net::Ipv4Addr {
+        let network = u32::from(self.service_cidr.0.network());
+        std::net::Ipv4Addr::from(network.saturating_add(1))
+    }
 }
 
 /// Access to the cluster's Kubernetes API. The cluster authenticates through EKS access entries
@@ -749,6 +816,35 @@ pub struct WorkerPool {
     /// Requests and limits of each worker pod, shared equally by its task slots.
     #[serde(default)]
     pub resources: Option<Resources>,
+    /// Where the pool's tasks may connect besides the API and DNS, when
+    /// `baseline.network_policies` is `default-deny` (rendered as the pool's NetworkPolicy).
+    /// Nothing else by default.
+    #[serde(default)]
+    pub egress: PoolEgress,
+}
+
+/// A worker pool's network egress. Link-local addresses (the instance metadata service and its
+/// node credentials) stay unreachable whatever is listed.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PoolEgress {
+    /// Every address of the stack's VPC, on every port.
+    #[serde(default)]
+    pub vpc: bool,
+    /// These blocks, on every port.
+    #[serde(default)]
+    pub cidrs: Vec<Cidr>,
+    /// The internet (every public address) on these TCP ports, e.g. `[443]` to clone code and
+    /// fetch packages over HTTPS.
+    #[serde(default)]
+    pub internet_ports: Vec<u16>,
+}
+
+impl PoolEgress {
+    /// Whether the pool may reach nothing besides the API and DNS.
+    pub fn is_none(&self) -> bool {
+        !self.vpc && self.cidrs.is_empty() && self.internet_ports.is_empty()
+    }
 }
 
 fn default_tasks_per_replica() -> u32 {

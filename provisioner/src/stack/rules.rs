@@ -226,6 +226,48 @@ fn network(stack: &Stack, rules: &mut Rules<'_>) {
     }
 }
 
+/// EKS's rules for `serviceIpv4Cidr` (CreateCluster): a private block, /12 to /24, apart from
+/// the VPC.
+fn service_cidr(stack: &Stack, rules: &mut Rules<'_>) {
+    let services = stack.cluster.service_cidr.0;
+    let vpc = stack.network.cidr.0;
+    let private = ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+        .iter()
+        .filter_map(|block| block.parse::<ipnet::Ipv4Net>().ok())
+        .any(|block| block.contains(&services));
+    let location = rules.at(&path!["cluster", "service_cidr"]);
+    let problem = if !private {
+        Some((
+            format!(
+                "the service CIDR {services} is not inside 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16"
+            ),
+            "not a private block",
+        ))
+    } else if !(12..=24).contains(&services.prefix_len()) {
+        Some((
+            format!(
+                "the service CIDR must be between /12 and /24, not /{}",
+                services.prefix_len()
+            ),
+            "outside /12../24",
+        ))
+    } else if services.contains(&vpc.network()) || vpc.contains(&services.network()) {
+        Some((
+            format!("the service CIDR {services} overlaps the VPC's {vpc}"),
+            "overlaps network.cidr",
+        ))
+    } else {
+        None
+    };
+    if let Some((message, label)) = problem {
+        rules.push(
+            StackError::new("stack::cluster::service_cidr", Some(location), message)
+                .label(label)
+                .help("EKS takes Services' ClusterIPs from a private /12../24 block apart from the VPC, e.g. `service_cidr: 172.20.0.0/16` (10.100.0.0/16 for a VPC in 172.16.0.0/12)"),
+        );
+    }
+}
+
 fn example_subnet(vpc: ipnet::Ipv4Net, prefix: u8) -> String {
     vpc.subnets(prefix.max(vpc.prefix_len()))
         .ok()
@@ -235,6 +277,7 @@ fn example_subnet(vpc: ipnet::Ipv4Net, prefix: u8) -> String {
 
 fn cluster(stack: &Stack, rules: &mut Rules<'_>) {
     let cluster = &stack.cluster;
+    service_cidr(stack, rules);
     if !cluster.endpoint.public && !cluster.endpoint.private {
         rules.push(
             StackError::new(
