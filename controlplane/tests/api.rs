@@ -579,3 +579,152 @@ async fn probes_metrics_openapi_and_offline_docs(pool: PgPool) {
     }
     server.stop().await;
 }
+
+/// Issue 16 item 11: every replica checks the same Postgres and Redis, so a readiness that failed
+/// while they are slow would take every replica out of the Service at once. A slow dependency
+/// keeps `/readyz` at 200 (`degraded`, the check `slow`), within the rendered probe's 5 s timeout;
+/// `/startupz` still waits for every check to be `ok`.
+#[sqlx::test(migrations = "./migrations")]
+async fn slow_dependencies_keep_the_api_ready_within_the_probe_timeout(pool: PgPool) {
+    use std::net::ToSocketAddrs;
+    use std::time::{Duration, Instant};
+
+    let redis_target = reqwest::Url::parse(&stacksmith_testkit::redis_url()).unwrap();
+    let redis_proxy = common::StallProxy::start(
+        (
+            redis_target.host_str().unwrap(),
+            redis_target.port().unwrap_or(6379),
+        )
+            .to_socket_addrs()
+            .unwrap()
+            .next()
+            .unwrap(),
+    )
+    .await;
+    let mut proxied = redis_target.clone();
+    proxied.set_host(Some("127.0.0.1")).unwrap();
+    proxied.set_port(Some(redis_proxy.addr.port())).unwrap();
+    let redis = redis::Client::open(proxied.as_str())
+        .unwrap()
+        .get_connection_manager()
+        .await
+        .expect("Redis through the proxy");
+
+    let options = pool.connect_options();
+    let database_proxy = common::StallProxy::start(
+        (options.get_host(), options.get_port())
+            .to_socket_addrs()
+            .unwrap()
+            .next()
+            .unwrap(),
+    )
+    .await;
+    let slow_pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(
+            (*options)
+                .clone()
+                .host("127.0.0.1")
+                .port(database_proxy.addr.port()),
+        )
+        .await
+        .expect("Postgres through the proxy");
+
+    let config = common::config(RateLimitConfig::disabled());
+    let server = TestServer::start_with(slow_pool, config, redis).await;
+    let probe = |path: &'static str| {
+        let request = server.client.get(server.url(path));
+        async move {
+            let started = Instant::now();
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            (status, body, started.elapsed())
+        }
+    };
+    let (status, body, _) = probe("/readyz").await;
+    assert_eq!((status, &body["status"]), (200, &json!("ok")), "{body}");
+
+    redis_proxy.stall(true);
+    database_proxy.stall(true);
+    let (status, body, took) = probe("/readyz").await;
+    assert_eq!(
+        status, 200,
+        "a slow database and cache keep the API ready: {body}"
+    );
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(body["checks"], json!({"postgres": "slow", "redis": "slow"}));
+    assert!(
+        took < Duration::from_secs(5),
+        "/readyz answered after {took:?}, beyond the probe's timeoutSeconds: 5"
+    );
+
+    redis_proxy.stall(false);
+    database_proxy.stall(false);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, body, _) = probe("/readyz").await;
+        if status == 200 && body["status"] == "ok" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ok again: {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server.stop().await;
+}
+
+/// Issue 16 item 9: the per-key and global limits the stack states hold for the whole API, not
+/// per replica: two servers sharing Redis (as the API's replicas do) admit one key's burst once
+/// between them, and the global rate once between them.
+#[sqlx::test(migrations = "./migrations")]
+async fn limits_hold_across_replicas_sharing_redis(pool: PgPool) {
+    let per_key = common::config(RateLimitConfig {
+        per_key_rps: 1,
+        burst: 3,
+        ..RateLimitConfig::disabled()
+    });
+    let first = TestServer::start(pool.clone(), per_key.clone()).await;
+    let second = TestServer::start(pool.clone(), per_key).await;
+    let (_, key) = first.team_with_key("team").await;
+    let (_, other_key) = first.team_with_key("other").await;
+    let mut statuses = Vec::new();
+    let mut remaining = Vec::new();
+    for i in 0..4 {
+        let server = if i % 2 == 0 { &first } else { &second };
+        let response = server.submit(&key, task("p")).await;
+        statuses.push(response.status().as_u16());
+        if response.status() == 201 {
+            remaining.push(header(&response, "ratelimit-remaining"));
+        } else {
+            assert_eq!(header(&response, "retry-after"), 1);
+            expect_problem(response, 429).await;
+        }
+    }
+    assert_eq!(
+        statuses,
+        [201, 201, 201, 429],
+        "one burst of 3 for both replicas"
+    );
+    assert_eq!(remaining, [2, 1, 0]);
+    // Another key has its own quota, on either replica.
+    assert_eq!(second.submit(&other_key, task("p")).await.status(), 201);
+    first.stop().await;
+    second.stop().await;
+
+    let global = common::config(RateLimitConfig {
+        global_rps: 2,
+        ..RateLimitConfig::disabled()
+    });
+    let first = TestServer::start(pool.clone(), global.clone()).await;
+    let second = TestServer::start(pool, global).await;
+    let (_, a) = first.team_with_key("a").await;
+    let (_, b) = first.team_with_key("b").await;
+    assert_eq!(first.submit(&a, task("p")).await.status(), 201);
+    assert_eq!(second.submit(&b, task("p")).await.status(), 201);
+    let limited = second.submit(&a, task("p")).await;
+    assert!(limited.headers().contains_key("retry-after"));
+    let problem = expect_problem(limited, 429).await;
+    assert!(problem.to_string().contains("global"), "{problem}");
+    first.stop().await;
+    second.stop().await;
+}

@@ -154,7 +154,14 @@ pub async fn authenticate_and_limit(
         Ok(principal) => principal,
         Err(error) => return error.into_response(),
     };
-    let status = state.rate_limiters.check_key(principal.rate_key());
+    let status = state
+        .rate_limiters
+        .check_key_shared(
+            &state.redis,
+            &state.config.redis_key_prefix,
+            principal.rate_key(),
+        )
+        .await;
     if let Some(status) = status
         && status.is_limited()
     {

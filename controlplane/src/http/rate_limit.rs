@@ -1,5 +1,13 @@
-//! Rate limiting with governor (GCRA), in process: per client address (before authentication),
-//! per API key and global (after authentication).
+//! Rate limiting (GCRA): per client address (before authentication), per API key and global
+//! (after authentication).
+//!
+//! The per-key and global limits are what the stack states for the whole API, however many
+//! replicas serve it: they are kept in Redis, which every replica shares
+//! ([`RateLimiters::check_key_shared`]: one Lua script per request checks the key's limit, then
+//! the global one, on Redis's clock, under the server's key prefix). When Redis does not answer
+//! in time, each replica falls back to its own in-process limiters (governor), so a Redis outage
+//! degrades the limits instead of refusing or admitting everything. The per-client limit is a
+//! flood guard before authentication and stays in process.
 //!
 //! Responses carry the IETF draft headers in their separate-field form
 //! (draft-ietf-httpapi-ratelimit-headers up to -06):
@@ -106,11 +114,50 @@ fn refused(quota: Quota, wait: Duration, scope: Scope) -> RateStatus {
     }
 }
 
+/// How long a request waits for the shared limits before the in-process ones decide.
+pub const SHARED_TIMEOUT: Duration = Duration::from_millis(250);
+
+/// GCRA over Redis. For each limit i: KEYS[i] holds its theoretical arrival time (microseconds on
+/// Redis's clock); ARGV[2i-1] is the emission interval (µs per request), ARGV[2i] the burst.
+/// Returns {allowed, remaining, µs} per limit checked, and stops after the first refusal (which
+/// consumes nothing).
+static SHARED_SCRIPT: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local answer = {}
+for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local burst = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then tat = now end
+  local next_tat = tat + interval
+  local allowed_at = next_tat - interval * burst
+  if now < allowed_at then
+    table.insert(answer, 0)
+    table.insert(answer, 0)
+    table.insert(answer, allowed_at - now)
+    return answer
+  end
+  redis.call('SET', key, next_tat, 'PX', math.ceil((next_tat - now) / 1000) + 1)
+  table.insert(answer, 1)
+  table.insert(answer, math.floor((now - allowed_at) / interval))
+  table.insert(answer, next_tat - now)
+end
+return answer
+",
+    )
+});
+
 /// All limiters of one server. A limiter configured with rate 0 is absent.
 pub struct RateLimiters {
     per_client: Option<KeyedLimiter<IpAddr>>,
     per_key: Option<KeyedLimiter<Uuid>>,
     global: Option<DirectLimiter>,
+    /// The per-key and global quotas, for the limits shared in Redis.
+    per_key_quota: Option<Quota>,
+    global_quota: Option<Quota>,
     clock: DefaultClock,
 }
 
@@ -123,6 +170,8 @@ impl RateLimiters {
                 .map(|q| RateLimiter::keyed(q).with_middleware()),
             global: quota(config.global_rps, config.global_rps)
                 .map(|q| RateLimiter::direct(q).with_middleware()),
+            per_key_quota: quota(config.per_key_rps, config.burst),
+            global_quota: quota(config.global_rps, config.global_rps),
             clock: DefaultClock::default(),
         }
     }
@@ -167,6 +216,74 @@ impl RateLimiters {
         match global {
             Some(status) if status.is_limited() => Some(status),
             _ => per_key.or(global),
+        }
+    }
+
+    /// [`Self::check_key`] against the limits every replica shares in Redis (keys under
+    /// `prefix:ratelimit:`); the in-process limiters answer when Redis fails or is slower than
+    /// [`SHARED_TIMEOUT`].
+    pub async fn check_key_shared(
+        &self,
+        redis: &redis::aio::ConnectionManager,
+        prefix: &str,
+        key_id: Uuid,
+    ) -> Option<RateStatus> {
+        let limits: Vec<(String, Quota, Scope)> = [
+            self.per_key_quota
+                .map(|q| (format!("{prefix}:ratelimit:key:{key_id}"), q, Scope::Key)),
+            self.global_quota
+                .map(|q| (format!("{prefix}:ratelimit:global"), q, Scope::Global)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if limits.is_empty() {
+            return None;
+        }
+        let mut invocation = SHARED_SCRIPT.prepare_invoke();
+        for (key, quota, _) in &limits {
+            invocation
+                .key(key)
+                .arg(quota.replenish_interval().as_micros() as u64)
+                .arg(quota.burst_size().get());
+        }
+        let mut connection = redis.clone();
+        let answer = tokio::time::timeout(
+            SHARED_TIMEOUT,
+            invocation.invoke_async::<Vec<i64>>(&mut connection),
+        )
+        .await;
+        let Ok(Ok(answer)) = answer else {
+            tracing::warn!("Redis did not answer the rate limit check: limits apply per replica");
+            return self.check_key(key_id);
+        };
+        // Per limit checked: allowed (1/0), remaining, microseconds (until full when allowed,
+        // until the next request is allowed when refused). Checking stops at a refusal.
+        let mut statuses = answer
+            .chunks_exact(3)
+            .zip(&limits)
+            .map(|(row, (_, quota, scope))| {
+                let micros = Duration::from_micros(row[2].max(0) as u64);
+                if row[0] == 1 {
+                    RateStatus {
+                        limit: quota.burst_size().get(),
+                        remaining: u32::try_from(row[1].max(0)).unwrap_or(u32::MAX),
+                        reset_seconds: ceil_seconds(micros),
+                        retry_after_seconds: None,
+                        scope: *scope,
+                    }
+                } else {
+                    refused(*quota, micros, *scope)
+                }
+            });
+        let first = statuses.next()?;
+        if first.is_limited() {
+            return Some(first);
+        }
+        match statuses.next() {
+            Some(global) if global.is_limited() => Some(global),
+            // The per-key status when there is one, as in process.
+            _ => Some(first),
         }
     }
 

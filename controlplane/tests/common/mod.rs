@@ -53,6 +53,16 @@ pub async fn redis_connection() -> redis::aio::ConnectionManager {
 impl TestServer {
     pub async fn start(pool: PgPool, config: Config) -> Self {
         let redis = redis_connection().await;
+        Self::start_with(pool, config, redis).await
+    }
+
+    /// Starts a server on this database pool and Redis connection (e.g. through a
+    /// [`StallProxy`]).
+    pub async fn start_with(
+        pool: PgPool,
+        config: Config,
+        redis: redis::aio::ConnectionManager,
+    ) -> Self {
         let redis_prefix = config.redis_key_prefix.clone();
         let state = AppState::new(config, pool.clone(), redis.clone());
         let server = Server::bind(state).await.expect("bind 127.0.0.1:0");
@@ -162,4 +172,64 @@ pub async fn expect_problem(response: reqwest::Response, status: u16) -> serde_j
     assert!(problem["instance"].is_string(), "{problem}");
     assert_eq!(problem["request_id"], request_id.as_str());
     problem
+}
+
+/// A TCP proxy on 127.0.0.1 in front of `target` that can stall: while stalled, it holds what
+/// either side sends (a dependency that has become slow, not gone). Its tasks end with the test's
+/// runtime.
+pub struct StallProxy {
+    pub addr: SocketAddr,
+    stalled: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl StallProxy {
+    pub async fn start(target: SocketAddr) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let stalled = std::sync::Arc::new(AtomicBool::new(false));
+        let flag = stalled.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                    continue;
+                };
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                for (mut from, mut to) in [
+                    (
+                        Box::new(client_read) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                        Box::new(server_write) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                    ),
+                    (Box::new(server_read) as _, Box::new(client_write) as _),
+                ] {
+                    let flag = flag.clone();
+                    tokio::spawn(async move {
+                        let mut buffer = vec![0u8; 16 * 1024];
+                        loop {
+                            let read = match from.read(&mut buffer).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(read) => read,
+                            };
+                            while flag.load(Ordering::SeqCst) {
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                            }
+                            if to.write_all(&buffer[..read]).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        Self { addr, stalled }
+    }
+
+    pub fn stall(&self, stalled: bool) {
+        self.stalled
+            .store(stalled, std::sync::atomic::Ordering::SeqCst);
+    }
 }
