@@ -11,6 +11,7 @@
 mod bench;
 mod control_plane;
 mod environment;
+mod image;
 mod process;
 mod python;
 
@@ -36,6 +37,7 @@ commands:
                    plane, tear it all down, print a report (--json); with --allow-emulators it
                    starts moto and the Kubernetes emulator and runs against them instead
                    (`stacksmith-acceptance --help` lists ARGS)
+{IMAGE}
   help             this text
 {BENCHES}
 
@@ -49,7 +51,9 @@ environment:
   STACKSMITH_BLESS=1     rewrite golden files instead of comparing (then review the diff)";
 
 fn usage() -> String {
-    USAGE.replace("{BENCHES}", bench::USAGE)
+    USAGE
+        .replace("{BENCHES}", bench::USAGE)
+        .replace("{IMAGE}", image::USAGE)
 }
 
 fn main() -> ExitCode {
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
         "env" => hold_environment(),
         "acceptance" => acceptance(rest),
         "bench" => bench::run(rest),
+        "image" => image::run(rest),
         "help" | "--help" | "-h" => {
             println!("{}", usage());
             Ok(ExitCode::SUCCESS)
