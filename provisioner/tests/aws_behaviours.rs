@@ -453,6 +453,77 @@ async fn create_cluster_is_retried_while_iam_has_not_propagated_its_new_role() {
     );
 }
 
+/// IAM is eventually consistent too (found by the fault proxy in front of moto): GetRole right
+/// after CreateRole may answer NoSuchEntity; the role is read again until it shows, instead of
+/// failing the create with "vanished after its creation".
+#[tokio::test]
+async fn a_new_iam_role_is_read_again_until_iam_shows_it() {
+    use aws_sdk_iam::operation::create_role::CreateRoleOutput;
+    use aws_sdk_iam::operation::get_role::{GetRoleError, GetRoleOutput};
+    use aws_sdk_iam::operation::list_role_tags::ListRoleTagsOutput;
+    use aws_sdk_iam::types::{Role, Tag};
+    let no_such_entity = || {
+        GetRoleError::generic(
+            aws_sdk_iam::error::ErrorMetadata::builder()
+                .code("NoSuchEntity")
+                .message("The role with name c1-eks-node cannot be found.")
+                .build(),
+        )
+    };
+    // The adoption check finds nothing; then, after the create, NoSuchEntity twice more.
+    let get = mock!(aws_sdk_iam::Client::get_role)
+        .sequence()
+        .error(no_such_entity)
+        .times(3)
+        .output(|| {
+            GetRoleOutput::builder()
+                .role(
+                    Role::builder()
+                        .role_name("c1-eks-node")
+                        .role_id("AROAEXAMPLE")
+                        .arn("arn:aws:iam::123456789012:role/c1-eks-node")
+                        .path("/")
+                        .create_date(aws_sdk_iam::primitives::DateTime::from_secs(0))
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+        })
+        .repeatedly()
+        .build();
+    let create =
+        mock!(aws_sdk_iam::Client::create_role).then_output(|| CreateRoleOutput::builder().build());
+    let tags = mock!(aws_sdk_iam::Client::list_role_tags).then_output(|| {
+        ListRoleTagsOutput::builder()
+            .set_tags(Some(
+                ownership()
+                    .iter()
+                    .map(|(k, v)| Tag::builder().key(k).value(v).build().unwrap())
+                    .collect(),
+            ))
+            .build()
+            .unwrap()
+    });
+    let provider = aws(Rules {
+        iam: vec![&get, &create, &tags],
+        ..Rules::default()
+    });
+    let live = bounded(provider.create(
+        &call("aws.iam.role"),
+        &props(json!({
+            "name": "c1-eks-node",
+            "assume_role_service": "ec2.amazonaws.com",
+            "tags": {},
+        })),
+        &ownership(),
+    ))
+    .await
+    .expect("created once IAM shows the role");
+    assert_eq!(create.num_calls(), 1, "created once, read until visible");
+    assert_eq!(get.num_calls(), 4);
+    assert_eq!(live.id, "c1-eks-node");
+}
+
 #[tokio::test]
 async fn another_invalid_parameter_of_create_cluster_is_not_retried() {
     use aws_sdk_eks::operation::create_cluster::CreateClusterError;

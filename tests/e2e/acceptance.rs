@@ -31,6 +31,11 @@ impl Drop for Scratch {
 
 /// The suite in `dir`, with no AWS settings of the caller's and the fixtures' stacks.
 fn acceptance(dir: &Path) -> Command {
+    acceptance_with_stacks(dir, &workspace_root().join("tests/fixtures/acceptance"))
+}
+
+/// The suite in `dir` with the stacks of `stacks`.
+fn acceptance_with_stacks(dir: &Path, stacks: &Path) -> Command {
     let root = workspace_root();
     let mut command = Command::new(env!("CARGO_BIN_EXE_stacksmith-acceptance"));
     command
@@ -38,7 +43,7 @@ fn acceptance(dir: &Path) -> Command {
         .arg("--provisioner")
         .arg(workspace_binary("provisioner"))
         .arg("--stacks-dir")
-        .arg(root.join("tests/fixtures/acceptance"))
+        .arg(stacks)
         .arg("--workflow")
         .arg(root.join("controlplane/workflows/local-release.json"))
         .env("STACKSMITH_POLICIES_DIR", root.join("policies"))
@@ -144,11 +149,47 @@ fn kube_get(path: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {reply}"))
 }
 
+/// Writes `dir/emulators.yaml`: the fixture with namespaces and a priority class of its own, so
+/// that the run shares no in-cluster object with other tests installing into the same emulator
+/// (`drift_moto` installs the `local` stack's `system`, `workload`... namespaces there).
+fn own_namespaces(dir: &Path) -> String {
+    let s = unique_name("x").replace('_', "-");
+    let s = &s[s.len() - 8..];
+    let fixture = workspace_root().join("tests/fixtures/acceptance/emulators.yaml");
+    std::fs::write(
+        dir.join("without-baseline.yaml"),
+        format!("extends: {}\nbaseline: null\n", fixture.display()),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("emulators.yaml"),
+        format!(
+            "extends: without-baseline.yaml\n\
+             baseline:\n  \
+               namespaces: [sys-{s}, work-{s}]\n  \
+               pod_security: {{ sys-{s}: restricted, work-{s}: restricted }}\n  \
+               network_policies: default-deny\n  \
+               priority_classes: {{ standard-{s}: 500 }}\n\
+             controlplane:\n  \
+               namespace: sys-{s}\n  \
+               worker_namespace: work-{s}\n  \
+               api_client_namespaces: []\n  \
+               worker_pools:\n    \
+                 default: {{ tier: standard-{s}, concurrency: 4, replicas: {{ min: 1, max: 2 }}, tasks_per_replica: 10 }}\n"
+        ),
+    )
+    .unwrap();
+    format!("sys-{s}")
+}
+
 #[test]
 fn a_whole_run_against_moto_and_the_kubernetes_emulator_deploys_checks_and_tears_down() {
     let scratch = Scratch::new();
+    let stacks = scratch.0.join("stacks");
+    std::fs::create_dir_all(&stacks).unwrap();
+    let namespace = own_namespaces(&stacks);
     let output = run(with_dummy_credentials(
-        acceptance(&scratch.0)
+        acceptance_with_stacks(&scratch.0, &stacks)
             .env("STACKSMITH_ACC", "1")
             .env(
                 "STACKSMITH_AWS_ENDPOINT",
@@ -227,9 +268,9 @@ fn a_whole_run_against_moto_and_the_kubernetes_emulator_deploys_checks_and_tears
     let instance = report["instance"].as_str().unwrap();
     let selector = format!("labelSelector=stacksmith.dev/acceptance%3D{instance}");
     for path in [
-        "/apis/batch/v1/namespaces/system/jobs",
-        "/api/v1/namespaces/system/configmaps",
-        "/apis/networking.k8s.io/v1/namespaces/system/networkpolicies",
+        format!("/apis/batch/v1/namespaces/{namespace}/jobs"),
+        format!("/api/v1/namespaces/{namespace}/configmaps"),
+        format!("/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies"),
     ] {
         let list = kube_get(&format!("{path}?{selector}"));
         assert_eq!(

@@ -132,6 +132,21 @@ fn to_tags(tags: &IndexMap<String, String>) -> Result<Vec<Tag>, ProviderError> {
         .collect()
 }
 
+/// What IAM just made, read back: IAM is eventually consistent ("changes take time to become
+/// visible"), so a read right after a create may answer NoSuchEntity; it is read again with
+/// backoff for at most [`bounds::PROPAGATION`].
+async fn visible<F, Fut>(
+    ctx: &AwsContext,
+    what: &str,
+    read: F,
+) -> Result<LiveResource, ProviderError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<LiveResource>, ProviderError>>,
+{
+    super::wait_for(ctx, what, bounds::PROPAGATION, read).await
+}
+
 async fn read_role(ctx: &AwsContext, name: &str) -> Result<Option<LiveResource>, ProviderError> {
     let iam = &ctx.clients().await.iam;
     let out = match iam
@@ -149,12 +164,18 @@ async fn read_role(ctx: &AwsContext, name: &str) -> Result<Option<LiveResource>,
         return Ok(None);
     };
     // GetRole may omit tags; ListRoleTags is authoritative.
-    let tags: IndexMap<String, String> = iam
+    let listed = match iam
         .list_role_tags()
         .role_name(name)
         .send()
         .await
-        .map_err(api("ListRoleTags"))?
+        .map_err(api("ListRoleTags"))
+    {
+        Ok(listed) => listed,
+        Err(e) if e.is("NoSuchEntity") => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let tags: IndexMap<String, String> = listed
         .tags()
         .iter()
         .map(|t| (t.key().to_owned(), t.value().to_owned()))
@@ -299,9 +320,12 @@ async fn put_inline_policy(
     )
     .await?;
     let id = inline_policy_id(role, name);
-    read_inline_policy(ctx, &id)
-        .await?
-        .ok_or_else(|| failed(format!("inline policy {id} not visible after putting it")))
+    visible(
+        ctx,
+        &format!("inline policy {id} to be visible after putting it"),
+        || read_inline_policy(ctx, &id),
+    )
+    .await
 }
 
 // --- OIDC provider (IRSA) ---
@@ -394,9 +418,12 @@ async fn create_oidc(
     let arn = out
         .open_id_connect_provider_arn()
         .ok_or_else(|| failed("CreateOpenIDConnectProvider returned no ARN"))?;
-    read_oidc(ctx, arn)
-        .await?
-        .ok_or_else(|| failed(format!("OIDC provider {arn} vanished after its creation")))
+    visible(
+        ctx,
+        &format!("OIDC provider {arn} to be readable after its creation"),
+        || read_oidc(ctx, arn),
+    )
+    .await
 }
 
 async fn update_oidc(
@@ -540,9 +567,13 @@ pub async fn create(
                 .send()
                 .await
                 .map_err(api("CreateRole"))?;
-            read_role(ctx, name)
-                .await?
-                .ok_or_else(|| failed(format!("IAM role {name} vanished after its creation")))
+            // IAM is eventually consistent: GetRole may answer NoSuchEntity for a moment.
+            visible(
+                ctx,
+                &format!("IAM role {name} to be readable after its creation"),
+                || read_role(ctx, name),
+            )
+            .await
         }
         "aws.iam.role_policy_attachment" => {
             let role = p.str("role")?;
@@ -565,9 +596,12 @@ pub async fn create(
             )
             .await?;
             let id = attachment_id(role, policy);
-            read_attachment(ctx, &id)
-                .await?
-                .ok_or_else(|| failed(format!("attachment {id} not visible after attaching")))
+            visible(
+                ctx,
+                &format!("attachment {id} to be visible after attaching"),
+                || read_attachment(ctx, &id),
+            )
+            .await
         }
         "aws.iam.role_policy" => put_inline_policy(ctx, properties).await,
         other => Err(failed(format!("the IAM provider does not serve `{other}`"))),
