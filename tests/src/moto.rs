@@ -1,5 +1,6 @@
 //! A private moto server for suites that need an emulator of their own (the chaos suite resets
-//! it and counts every object in it), started through `tests/emulators/moto_server.py` (AWS's
+//! it every round and counts every object in it through the AWS APIs: moto's
+//! `/moto-api/data.json` lists every object ever made, deleted ones too), started through `tests/emulators/moto_server.py` (AWS's
 //! filter matching and the other fixes listed in `provisioner/docs/testing.md`) with the python
 //! of the venv `cargo xtask test` made.
 
@@ -9,18 +10,6 @@ use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// Models of moto's `/moto-api/data.json` that are not objects a stack makes (AMIs and their
-/// snapshots and volumes, prefix lists, the backend itself, IAM's account summary, S3 grantees).
-const NOT_OBJECTS: &[&str] = &[
-    "ec2/Ami",
-    "ec2/Snapshot",
-    "ec2/Volume",
-    "ec2/EC2Backend",
-    "ec2/ManagedPrefixList",
-    "iam/AccountSummary",
-    "s3/FakeGrantee",
-];
 
 /// A moto server on a free port of 127.0.0.1, killed when dropped.
 pub struct MotoServer {
@@ -75,24 +64,6 @@ impl MotoServer {
             .expect("moto resets");
     }
 
-    /// How many objects of each model moto holds (`service/Model` -> count), AMIs and the other
-    /// fixtures moto ships left out: every object, tagged or not (routes, rules, associations).
-    pub fn inventory(&self) -> BTreeMap<String, usize> {
-        let body = self.get("/moto-api/data.json").expect("moto answers");
-        let data: serde_json::Value = serde_json::from_str(&body).expect("moto's data is JSON");
-        let mut counts = BTreeMap::new();
-        for (service, models) in data.as_object().into_iter().flatten() {
-            for (model, objects) in models.as_object().into_iter().flatten() {
-                let key = format!("{service}/{model}");
-                let count = objects.as_array().map_or(0, Vec::len);
-                if count > 0 && !NOT_OBJECTS.contains(&key.as_str()) {
-                    counts.insert(key, count);
-                }
-            }
-        }
-        counts
-    }
-
     fn get(&self, path: &str) -> std::io::Result<String> {
         self.request("GET", path)
     }
@@ -128,7 +99,7 @@ impl Drop for MotoServer {
     }
 }
 
-/// The differences between two inventories: `(model, expected, found)` for every model whose
+/// The differences between two inventories (`kind` -> count): `(model, expected, found)` for every model whose
 /// count differs.
 pub fn differences(
     expected: &BTreeMap<String, usize>,

@@ -29,6 +29,10 @@ commands:
   local            the main job: start the emulators; validate, plan and render the `local`
                    stack, create it in moto (`up`, from clean local state), print its outputs;
                    then start the control plane and a worker and run a DAG workflow through it
+  chaos [--rounds N] [--seed S]
+                   the chaos suite's long run: SIGKILL at random progress events of `up` and
+                   `down` of the `local` stack behind the fault proxy, N rounds (default 50)
+                   from seed S (default 14); prints `RESULT chaos rounds=...`
   env              start the test servers, print their environment variables, wait for Ctrl-C
   acceptance --stack NAME [ARGS...]
                    the acceptance suite on AWS (only with STACKSMITH_ACC=1 and AWS credentials):
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
         .map_or(("help", &[][..]), |(c, r)| (c.as_str(), r));
     let result = match command {
         "test" => test(rest),
+        "chaos" => chaos(rest),
         "local" => local(),
         "env" => hold_environment(),
         "acceptance" => acceptance(rest),
@@ -126,6 +131,46 @@ fn test(runner_args: &[String]) -> Result<ExitCode, String> {
     run.args(runner_args);
     environment.apply(&mut run);
     println!("xtask: running the tests");
+    let status = run.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+    drop(environment);
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `cargo xtask chaos`: the chaos suite (`provisioner/tests/chaos_moto.rs`) with many rounds.
+fn chaos(args: &[String]) -> Result<ExitCode, String> {
+    let mut rounds = "50".to_owned();
+    let mut seed = "14".to_owned();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let value = |rest: &mut std::slice::Iter<'_, String>| {
+            rest.next()
+                .filter(|v| v.parse::<u64>().is_ok())
+                .cloned()
+                .ok_or_else(|| format!("{arg} takes a number"))
+        };
+        match arg.as_str() {
+            "--rounds" => rounds = value(&mut rest)?,
+            "--seed" => seed = value(&mut rest)?,
+            other => return Err(format!("chaos: unknown argument `{other}`\n\n{}", usage())),
+        }
+    }
+    let test = ["test", "-p", "provisioner", "--test", "chaos_moto"];
+    process::run(
+        "building the chaos suite",
+        cargo().args(test).arg("--no-run"),
+    )?;
+    let environment = TestEnvironment::start()?;
+    let mut run = cargo();
+    run.args(test)
+        .args(["--", "--nocapture"])
+        .env("STACKSMITH_CHAOS_ROUNDS", &rounds)
+        .env("STACKSMITH_CHAOS_SEED", &seed);
+    environment.apply(&mut run);
+    println!("xtask: {rounds} chaos rounds from seed {seed}");
     let status = run.status().map_err(|e| format!("cannot run cargo: {e}"))?;
     drop(environment);
     Ok(if status.success() {
