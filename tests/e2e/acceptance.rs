@@ -2,7 +2,8 @@
 //! binary: its refusals, and a whole run against moto and the Kubernetes emulator
 //! (`tests/fixtures/acceptance/emulators.yaml`, `--allow-emulators`). No pods run in the emulator,
 //! so the in-cluster check reports itself skipped; everything else (validate, up, plan again,
-//! output, the Job and its NetworkPolicies made and removed, down twice) runs for real.
+//! output, the Job and its NetworkPolicies made and removed, down twice) runs for real; then the
+//! same behind the fault proxy (`stacksmith_testkit::faultproxy`) in front of moto.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -279,4 +280,82 @@ fn a_whole_run_against_moto_and_the_kubernetes_emulator_deploys_checks_and_tears
             "{path}: {list:#}"
         );
     }
+}
+
+/// The same run with moto behind the fault proxy (`stacksmith_testkit::faultproxy`), which adds
+/// what moto lacks and AWS does: new EC2 ids and IAM roles not found for a while, clusters,
+/// node groups, the database going through `CREATING`/`creating`/`backing-up` and `DELETING`
+/// (durations of real AWS, scaled), throttling. The suite must pass as it does without faults,
+/// and the proxy must have answered each kind of fault at least once (or the run proves nothing).
+#[test]
+fn a_whole_run_behind_the_fault_proxy_waits_out_propagation_lifecycles_and_throttling() {
+    use stacksmith_testkit::faultproxy::{FaultConfig, FaultProxy, Rule};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a runtime for the proxy");
+    let proxy = runtime
+        .block_on(FaultProxy::start(
+            &stacksmith_testkit::aws_endpoint(),
+            FaultConfig {
+                seed: 15,
+                rules: vec![Rule::throttle(0.1, "*")],
+                consistency: Some(Duration::from_secs(2)),
+                consistency_services: vec!["ec2".into(), "iam".into()],
+                lifecycle_scale: Some(0.002),
+            },
+        ))
+        .expect("the fault proxy starts");
+    let scratch = Scratch::new();
+    let stacks = scratch.0.join("stacks");
+    std::fs::create_dir_all(&stacks).unwrap();
+    own_namespaces(&stacks);
+    let output = run(with_dummy_credentials(
+        acceptance_with_stacks(&scratch.0, &stacks)
+            .env("STACKSMITH_ACC", "1")
+            .env("STACKSMITH_AWS_ENDPOINT", proxy.url())
+            .env("STACKSMITH_KUBECONFIG", stacksmith_testkit::kubeconfig())
+            .args([
+                "--stack",
+                "emulators",
+                "--allow-emulators",
+                "--json",
+                "--job-start-seconds",
+                "3",
+            ]),
+    ));
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).expect("a JSON report");
+    assert_eq!(output.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["outcome"], "passed");
+    for step in report["steps"].as_array().unwrap() {
+        let name = step["name"].as_str().unwrap();
+        let expected = if ["pod reaches postgres", "pod reaches redis", "workflow"].contains(&name)
+        {
+            "skipped"
+        } else {
+            "passed"
+        };
+        assert_eq!(step["status"], expected, "{step}");
+    }
+    let stats = proxy.stats();
+    let mut faults: Vec<(String, u64, u64, u64)> = stats
+        .iter()
+        .filter(|(_, s)| s.not_found + s.lifecycle + s.throttled > 0)
+        .map(|(op, s)| (op.clone(), s.not_found, s.lifecycle, s.throttled))
+        .collect();
+    faults.sort();
+    eprintln!("faults answered (operation, not found, lifecycle, throttled): {faults:#?}");
+    let sum = |pick: fn(&(String, u64, u64, u64)) -> u64| faults.iter().map(pick).sum::<u64>();
+    assert!(
+        sum(|f| f.1) > 0,
+        "no new id was ever not found: {faults:#?}"
+    );
+    assert!(
+        sum(|f| f.2) > 0,
+        "no lifecycle state was ever shown: {faults:#?}"
+    );
+    assert!(sum(|f| f.3) > 0, "nothing was throttled: {faults:#?}");
+    drop(proxy);
 }
