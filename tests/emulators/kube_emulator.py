@@ -31,7 +31,17 @@ Server behaviours the provisioner depends on, each as the Kubernetes documentati
   template its namespace refuses (`ReplicaFailure`, `FailedCreate`);
 - ResourceQuota admission: with a quota on compute resources, a pod must declare them, and pods
   beyond the quota's `hard` limits are refused (directly: 403; through a Deployment: fewer
-  available replicas and `ReplicaFailure`).
+  available replicas and `ReplicaFailure`);
+- service-account tokens and RBAC: `POST .../serviceaccounts/{name}/token` (TokenRequest) issues
+  a bearer token for the service account; a request carrying one acts as
+  `system:serviceaccount:{namespace}:{name}` and is authorized by the Roles, ClusterRoles and
+  their bindings in the store (verbs, resources and subresources, API groups, resource names;
+  403 Forbidden with the API server's message otherwise); discovery is open to it. Any other
+  bearer token is the cluster administrator (the tests' kubeconfig).
+
+With `--kubelet external`, the Deployment "controller" only admits pods (Pod Security, quotas) and
+leaves readiness to a kubelet of the tests (`tests/src/kubelet/`), which writes the Deployment
+status from the processes it runs; by default it marks admitted replicas ready at once.
 """
 
 from __future__ import annotations
@@ -67,6 +77,9 @@ BUILTIN_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease"
 EVENT_HISTORY = 10_000
 # Delay of the Deployment "controller" after a spec change.
 CONTROLLER_DELAY = 0.05
+# Bearer tokens of service accounts (TokenRequest) start with this.
+SA_TOKEN_PREFIX = "sa."
+TOKEN_REQUEST = re.compile(r"/api/v1/namespaces/([^/]+)/serviceaccounts/([^/]+)/token")
 # A container image containing this marker never becomes ready.
 NEVER_READY = "never-ready"
 # Warnings of the request being served (the `Warning` response header).
@@ -558,6 +571,10 @@ class Store:
         self.events: collections.deque[tuple[int, str, tuple[str, str], Obj]] = collections.deque(maxlen=EVENT_HISTORY)
         self.changed = asyncio.Condition()
         self.tasks: set[asyncio.Task] = set()
+        # "emulated": admitted replicas are ready at once; "external": a kubelet writes status.
+        self.kubelet = "emulated"
+        # Service-account bearer tokens issued by TokenRequest -> (namespace, name).
+        self.tokens: dict[str, tuple[str, str]] = {}
         ns = resources[("", "v1", "namespaces")]
         for name in BUILTIN_NAMESPACES:
             self.write(ns, None, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}, created=True)
@@ -971,6 +988,9 @@ class Store:
                 for k, v in usage.items():
                     used[k] = used.get(k, 0) + (v or 0)
                 created += 1
+            if self.kubelet == "external" and not refusal:
+                # The tests' kubelet runs the pods and writes the status it observes.
+                return
             if refusal:
                 status.update({"replicas": created, "updatedReplicas": created, "readyReplicas": created, "availableReplicas": created, "unavailableReplicas": replicas - created})
                 available = "True" if created >= replicas else "False"
@@ -1085,7 +1105,12 @@ class Emulator:
 
     async def handle(self, request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
         try:
+            identity = self.authenticate(request)
+            if request.method == "POST" and TOKEN_REQUEST.fullmatch(request.path):
+                return self.token_request(request, identity)
             routed = self.route(request.path)
+            if identity is not None and routed is not None:
+                self.authorize(request, identity, *routed)
             if routed is None:
                 try:
                     return await self.kmock(request)
@@ -1101,6 +1126,85 @@ class Emulator:
             return response
         except ApiError as e:
             return aiohttp.web.json_response(e.status(), status=e.code)
+
+    # -- service-account tokens and RBAC --
+
+    def authenticate(self, request) -> tuple[str, str] | None:
+        """The service account a request acts as; None for the cluster administrator."""
+        header = request.headers.get("Authorization", "")
+        token = header[len("Bearer "):].strip() if header.startswith("Bearer ") else ""
+        if not token.startswith(SA_TOKEN_PREFIX):
+            return None
+        identity = self.store.tokens.get(token)
+        if identity is None:
+            raise ApiError(401, "Unauthorized", "Unauthorized")
+        return identity
+
+    def token_request(self, request, identity) -> aiohttp.web.StreamResponse:
+        namespace, name = TOKEN_REQUEST.fullmatch(request.path).groups()
+        if identity is not None:
+            self.authorize(request, identity, self.resources[("", "v1", "serviceaccounts")], namespace, name, "token")
+        self.store.get(self.resources[("", "v1", "serviceaccounts")], namespace, name)
+        token = f"{SA_TOKEN_PREFIX}{uuid.uuid4().hex}{uuid.uuid4().hex}"
+        self.store.tokens[token] = (namespace, name)
+        expires = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return aiohttp.web.json_response({
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "metadata": {"name": name, "namespace": namespace, "creationTimestamp": now()},
+            "spec": {"audiences": ["https://kubernetes.default.svc"], "expirationSeconds": 3600},
+            "status": {"token": token, "expirationTimestamp": expires},
+        }, status=201)
+
+    def authorize(self, request, identity: tuple[str, str], res: Resource, namespace, name, subresource) -> None:
+        """RBAC as https://kubernetes.io/docs/reference/access-authn-authz/rbac/ describes it."""
+        method, params = request.method, request.query
+        if method == "GET":
+            verb = "get" if name else ("watch" if params.get("watch") in ("true", "1") else "list")
+        else:
+            verb = {"POST": "create", "PUT": "update", "PATCH": "patch",
+                    "DELETE": "delete" if name else "deletecollection"}.get(method, method.lower())
+        resource = f"{res.plural}/{subresource}" if subresource else res.plural
+        sa_namespace, sa_name = identity
+        user = f"system:serviceaccount:{sa_namespace}:{sa_name}"
+        groups = {"system:serviceaccounts", f"system:serviceaccounts:{sa_namespace}", "system:authenticated"}
+
+        def bound(binding: Obj) -> bool:
+            for subject in binding.get("subjects") or []:
+                kind = subject.get("kind")
+                if kind == "ServiceAccount" and subject.get("name") == sa_name and subject.get("namespace", binding["metadata"].get("namespace")) == sa_namespace:
+                    return True
+                if kind == "User" and subject.get("name") == user:
+                    return True
+                if kind == "Group" and subject.get("name") in groups:
+                    return True
+            return False
+
+        def allows(rule: Obj) -> bool:
+            return (
+                any(g in ("*", res.group) for g in rule.get("apiGroups") or [])
+                and any(r in ("*", resource) or (subresource and r == f"*/{subresource}") for r in rule.get("resources") or [])
+                and any(v in ("*", verb) for v in rule.get("verbs") or [])
+                and (not rule.get("resourceNames") or name in rule["resourceNames"])
+            )
+
+        objects = self.store.objects
+        bindings = [o for (g, p, ns, _), o in objects.items() if g == "rbac.authorization.k8s.io" and p == "clusterrolebindings"]
+        if namespace:
+            bindings += [o for (g, p, ns, _), o in objects.items() if g == "rbac.authorization.k8s.io" and p == "rolebindings" and ns == namespace]
+        for binding in bindings:
+            if not bound(binding):
+                continue
+            ref = binding.get("roleRef") or {}
+            scope = "" if ref.get("kind") == "ClusterRole" else binding["metadata"].get("namespace", "")
+            plural = "clusterroles" if ref.get("kind") == "ClusterRole" else "roles"
+            role = objects.get(("rbac.authorization.k8s.io", plural, scope, ref.get("name", "")))
+            if role and any(allows(rule) for rule in role.get("rules") or []):
+                return
+        what = f'{res.qualified} "{name}"' if name else res.qualified
+        where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
+        raise ApiError(403, "Forbidden", f'{what} is forbidden: User "{user}" cannot {verb} resource "{resource}" in API group "{res.group}"{where}',
+                       {"name": name or "", "group": res.group, "kind": resource})
 
     async def serve(self, request, res: Resource, namespace, name, subresource) -> aiohttp.web.StreamResponse:
         store, params, method = self.store, request.query, request.method
@@ -1243,11 +1347,13 @@ async def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--service-cidr", default="10.100.0.0/16", help="where Services get their ClusterIP; its first address is the `kubernetes` Service")
+    parser.add_argument("--kubelet", choices=("emulated", "external"), default="emulated", help="`external`: a kubelet of the tests runs the pods and writes Deployment status")
     args = parser.parse_args()
 
     async with kmock.KubernetesEmulator() as k8s:
         k8s.resources.load_bundled()
         emulator = Emulator(k8s, args.service_cidr)
+        emulator.store.kubelet = args.kubelet
         app = aiohttp.web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", emulator.handle)
         runner = aiohttp.web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 pub mod container;
 pub mod faultproxy;
+pub mod kubelet;
 pub mod moto;
 pub mod tls;
 
