@@ -303,7 +303,7 @@ async fn plan_shows_in_cluster_creates_then_nothing_then_updates_and_prunes() {
         .unwrap()
         .split("---\n")
         .filter(|d| !d.trim().is_empty())
-        .map(|d| serde_json::from_str(d).unwrap())
+        .map(|d| serde_saphyr::from_str(d).unwrap())
         .collect();
     let written_key = written
         .iter()
@@ -382,7 +382,12 @@ async fn plan_shows_in_cluster_creates_then_nothing_then_updates_and_prunes() {
     assert_eq!(event["event"], "cluster", "{stdout}");
     assert_eq!(event["installed"], true);
     assert_eq!(event["configured"], 1);
-    assert_eq!(event["pruned"], serde_json::json!([batch_pool]));
+    // The pool's PodDisruptionBudget goes with it.
+    let batch_budget = batch_pool.replacen("Deployment/", "PodDisruptionBudget/", 1);
+    assert_eq!(
+        event["pruned"],
+        serde_json::json!([batch_budget, batch_pool])
+    );
     let up = sandbox.up();
     assert!(up.status.success(), "{}", describe(&up));
     let stderr = String::from_utf8_lossy(&up.stderr).into_owned();
