@@ -338,7 +338,7 @@ fn render_include_secrets_of_an_undeployed_stack_writes_placeholders_privately()
     let secrets: Vec<Value> = text
         .split("---\n")
         .filter(|d| !d.trim().is_empty())
-        .map(|d| serde_json::from_str(d).unwrap())
+        .map(|d| serde_saphyr::from_str(d).unwrap())
         .collect();
     assert_eq!(secrets.len(), 2, "{text}");
     for secret in &secrets {

@@ -53,7 +53,7 @@ fn render_cli(stacks_dir: &Path, stack: &str) -> Vec<Json> {
             let text = std::fs::read_to_string(file).expect("reads");
             text.split("---\n")
                 .filter(|d| !d.trim().is_empty())
-                .map(|d| serde_json::from_str::<Json>(d).expect("a JSON document"))
+                .map(|d| serde_saphyr::from_str::<Json>(d).expect("a YAML document"))
                 .collect::<Vec<_>>()
         })
         .collect()
