@@ -110,7 +110,9 @@ impl CallLog {
                 .append(true)
                 .open(path)
             {
-                let _ = writeln!(file, "{call}");
+                // One write per line: calls made at once append whole lines, never interleaved
+                // pieces (`writeln!` writes the text and the newline separately).
+                let _ = file.write_all(format!("{call}\n").as_bytes());
             }
         }
         if let Ok(mut calls) = self.calls.lock() {
