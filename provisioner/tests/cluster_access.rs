@@ -335,11 +335,7 @@ fn render_include_secrets_of_an_undeployed_stack_writes_placeholders_privately()
         std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600);
     let text = std::fs::read_to_string(&file).unwrap();
-    let secrets: Vec<Value> = text
-        .split("---\n")
-        .filter(|d| !d.trim().is_empty())
-        .map(|d| serde_saphyr::from_str(d).unwrap())
-        .collect();
+    let secrets: Vec<Value> = stacksmith_testkit::rendered_objects(&text);
     assert_eq!(secrets.len(), 2, "{text}");
     for secret in &secrets {
         assert_eq!(secret["kind"], "Secret");

@@ -299,12 +299,8 @@ async fn plan_shows_in_cluster_creates_then_nothing_then_updates_and_prunes() {
         &std::fs::metadata(&secrets_file).unwrap().permissions(),
     );
     assert_eq!(mode & 0o777, 0o600);
-    let written: Vec<serde_json::Value> = std::fs::read_to_string(&secrets_file)
-        .unwrap()
-        .split("---\n")
-        .filter(|d| !d.trim().is_empty())
-        .map(|d| serde_saphyr::from_str(d).unwrap())
-        .collect();
+    let written =
+        stacksmith_testkit::rendered_objects(&std::fs::read_to_string(&secrets_file).unwrap());
     let written_key = written
         .iter()
         .find(|o| o["metadata"]["name"] == "stacksmith-controlplane")

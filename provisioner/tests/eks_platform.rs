@@ -51,10 +51,7 @@ fn render_cli(stacks_dir: &Path, stack: &str) -> Vec<Json> {
         .iter()
         .flat_map(|file| {
             let text = std::fs::read_to_string(file).expect("reads");
-            text.split("---\n")
-                .filter(|d| !d.trim().is_empty())
-                .map(|d| serde_saphyr::from_str::<Json>(d).expect("a YAML document"))
-                .collect::<Vec<_>>()
+            stacksmith_testkit::rendered_objects(&text)
         })
         .collect()
 }

@@ -158,3 +158,14 @@ pub fn workspace_binary(name: &str) -> PathBuf {
     );
     path
 }
+
+/// The objects of a file `provisioner render` wrote: block YAML documents, each after a `---`
+/// line, as JSON values. Panics, naming the document, when one is not YAML.
+pub fn rendered_objects(text: &str) -> Vec<serde_json::Value> {
+    text.split("---\n")
+        .filter(|d| !d.trim().is_empty())
+        .map(|d| {
+            serde_saphyr::from_str(d).unwrap_or_else(|e| panic!("not a YAML document ({e}):\n{d}"))
+        })
+        .collect()
+}
