@@ -3,7 +3,8 @@
 //!
 //! - `run`: runs the Deployments and Jobs of a stack that `provisioner up` applied to the
 //!   Kubernetes API emulator (started with `--kubelet external`), until SIGTERM or Ctrl-C,
-//!   printing what happens (`kubelet: ...` lines on stderr).
+//!   printing what happens (`kubelet: ...` lines on stderr) and listing its pods in
+//!   `<scratch>/pods.tsv` (`stacksmith_testkit::kubelet::pods_table`).
 //! - `exec`: runs a command in a one-off container that sees that cluster (Service names, its
 //!   trust store), either with the environment and user of a Deployment's container (like
 //!   `kubectl exec deploy/NAME`) or as a client pod with the variables passed; exits with its

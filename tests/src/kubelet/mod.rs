@@ -269,6 +269,8 @@ struct State {
     serial: u64,
     /// Databases created on the local Postgres (dropped when the kubelet stops).
     databases: Vec<String>,
+    /// The pods table last written to `<scratch>/pods`.
+    pods_table: String,
 }
 
 struct Shared {
@@ -386,6 +388,7 @@ impl Kubelet {
                 written: HashMap::new(),
                 serial: 0,
                 databases: Vec::new(),
+                pods_table: String::new(),
             }),
             endpoints: Endpoints::default(),
             events: Mutex::new(Vec::new()),
@@ -522,6 +525,12 @@ impl Kubelet {
         self.shared.config.scratch.join("services")
     }
 
+    /// Where the pods are listed for other processes (`stacksmith-kubelet`'s callers): see
+    /// [`pods_table`].
+    pub fn pods_file(&self) -> PathBuf {
+        pods_file(&self.shared.config.scratch)
+    }
+
     /// Stops every pod (SIGTERM, then SIGKILL after a short grace) and the proxies; drops the
     /// databases it created.
     pub fn stop(&mut self) {
@@ -559,6 +568,55 @@ impl Drop for Kubelet {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `<scratch>/pods`: the pods of the kubelet whose scratch folder is `scratch`, rewritten (whole,
+/// by rename) whenever one changes; see [`pods_table`].
+pub fn pods_file(scratch: &Path) -> PathBuf {
+    scratch.join("pods.tsv")
+}
+
+/// The pods as lines of tab-separated fields: namespace, name, owner (`Deployment/<name>`),
+/// phase, `ready` or `not-ready`, restarts, address. Read back by [`parse_pods_table`] (and by
+/// `cargo xtask local`, which has no dependencies).
+pub fn pods_table(pods: &[PodView]) -> String {
+    pods.iter()
+        .map(|p| {
+            format!(
+                "{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+                p.namespace,
+                p.name,
+                p.owner,
+                p.phase,
+                if p.ready { "ready" } else { "not-ready" },
+                p.restarts,
+                p.ip
+            )
+        })
+        .collect()
+}
+
+/// The pods of a [`pods_table`] (template and problem are not in it).
+pub fn parse_pods_table(text: &str) -> Vec<PodView> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split('\t').collect();
+            let [namespace, name, owner, phase, ready, restarts, ip] = fields[..] else {
+                return None;
+            };
+            Some(PodView {
+                name: name.to_owned(),
+                namespace: namespace.to_owned(),
+                owner: owner.to_owned(),
+                ip: ip.parse().ok()?,
+                phase: phase.to_owned(),
+                ready: ready == "ready",
+                restarts: restarts.parse().ok()?,
+                template: String::new(),
+                problem: None,
+            })
+        })
+        .collect()
 }
 
 /// Runs a one-off container that sees the cluster of the kubelet whose scratch folder is
@@ -1860,8 +1918,24 @@ fn publish(shared: &Shared) {
             endpoints.insert((namespace.clone(), name.clone(), *port), ready);
         }
     }
+    let pods: Vec<PodView> = state.pods.values().map(Pod::view).collect();
     drop(state);
     *shared.endpoints.lock().unwrap_or_else(|e| e.into_inner()) = endpoints;
+    write_pods(shared, &pods);
+}
+
+/// `<scratch>/pods.tsv`, when the pods changed.
+fn write_pods(shared: &Shared, pods: &[PodView]) {
+    let table = pods_table(pods);
+    if shared.state().pods_table == table {
+        return;
+    }
+    let path = pods_file(&shared.config.scratch);
+    let temporary = path.with_extension("tsv.new");
+    match std::fs::write(&temporary, &table).and_then(|()| std::fs::rename(&temporary, &path)) {
+        Ok(()) => shared.state().pods_table = table,
+        Err(e) => shared.event(format!("cannot write {}: {e}", path.display())),
+    }
 }
 
 /// Deployment and Job status from what runs, written when it changed.
@@ -1965,6 +2039,38 @@ fn write_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pods_table_reads_back() {
+        let pod = |name: &str, ready: bool, restarts: u32| PodView {
+            name: name.into(),
+            namespace: "system".into(),
+            owner: "Deployment/stacksmith-controlplane".into(),
+            ip: Ipv4Addr::new(127, 42, 0, 3),
+            phase: "Running".into(),
+            ready,
+            restarts,
+            template: String::new(),
+            problem: None,
+        };
+        let pods = vec![pod("api-1", true, 0), pod("api-2", false, 3)];
+        let table = pods_table(&pods);
+        assert_eq!(
+            table.lines().next(),
+            Some(
+                "system\tapi-1\tDeployment/stacksmith-controlplane\tRunning\tready\t0\t127.42.0.3"
+            )
+        );
+        let back = parse_pods_table(&table);
+        assert_eq!(back.len(), 2);
+        assert_eq!(
+            (back[1].name.as_str(), back[1].ready, back[1].restarts),
+            ("api-2", false, 3)
+        );
+        assert_eq!(back[0].ip, pods[0].ip);
+        // A torn or foreign line is skipped, not misread.
+        assert_eq!(parse_pods_table("system\tapi-1\tRunning\n").len(), 0);
+    }
 
     #[test]
     fn urls_of_the_stack_are_split() {
