@@ -82,6 +82,7 @@ fn call(resource_type: &str) -> CallContext {
     CallContext {
         address: Address::new("test.object"),
         resource_type: ResourceType::new(resource_type),
+        taken: Vec::new(),
     }
 }
 

@@ -76,6 +76,7 @@ fn call(resource_type: &str) -> CallContext {
     CallContext {
         address: Address::new("test.object"),
         resource_type: ResourceType::new(resource_type),
+        taken: Vec::new(),
     }
 }
 
@@ -926,4 +927,82 @@ async fn addon_configuration_values_are_sent_and_read_back() {
         live.properties["configuration"],
         json!({"enableNetworkPolicy": "true"})
     );
+}
+
+/// The new half of a create-before-delete replacement carries the old half's ownership tags: a
+/// create adopts an earlier attempt's object by those tags, but never one state records for the
+/// address (`CallContext::taken`), which the plan deletes once the new object exists.
+#[tokio::test]
+async fn a_create_never_adopts_the_object_a_replacement_replaces() {
+    use aws_sdk_ec2::operation::attach_internet_gateway::AttachInternetGatewayOutput;
+    use aws_sdk_ec2::operation::create_internet_gateway::CreateInternetGatewayOutput;
+    use aws_sdk_ec2::operation::describe_internet_gateways::DescribeInternetGatewaysOutput;
+    use aws_sdk_ec2::types::InternetGateway;
+
+    let tagged = mock!(aws_sdk_ec2::Client::describe_internet_gateways)
+        .match_requests(|r| !r.filters().is_empty())
+        .then_output(|| {
+            DescribeInternetGatewaysOutput::builder()
+                .internet_gateways(
+                    InternetGateway::builder()
+                        .internet_gateway_id("igw-old")
+                        .build(),
+                )
+                .build()
+        });
+    let by_id = mock!(aws_sdk_ec2::Client::describe_internet_gateways)
+        .match_requests(|r| r.filters().is_empty())
+        .then_output(|| {
+            DescribeInternetGatewaysOutput::builder()
+                .internet_gateways(
+                    InternetGateway::builder()
+                        .internet_gateway_id("igw-new")
+                        .attachments(
+                            aws_sdk_ec2::types::InternetGatewayAttachment::builder()
+                                .vpc_id("vpc-1")
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+        });
+    let created = mock!(aws_sdk_ec2::Client::create_internet_gateway).then_output(|| {
+        CreateInternetGatewayOutput::builder()
+            .internet_gateway(
+                InternetGateway::builder()
+                    .internet_gateway_id("igw-new")
+                    .build(),
+            )
+            .build()
+    });
+    let attached = mock!(aws_sdk_ec2::Client::attach_internet_gateway)
+        .then_output(|| AttachInternetGatewayOutput::builder().build());
+    let provider = provider(
+        Rules {
+            ec2: vec![&tagged, &by_id, &created, &attached],
+            ..Rules::default()
+        },
+        fast(),
+    );
+    let properties: IndexMap<String, Value> = [("vpc_id".to_owned(), json!("vpc-1"))].into();
+    let tags: IndexMap<String, String> = [
+        ("stacksmith:stack".to_owned(), "local".to_owned()),
+        (
+            "stacksmith:address".to_owned(),
+            "network.internet_gateway".to_owned(),
+        ),
+    ]
+    .into();
+    let mut context = call("aws.ec2.internet_gateway");
+    context.taken = vec!["igw-old".to_owned()];
+    let live = tokio::time::timeout(BOUND, provider.create(&context, &properties, &tags))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        live.id, "igw-new",
+        "a new gateway, not the one being replaced"
+    );
+    assert_eq!(created.num_calls(), 1);
+    assert_eq!(attached.num_calls(), 1);
 }

@@ -704,6 +704,7 @@ async fn check_nothing_left(world: &World, recorded: &[(String, String, String)]
         let context = CallContext {
             address: Address::new(address),
             resource_type: ResourceType::new(resource_type),
+            taken: Vec::new(),
         };
         let live = world.provider.read(&context, id).await.unwrap();
         assert!(live.is_none(), "{address} ({resource_type} {id}) is gone");
@@ -1546,6 +1547,7 @@ async fn ec2_tag_filters_match_like_aws_brackets_are_literal() {
     let call = provisioner::engine::provider::CallContext {
         address: provisioner::engine::Address::parse(address).unwrap(),
         resource_type: ResourceType::new("aws.ec2.subnet"),
+        taken: Vec::new(),
     };
     use provisioner::engine::provider::Provider;
     let adopted = provider.find_by_tags(&call, &ownership).await.unwrap();

@@ -31,6 +31,7 @@ fn call(resource_type: &str) -> CallContext {
     CallContext {
         address: Address::new("network.test"),
         resource_type: ResourceType::new(resource_type),
+        taken: Vec::new(),
     }
 }
 

@@ -49,6 +49,7 @@ fn call(resource_type: &str) -> CallContext {
     CallContext {
         address: Address::new("network.object"),
         resource_type: ResourceType::new(resource_type),
+        taken: Vec::new(),
     }
 }
 

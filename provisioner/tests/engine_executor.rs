@@ -485,6 +485,7 @@ async fn recovery_adopts_tagged_creates_and_settles_updates_and_deletes() {
     let context = |address: &str| CallContext {
         address: Address::new(address),
         resource_type: provisioner::engine::ResourceType::new("test.thing"),
+        taken: Vec::new(),
     };
     let tags = ownership_tags("t", None, &Address::new("c"));
     let mut properties = indexmap::IndexMap::new();

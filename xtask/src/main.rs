@@ -29,10 +29,12 @@ commands:
   local            the main job: start the emulators; validate, plan and render the `local`
                    stack, create it in moto (`up`, from clean local state), print its outputs;
                    then start the control plane and a worker and run a DAG workflow through it
-  chaos [--rounds N] [--seed S]
+  chaos [--rounds N] [--seed S] [--first-round R]
                    the chaos suite's long run: SIGKILL at random progress events of `up` and
                    `down` of the `local` stack behind the fault proxy, N rounds (default 50)
-                   from seed S (default 14); prints `RESULT chaos rounds=...`
+                   from seed S (default 14), numbered from R (default 0: a failing round is
+                   rerun alone with --first-round R --rounds 1); prints `RESULT chaos rounds=...`;
+                   then kills `up` as each kind of create call reaches the proxy
   env              start the test servers, print their environment variables, wait for Ctrl-C
   acceptance --stack NAME [ARGS...]
                    the acceptance suite on AWS (only with STACKSMITH_ACC=1 and AWS credentials):
@@ -144,6 +146,7 @@ fn test(runner_args: &[String]) -> Result<ExitCode, String> {
 fn chaos(args: &[String]) -> Result<ExitCode, String> {
     let mut rounds = "50".to_owned();
     let mut seed = "14".to_owned();
+    let mut first = "0".to_owned();
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         let value = |rest: &mut std::slice::Iter<'_, String>| {
@@ -155,10 +158,12 @@ fn chaos(args: &[String]) -> Result<ExitCode, String> {
         match arg.as_str() {
             "--rounds" => rounds = value(&mut rest)?,
             "--seed" => seed = value(&mut rest)?,
+            "--first-round" => first = value(&mut rest)?,
             other => return Err(format!("chaos: unknown argument `{other}`\n\n{}", usage())),
         }
     }
-    let test = ["test", "-p", "provisioner", "--test", "chaos_moto"];
+    // --workspace: the features of `cargo xtask test`'s build, so nothing is rebuilt.
+    let test = ["test", "--workspace", "--test", "chaos_moto"];
     process::run(
         "building the chaos suite",
         cargo().args(test).arg("--no-run"),
@@ -168,9 +173,12 @@ fn chaos(args: &[String]) -> Result<ExitCode, String> {
     run.args(test)
         .args(["--", "--nocapture"])
         .env("STACKSMITH_CHAOS_ROUNDS", &rounds)
-        .env("STACKSMITH_CHAOS_SEED", &seed);
+        .env("STACKSMITH_CHAOS_SEED", &seed)
+        .env("STACKSMITH_CHAOS_FIRST_ROUND", &first)
+        // And a kill as each kind of create call is received (chaos_moto.rs, EVERY_KILL_POINT).
+        .env("STACKSMITH_CHAOS_KILL_AT", "all");
     environment.apply(&mut run);
-    println!("xtask: {rounds} chaos rounds from seed {seed}");
+    println!("xtask: {rounds} chaos rounds from seed {seed}, starting at round {first}");
     let status = run.status().map_err(|e| format!("cannot run cargo: {e}"))?;
     drop(environment);
     Ok(if status.success() {

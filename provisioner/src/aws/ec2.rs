@@ -616,11 +616,14 @@ async fn read_one(ctx: &AwsContext, kind: &str, id: &str) -> Result<LiveResource
         .ok_or_else(|| ProviderError::NotFound(format!("{kind} {id}")))
 }
 
+/// Creates one object. `taken`: ids state records for the address (see
+/// [`CallContext::taken`](crate::engine::provider::CallContext)), never adopted here.
 pub async fn create(
     ctx: &AwsContext,
     kind: &str,
     properties: &IndexMap<String, Value>,
     ownership: &IndexMap<String, String>,
+    taken: &[String],
 ) -> Result<LiveResource, ProviderError> {
     let p = Props(properties);
     let ec2 = &ctx.clients().await.ec2;
@@ -629,9 +632,10 @@ pub async fn create(
         && let Some(existing) = describe(ctx, kind, Select::Tags(ownership))
             .await?
             .into_iter()
-            .next()
+            .find(|existing| !taken.contains(&existing.id))
     {
-        // An earlier attempt made it: converge it to the properties and adopt it.
+        // An earlier attempt made it: converge it to the properties and adopt it. (The object a
+        // create-before-delete replacement replaces carries the same tags: it is `taken`.)
         return update(ctx, kind, &existing.id, properties).await;
     }
     let id = match kind {

@@ -755,7 +755,7 @@ impl Provider for AwsProvider {
             let ctx = &self.ctx;
             let t = context.resource_type.as_str();
             match service(t) {
-                Some("ec2") => ec2::create(ctx, t, properties, tags).await,
+                Some("ec2") => ec2::create(ctx, t, properties, tags, &context.taken).await,
                 Some("iam") => iam::create(ctx, t, properties, tags).await,
                 Some("eks") => eks::create(ctx, t, properties, tags).await,
                 Some("rds") => rds::create(ctx, t, properties, tags).await,

@@ -642,9 +642,25 @@ async fn run_step(
         .registry
         .get(resource_type)
         .map_err(|e| e.to_string())?;
+    // What this plan deletes at this address: deposed objects, and the object a
+    // create-before-delete replacement replaces (a plain create may adopt the recorded object:
+    // a read may have missed it moments after it was made).
+    let taken = {
+        let document = context.journal.snapshot().await;
+        let replaced = (kind == StepKind::ReplaceCreate(ReplacementOrder::CreateBeforeDelete))
+            .then(|| document.resources.get(&action.address))
+            .flatten();
+        replaced
+            .into_iter()
+            .chain(document.deposed.iter())
+            .filter(|r| r.address == action.address)
+            .map(|r| r.id.clone())
+            .collect()
+    };
     let call = CallContext {
         address: action.address.clone(),
         resource_type: resource_type.clone(),
+        taken,
     };
     let operation = kind.operation();
     let started = Instant::now();
@@ -726,7 +742,20 @@ async fn create(
     let outcome = with_backoff(context, &action.address, Operation::Create, || {
         provider.create(call, &resolved.for_provider, &tags)
     })
-    .await;
+    .await
+    .and_then(|live| {
+        // The object being replaced carries the same ownership tags; recording it as the new
+        // one would have this plan delete what it just "created".
+        if call.taken.contains(&live.id) {
+            Err(ProviderError::Failed(format!(
+                "the create answered with {}, the object state already records for {} (a \
+                 provider must not adopt the object a replacement replaces)",
+                live.id, action.address
+            )))
+        } else {
+            Ok(live)
+        }
+    });
     let replacing = matches!(
         kind,
         StepKind::ReplaceCreate(ReplacementOrder::CreateBeforeDelete)

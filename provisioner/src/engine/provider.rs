@@ -68,6 +68,11 @@ pub struct MemberOf {
 pub struct CallContext {
     pub address: Address,
     pub resource_type: ResourceType,
+    /// Ids state already records for this address (the object a create-before-delete
+    /// replacement replaces, deposed objects). A create that looks for an object an earlier
+    /// attempt made (by ownership tags or natural key) never adopts one of these: they carry the
+    /// same tags, and the plan deletes them once the new object exists.
+    pub taken: Vec<String>,
 }
 
 /// Create, read, update and delete for the types a provider serves.

@@ -50,6 +50,7 @@ pub async fn resolve_pending(
         let call = CallContext {
             address: entry.address.clone(),
             resource_type: entry.resource_type.clone(),
+            taken: Vec::new(),
         };
         let failed = |source| RecoveryError::Provider {
             address: entry.address.clone(),

@@ -75,6 +75,7 @@ where
         let context = CallContext {
             address: record.address.clone(),
             resource_type: record.resource_type.clone(),
+            taken: Vec::new(),
         };
         let address = record.address.clone();
         let answer = call(provider, context, record.id.clone());
