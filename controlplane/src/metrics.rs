@@ -32,6 +32,10 @@ pub const AUTOSCALER_CURRENT_REPLICAS: &str = "controlplane_autoscaler_current_r
 pub const AUTOSCALER_DESIRED_REPLICAS: &str = "controlplane_autoscaler_desired_replicas";
 /// Per pool and direction (`up`, `down`): replica changes the autoscaler made.
 pub const AUTOSCALER_SCALINGS: &str = "controlplane_autoscaler_scaling_events_total";
+/// Per pool and reason (the Kubernetes API's status reason, e.g. `Forbidden` when the Role no
+/// longer allows `deployments/scale`, or `Unreachable`): scalings the cluster refused or that
+/// never reached it.
+pub const AUTOSCALER_SCALE_FAILURES: &str = "controlplane_autoscaler_scale_failures_total";
 
 /// The process-wide Prometheus recorder (installed once, shared by every server in the process).
 pub fn prometheus_handle() -> PrometheusHandle {

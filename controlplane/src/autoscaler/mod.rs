@@ -17,7 +17,9 @@
 //!
 //! Metrics: `controlplane_autoscaler_leader`, and per pool `controlplane_autoscaler_backlog_tasks`,
 //! `controlplane_autoscaler_current_replicas`, `controlplane_autoscaler_desired_replicas` and
-//! `controlplane_autoscaler_scaling_events_total` (by direction).
+//! `controlplane_autoscaler_scaling_events_total` (by direction) and
+//! `controlplane_autoscaler_scale_failures_total` (by reason: a scale the cluster refused, e.g.
+//! `Forbidden` by the Role, is logged and counted, and retried next round).
 
 pub mod decision;
 pub mod leader;
@@ -123,6 +125,16 @@ pub async fn kube_client(kubeconfig: Option<&Path>) -> Result<kube::Client, Auto
         None => kube::Config::infer().await?,
     };
     Ok(kube::Client::try_from(config)?)
+}
+
+/// The label of a failed scale: the API server's status reason (`Forbidden`, `NotFound`,
+/// `Conflict`...), or `Unreachable` when no answer came.
+fn failure_reason(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) if !status.reason.is_empty() => status.reason.clone(),
+        kube::Error::Api(status) => format!("HTTP{}", status.code),
+        _ => "Unreachable".to_owned(),
+    }
 }
 
 /// One replica's autoscaler loop.
@@ -263,13 +275,19 @@ impl Autoscaler {
                         "scaled worker pool"
                     );
                 }
-                Err(error) => tracing::warn!(
-                    pool = %pool.pool,
-                    deployment = %pool.deployment,
-                    to = decision.desired,
-                    %error,
-                    "cannot scale worker pool"
-                ),
+                Err(error) => {
+                    let reason = failure_reason(&error);
+                    ::metrics::counter!(metrics::AUTOSCALER_SCALE_FAILURES, "pool" => label, "reason" => reason.clone())
+                        .increment(1);
+                    tracing::warn!(
+                        pool = %pool.pool,
+                        deployment = %pool.deployment,
+                        to = decision.desired,
+                        %reason,
+                        %error,
+                        "cannot scale worker pool"
+                    );
+                }
             }
         }
         Ok(())

@@ -526,6 +526,11 @@ impl Applier {
 }
 
 /// Why a Deployment is not rolled out yet, or `None` when it is.
+///
+/// Complete as Kubernetes defines it ("Complete Deployment" in the Deployment docs) and as
+/// `kubectl rollout status` checks it: the new spec is observed, every wanted replica is updated
+/// (`updatedReplicas >= spec.replicas`), no old replica is left (`status.replicas` is not above
+/// `updatedReplicas`), and every updated replica is available.
 fn rollout_problem(deployment: &Json) -> Option<String> {
     if deployment.is_null() {
         return Some("it does not exist".to_owned());
@@ -542,9 +547,10 @@ fn rollout_problem(deployment: &Json) -> Option<String> {
         .unwrap_or(1);
     let generation = number("/metadata/generation");
     let observed = number("/status/observedGeneration");
+    let total = number("/status/replicas");
     let updated = number("/status/updatedReplicas");
     let available = number("/status/availableReplicas");
-    if observed >= generation && updated >= wanted && available >= wanted {
+    if observed >= generation && updated >= wanted && total <= updated && available >= updated {
         return None;
     }
     // `Progressing=False` names why a rollout is stuck (ProgressDeadlineExceeded, quota, image);
@@ -581,7 +587,14 @@ fn rollout_problem(deployment: &Json) -> Option<String> {
             wanted
         ),
         None if observed < generation => "the new spec is not observed yet".to_owned(),
-        None => format!("{available}/{wanted} replicas available, {updated} updated"),
+        None if updated < wanted => {
+            format!("{updated} of {wanted} new replicas updated, {available} available")
+        }
+        None if total > updated => format!(
+            "{} old replicas pending termination ({updated} of {wanted} updated, {available} available)",
+            total - updated
+        ),
+        None => format!("{available} of {updated} updated replicas available"),
     })
 }
 
@@ -638,7 +651,7 @@ mod tests {
         let ready = serde_json::json!({
             "metadata": { "generation": 2 },
             "spec": { "replicas": 2 },
-            "status": { "observedGeneration": 2, "updatedReplicas": 2, "availableReplicas": 2 }
+            "status": { "observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2 }
         });
         assert_eq!(rollout_problem(&ready), None);
         let stuck = serde_json::json!({
@@ -674,5 +687,38 @@ mod tests {
             rollout_problem(&unobserved).unwrap(),
             "the new spec is not observed yet"
         );
+    }
+
+    /// `kubectl rollout status` waits while "N old replicas are pending termination" even when
+    /// every wanted replica is updated and available (a rolling update with surge, old pods
+    /// still running), and while "N of M updated replicas are available".
+    #[test]
+    fn a_rollout_with_old_replicas_still_running_is_not_complete() {
+        let status = |total: i64, updated: i64, available: i64| {
+            serde_json::json!({
+                "metadata": { "generation": 4 },
+                "spec": { "replicas": 2 },
+                "status": { "observedGeneration": 4, "replicas": total, "updatedReplicas": updated,
+                    "availableReplicas": available,
+                    "conditions": [{ "type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated" },
+                                   { "type": "Available", "status": "True", "reason": "MinimumReplicasAvailable" }] }
+            })
+        };
+        // Two new replicas ready, one old one still running: not complete.
+        assert_eq!(
+            rollout_problem(&status(3, 2, 3)).unwrap(),
+            "1 old replicas pending termination (2 of 2 updated, 3 available)"
+        );
+        // One of two new replicas updated; the old ones keep it available.
+        assert_eq!(
+            rollout_problem(&status(3, 1, 2)).unwrap(),
+            "1 of 2 new replicas updated, 2 available"
+        );
+        // Surge: three updated, two available.
+        assert_eq!(
+            rollout_problem(&status(3, 3, 2)).unwrap(),
+            "2 of 3 updated replicas available"
+        );
+        assert_eq!(rollout_problem(&status(2, 2, 2)), None);
     }
 }
