@@ -432,7 +432,16 @@ impl Installed {
         }
     }
 
-    /// A second `up` changes nothing: same pods, no restarts, all still ready.
+    /// `plan` sees nothing to change, in the cloud or in the cluster (exit 0).
+    fn plan_is_clean(&self) {
+        let plan =
+            self.sandbox
+                .provisioner(&["plan", "--stack", &self.stack, "--detailed-exitcode"]);
+        assert_eq!(plan.status.code(), Some(0), "{}", describe(&plan));
+    }
+
+    /// A second `up` changes nothing: same pods, no restarts, all still ready, and `plan` has
+    /// nothing left to do.
     fn second_up_changes_nothing(&self) {
         let names = |pods: &[PodView]| {
             let mut names: Vec<(String, u32)> = pods
@@ -458,6 +467,7 @@ impl Installed {
                 .all(|p| p.ready || p.owner.starts_with("Job/") || p.phase == "Terminating"),
             "{after:#?}"
         );
+        self.plan_is_clean();
     }
 }
 
@@ -868,6 +878,8 @@ fn autoscaler_is_bound_by_its_role(installed: &Installed) {
             |pods| ready(pods, &owner, min + 3),
         )
         .unwrap();
+    // The size the autoscaler chose is not a change to undo.
+    installed.plan_is_clean();
 }
 
 /// `up`'s rollout wait is Kubernetes' "complete" (and `kubectl rollout status`'s): with every
