@@ -148,6 +148,25 @@ impl Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
+        // The state database this sandbox made, if any.
+        if let Some(name) = self
+            .state_url
+            .as_deref()
+            .and_then(|url| url.rsplit_once('/'))
+            .map(|(_, name)| name.to_owned())
+            .filter(|name| name.starts_with("installed_state"))
+        {
+            let admin = stacksmith_testkit::database_url();
+            runtime().block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut connection) = sqlx::PgConnection::connect(&admin).await {
+                    let drop = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                    let _ = sqlx::query(sqlx::AssertSqlSafe(drop))
+                        .execute(&mut connection)
+                        .await;
+                }
+            });
+        }
         if std::thread::panicking() {
             eprintln!("kept for a look: {}", self.dir.display());
         } else {
