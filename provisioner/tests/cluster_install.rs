@@ -69,10 +69,12 @@ impl Sandbox {
             .iter()
             .map(|pool| format!("    {}\n", pool.replace("SUFFIX", s)))
             .collect();
+        // No Cluster Autoscaler: its objects have fixed names in `kube-system`, which concurrent
+        // stacks on the one emulator would fight over (cluster_autoscaler.rs installs it).
         let stack = format!(
             "extends: demo.yaml\n\
              name: k{s}\n\
-             cluster: {{ kubeconfig: {kubeconfig} }}\n\
+             cluster: {{ kubeconfig: {kubeconfig}, autoscaler: {{ enabled: false }} }}\n\
              baseline:\n  \
                namespaces: [sys-{s}, work-{s}]\n  \
                pod_security: {{ sys-{s}: restricted, work-{s}: baseline }}\n  \

@@ -34,10 +34,12 @@ impl Sandbox {
         let cut = demo.find("\nbaseline:").expect("demo.yaml has a baseline");
         std::fs::write(dir.join("stacks/demo.yaml"), &demo[..cut]).unwrap();
         let s = &suffix;
+        // No Cluster Autoscaler: its objects have fixed names in `kube-system`, which concurrent
+        // stacks on the one emulator would fight over (cluster_autoscaler.rs installs it).
         let stack = format!(
             "extends: demo.yaml\n\
              name: l{s}\n\
-             cluster: {{ kubeconfig: {kubeconfig} }}\n\
+             cluster: {{ kubeconfig: {kubeconfig}, autoscaler: {{ enabled: false }} }}\n\
              baseline:\n  \
                namespaces: [sys-{s}, work-{s}]\n  \
                pod_security: {{ sys-{s}: restricted, work-{s}: baseline }}\n  \

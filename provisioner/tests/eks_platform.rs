@@ -423,3 +423,80 @@ fn a_pool_reaches_what_its_egress_declares() {
         serde_json::json!([{"to": [{"ipBlock": {"cidr": "10.0.0.0/16"}}, {"ipBlock": {"cidr": "192.168.10.0/24"}}]}])
     );
 }
+
+/// Issue 16 item 5: production's node groups may grow, so the Cluster Autoscaler is installed,
+/// and its NetworkPolicy lets it reach what it needs under default-deny: DNS, the Kubernetes
+/// API (the `kubernetes` Service's ClusterIP, which a policy sees, and the endpoints in the VPC)
+/// and AWS APIs over HTTPS, never the instance metadata service. `local` turns it off.
+#[test]
+fn production_runs_the_cluster_autoscaler_with_the_egress_it_needs() {
+    let objects = shipped("production");
+    let deployment = find(&objects, "Deployment", "cluster-autoscaler");
+    assert_eq!(deployment["metadata"]["namespace"], "kube-system");
+    let policy = find(&objects, "NetworkPolicy", "cluster-autoscaler");
+    assert_eq!(policy["metadata"]["namespace"], "kube-system");
+    assert_eq!(
+        policy["spec"]["podSelector"]["matchLabels"],
+        deployment["spec"]["template"]["metadata"]["labels"],
+        "the policy selects the autoscaler's pods"
+    );
+    let egress = policy["spec"]["egress"].as_array().unwrap();
+    let reaches = |cidr: &str, port: u64| {
+        egress.iter().any(|rule| {
+            rule["to"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|to| to["ipBlock"]["cidr"] == cidr)
+                && rule["ports"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|p| p["port"] == port)
+        })
+    };
+    assert!(
+        reaches("172.20.0.1/32", 443),
+        "the Kubernetes API's ClusterIP: {egress:?}"
+    );
+    assert!(
+        reaches("10.0.0.0/16", 443),
+        "the API endpoints and VPC endpoints: {egress:?}"
+    );
+    assert!(
+        reaches("0.0.0.0/0", 443),
+        "AWS's regional endpoints: {egress:?}"
+    );
+    let internet = egress
+        .iter()
+        .find(|rule| rule["to"][0]["ipBlock"]["cidr"] == "0.0.0.0/0")
+        .unwrap();
+    let except = internet["to"][0]["ipBlock"]["except"].to_string();
+    assert!(
+        except.contains("169.254.0.0/16"),
+        "never the metadata service: {except}"
+    );
+    assert!(
+        egress
+            .iter()
+            .any(|rule| rule["ports"].to_string().contains("53")),
+        "DNS: {egress:?}"
+    );
+    // The per-client rate limit trusts the load balancers' subnets for X-Forwarded-For.
+    let environment = api(&objects)["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+    let config = of_kind(&objects, "ConfigMap")
+        .map(|c| c["data"].to_string())
+        .collect::<String>();
+    assert!(
+        format!("{environment}{config}").contains("10.0.101.0/24,10.0.102.0/24,10.0.103.0/24"),
+        "CONTROLPLANE_TRUSTED_PROXIES is the public subnets"
+    );
+
+    let local = shipped("local");
+    assert!(
+        !local
+            .iter()
+            .any(|o| o["metadata"]["name"] == "cluster-autoscaler"),
+        "the local stack turns the autoscaler off"
+    );
+}

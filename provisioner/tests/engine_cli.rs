@@ -12,7 +12,7 @@ use provisioner::engine::fake::{FakeObject, FakeProvider};
 
 const DEMO_STACK: &str = "tests/fixtures/engine/stacks/demo.yaml";
 /// Resources the demo stack derives (see the golden case `stack_demo_full_create`).
-const DEMO_RESOURCES: usize = 56;
+const DEMO_RESOURCES: usize = 58;
 
 struct Sandbox {
     dir: PathBuf,

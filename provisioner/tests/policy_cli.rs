@@ -61,6 +61,11 @@ const UNSAFE: &[(&str, &str, &str)] = &[
         "500 nodes",
     ),
     (
+        "node-groups-without-autoscaler",
+        "cluster.node_group.workers",
+        "nothing adds nodes",
+    ),
+    (
         "network-policies-not-enforced",
         "baseline.network_policy.default_deny",
         "would not be enforced",

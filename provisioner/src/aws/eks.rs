@@ -813,6 +813,29 @@ fn scaling_of(p: Props<'_>) -> Result<NodegroupScalingConfig, ProviderError> {
         .build())
 }
 
+/// The scaling sent to UpdateNodegroupConfig: the stack's, except that a group the Cluster
+/// Autoscaler sizes (`scaling.autoscaled`) keeps its current size, moved into the new bounds.
+fn scaling_for_update(
+    p: Props<'_>,
+    current: &indexmap::IndexMap<String, Value>,
+) -> Result<NodegroupScalingConfig, ProviderError> {
+    let wanted = scaling_of(p)?;
+    let autoscaled = p.0.get("scaling").and_then(|s| s.get("autoscaled")) == Some(&json!(true));
+    let live = current
+        .get("scaling")
+        .and_then(|s| s.get("desired"))
+        .and_then(Value::as_i64)
+        .and_then(|n| i32::try_from(n).ok());
+    match (autoscaled, live, wanted.min_size(), wanted.max_size()) {
+        (true, Some(live), Some(min), Some(max)) => Ok(NodegroupScalingConfig::builder()
+            .min_size(min)
+            .desired_size(live.clamp(min, max.max(min)))
+            .max_size(max)
+            .build()),
+        _ => Ok(wanted),
+    }
+}
+
 fn labels_wanted(p: Props<'_>) -> HashMap<String, String> {
     p.0.get("labels")
         .and_then(Value::as_object)
@@ -937,14 +960,22 @@ async fn update_nodegroup(
             .await?
             .ok_or_else(|| ProviderError::NotFound(format!("node group {id}")))?;
     }
-    let differs = |k: &str| properties.get(k) != current.properties.get(k);
+    let differs = |k: &str| match (properties.get(k), current.properties.get(k)) {
+        (Some(wanted), Some(have)) => !crate::engine::types::satisfies(
+            &crate::engine::ResourceType::new("aws.eks.node_group"),
+            k,
+            wanted,
+            have,
+        ),
+        (wanted, have) => wanted != have,
+    };
     if differs("scaling") || differs("labels") || differs("taints") {
         let mut request = eks
             .update_nodegroup_config()
             .cluster_name(cluster)
             .nodegroup_name(name);
         if differs("scaling") {
-            request = request.scaling_config(scaling_of(p)?);
+            request = request.scaling_config(scaling_for_update(p, &current.properties)?);
         }
         if differs("labels") {
             let want = labels_wanted(p);

@@ -23,7 +23,7 @@ pub const SKIP_HINT_DRIFT: &str = "pass --skip-cluster to compare the cloud side
 /// Whether the stack renders any in-cluster object.
 pub fn has_objects(deployment: &Deployment) -> bool {
     let stack = &deployment.loaded.stack;
-    stack.baseline.is_some() || stack.controlplane.is_some()
+    stack.baseline.is_some() || stack.controlplane.is_some() || stack.cluster.autoscaler_enabled()
 }
 
 /// How this deployment's cluster is reached, given its state.
@@ -53,9 +53,17 @@ pub struct ClusterPlan {
 
 /// Reads the cluster and compares it with the rendered objects. Secrets are rendered with
 /// placeholders: they are compared by their keys, never their values.
-pub async fn plan(deployment: &Deployment, route: &ClusterRoute) -> miette::Result<ClusterPlan> {
-    let files = kubernetes::render(&deployment.loaded, Some(&SecretValues::placeholders()))
-        .map_err(|e| miette!("{e}"))?;
+pub async fn plan(
+    deployment: &Deployment,
+    route: &ClusterRoute,
+    state: Option<&crate::state::StateDocument>,
+) -> miette::Result<ClusterPlan> {
+    let files = kubernetes::render_with(
+        &deployment.loaded,
+        Some(&SecretValues::placeholders()),
+        &kubernetes::install::cloud_outputs(state),
+    )
+    .map_err(|e| miette!("{e}"))?;
     let applier = applier(deployment, route).await?;
     let objects = diff::in_cluster_changes(&applier, &files, &deployment.loaded.names.qualified)
         .await

@@ -161,8 +161,12 @@ async fn in_cluster(
         return Ok(Vec::new());
     }
     // Secrets with placeholders: they are compared by their keys, never their values.
-    let files = kubernetes::render(&deployment.loaded, Some(&SecretValues::placeholders()))
-        .map_err(|e| miette!("{e}"))?;
+    let files = kubernetes::render_with(
+        &deployment.loaded,
+        Some(&SecretValues::placeholders()),
+        &kubernetes::install::cloud_outputs(Some(state)),
+    )
+    .map_err(|e| miette!("{e}"))?;
     let applier = cluster::applier(deployment, &route).await.map_err(|e| {
         e.wrap_err(format!(
             "reading the in-cluster objects ({})",

@@ -175,7 +175,7 @@ async fn in_cluster_plan(
             );
             Ok(None)
         }
-        _ => cluster::plan(deployment, &route)
+        _ => cluster::plan(deployment, &route, state)
             .await
             .map(Some)
             .map_err(|e| {

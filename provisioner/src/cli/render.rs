@@ -72,14 +72,14 @@ pub fn run(args: &Args, stacks_dir: &Path) -> miette::Result<ExitCode> {
             return Ok(ExitCode::FAILURE);
         }
     };
-    let secrets = if args.include_secrets {
-        let (secrets, source) = secret_values(loaded.clone())?;
+    let (secrets, outputs) = if args.include_secrets {
+        let (secrets, outputs, source) = secret_values(loaded.clone())?;
         eprintln!("{source}");
-        Some(secrets)
+        (Some(secrets), outputs)
     } else {
-        None
+        (None, kubernetes::CloudOutputs::default())
     };
-    let files = kubernetes::render(&loaded, secrets.as_ref())
+    let files = kubernetes::render_with(&loaded, secrets.as_ref(), &outputs)
         .into_diagnostic()
         .wrap_err("rendering the manifests")?;
     std::fs::create_dir_all(&args.out)
@@ -120,7 +120,7 @@ pub fn run(args: &Args, stacks_dir: &Path) -> miette::Result<ExitCode> {
         if !args.include_secrets {
             println!(
                 "secrets (database and Redis URLs, API keys) were not written; \
-                 --include-secrets writes them"
+                 --include-secrets writes them (and the Cluster Autoscaler's role ARN from state)"
             );
         }
     }
@@ -129,7 +129,9 @@ pub fn run(args: &Args, stacks_dir: &Path) -> miette::Result<ExitCode> {
 
 /// The Secrets' values and a sentence saying where they come from: the deployment's state when
 /// it records resources, placeholders otherwise.
-fn secret_values(loaded: LoadedStack) -> miette::Result<(SecretValues, String)> {
+fn secret_values(
+    loaded: LoadedStack,
+) -> miette::Result<(SecretValues, kubernetes::CloudOutputs, String)> {
     let runtime = deployment::runtime()?;
     runtime.block_on(async {
         let deployment = deployment::connect(loaded).await?;
@@ -137,6 +139,7 @@ fn secret_values(loaded: LoadedStack) -> miette::Result<(SecretValues, String)> 
         let Some(state) = state.filter(|s| !s.resources.is_empty()) else {
             return Ok((
                 SecretValues::placeholders(),
+                kubernetes::CloudOutputs::default(),
                 format!(
                     "note: {} records no resources: the Secrets hold placeholders (`up` applies \
                      the real values)",
@@ -158,6 +161,7 @@ fn secret_values(loaded: LoadedStack) -> miette::Result<(SecretValues, String)> 
             .map_err(|e| miette!("{e}"))?;
         Ok((
             secrets,
+            install::cloud_outputs(Some(&state)),
             format!(
                 "The Secrets hold the deployment's values from {}.",
                 deployment.backend.describe()

@@ -326,7 +326,8 @@ async fn install_in_cluster(
     let applier = cluster::applier(deployment, &route)
         .await
         .map_err(|e| miette!(help = help, "{e}"))?;
-    let report = install::install(&applier, loaded, &secrets, args.rollout_timeout)
+    let outputs = install::cloud_outputs(Some(state));
+    let report = install::install(&applier, loaded, &secrets, &outputs, args.rollout_timeout)
         .await
         .map_err(|e| miette!(help = help, "{e}"))?;
     let count = |change: Change| report.applied.iter().filter(|(_, c)| *c == change).count();

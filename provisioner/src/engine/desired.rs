@@ -41,6 +41,57 @@ pub fn segment(name: &str) -> String {
     }
 }
 
+/// Where the Cluster Autoscaler runs: the service account its IAM role trusts.
+pub const CLUSTER_AUTOSCALER_NAMESPACE: &str = "kube-system";
+/// The Cluster Autoscaler's service account.
+pub const CLUSTER_AUTOSCALER_SERVICE_ACCOUNT: &str = "cluster-autoscaler";
+
+/// The Cluster Autoscaler's permissions: the upstream "full features" policy
+/// (cluster-autoscaler/cloudprovider/aws/README.md) for Auto Scaling group auto-discovery.
+/// Describe calls cannot be limited to resources; `SetDesiredCapacity` and
+/// `TerminateInstanceInAutoScalingGroup` only act on groups tagged
+/// `k8s.io/cluster-autoscaler/enabled=true` and `k8s.io/cluster-autoscaler/<cluster>=owned`,
+/// which EKS puts on its managed node groups' Auto Scaling groups.
+pub fn cluster_autoscaler_policy(cluster_name: &str) -> Value {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "Discover",
+                "Effect": "Allow",
+                "Action": [
+                    "autoscaling:DescribeAutoScalingGroups",
+                    "autoscaling:DescribeAutoScalingInstances",
+                    "autoscaling:DescribeLaunchConfigurations",
+                    "autoscaling:DescribeScalingActivities",
+                    "autoscaling:DescribeTags",
+                    "ec2:DescribeImages",
+                    "ec2:DescribeInstanceTypes",
+                    "ec2:DescribeLaunchTemplateVersions",
+                    "ec2:GetInstanceTypesFromInstanceRequirements",
+                    "eks:DescribeNodegroup",
+                ],
+                "Resource": "*",
+            },
+            {
+                "Sid": "ScaleOwnGroups",
+                "Effect": "Allow",
+                "Action": [
+                    "autoscaling:SetDesiredCapacity",
+                    "autoscaling:TerminateInstanceInAutoScalingGroup",
+                ],
+                "Resource": "*",
+                "Condition": {
+                    "StringEquals": {
+                        "aws:ResourceTag/k8s.io/cluster-autoscaler/enabled": "true",
+                        format!("aws:ResourceTag/k8s.io/cluster-autoscaler/{cluster_name}"): "owned",
+                    },
+                },
+            },
+        ],
+    })
+}
+
 struct Builder<'a> {
     stack: &'a Stack,
     qualified: String,
@@ -417,8 +468,37 @@ pub fn derive_in(loaded: &LoadedStack, zones: &[String]) -> DesiredSet {
             managed("service-role/AmazonEBSCSIDriverPolicy"),
         ),
     );
+    // --- IRSA: the Cluster Autoscaler's role (the upstream AWS policy for Auto Scaling group
+    // auto-discovery: reads on everything, and scaling only the groups tagged for this cluster,
+    // which EKS tags its managed node groups' groups with) ---
+    if cluster.autoscaler_enabled() {
+        let role = b.add(
+            DesiredResource::new("iam.role.cluster_autoscaler", "aws.iam.role")
+                .with("name", json!(format!("{q}-cluster-autoscaler")))
+                .with(
+                    "assume_role_web_identity",
+                    json!({
+                        "provider_arn": output(&oidc, "arn"),
+                        "issuer": output(&control_plane, "oidc_issuer"),
+                        "subject": format!(
+                            "system:serviceaccount:{}:{}",
+                            CLUSTER_AUTOSCALER_NAMESPACE, CLUSTER_AUTOSCALER_SERVICE_ACCOUNT
+                        ),
+                        "audience": "sts.amazonaws.com",
+                    }),
+                )
+                .with("tags", b.tags(&format!("{q}-cluster-autoscaler"), &[])),
+        );
+        b.add(
+            DesiredResource::new("iam.role_policy.cluster_autoscaler", "aws.iam.role_policy")
+                .with("role", output(&role, "name"))
+                .with("name", json!("cluster-autoscaler"))
+                .with("document", cluster_autoscaler_policy(&names.cluster)),
+        );
+    }
 
     let mut node_groups = Vec::new();
+    let autoscaled = cluster.autoscaler_enabled();
     for (name, group) in &cluster.node_groups {
         let taints: Vec<Value> = group
             .taints
@@ -439,10 +519,15 @@ pub fn derive_in(loaded: &LoadedStack, zones: &[String]) -> DesiredSet {
                 }),
             )
             .with("disk_size", json!(group.disk_gib))
-            .with(
-                "scaling",
-                json!({ "min": group.scaling.min, "desired": group.scaling.desired, "max": group.scaling.max }),
-            )
+            .with("scaling", {
+                let mut scaling = json!({ "min": group.scaling.min, "desired": group.scaling.desired, "max": group.scaling.max });
+                // The Cluster Autoscaler owns the size once the group exists (see
+                // `types::satisfies`): `desired` is the size at creation.
+                if autoscaled {
+                    scaling["autoscaled"] = json!(true);
+                }
+                scaling
+            })
             .with("labels", json!(group.labels))
             .with("taints", Value::Array(taints))
             // The group follows the cluster's Kubernetes version (UpdateNodegroupVersion after

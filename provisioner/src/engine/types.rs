@@ -29,6 +29,9 @@ pub fn satisfies(
     if wanted == current {
         return true;
     }
+    if resource_type.as_str() == "aws.eks.node_group" && attribute == "scaling" {
+        return autoscaled_scaling_satisfied(wanted, current);
+    }
     let floor = VERSION_FLOORS
         .iter()
         .any(|(kind, name)| *kind == resource_type.as_str() && *name == attribute);
@@ -36,6 +39,23 @@ pub fn satisfies(
         (true, Some(wanted), Some(current)) => same_major_at_least(wanted, current),
         _ => false,
     }
+}
+
+/// A node group's `scaling` when the Cluster Autoscaler owns its size (`"autoscaled": true` in
+/// the wanted value): `desired` is only the size at creation, so any current size within the
+/// wanted `min` and `max` satisfies it (the autoscaler moved it; sending the stack's back would
+/// undo its decision). `min` and `max` must be equal.
+fn autoscaled_scaling_satisfied(wanted: &Value, current: &Value) -> bool {
+    if wanted.get("autoscaled") != Some(&Value::Bool(true)) {
+        return false;
+    }
+    let number = |value: &Value, key: &str| value.get(key).and_then(Value::as_u64);
+    let (Some(min), Some(max)) = (number(wanted, "min"), number(wanted, "max")) else {
+        return false;
+    };
+    number(current, "min") == Some(min)
+        && number(current, "max") == Some(max)
+        && number(current, "desired").is_some_and(|d| (min..=max).contains(&d))
 }
 
 /// The attributes that identify an object of a type that carries no tags (a route is its table
@@ -485,6 +505,22 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn an_autoscaled_node_group_size_within_its_bounds_satisfies_the_stack() {
+        let group = ResourceType::new("aws.eks.node_group");
+        let wanted = serde_json::json!({ "min": 1, "desired": 2, "max": 5, "autoscaled": true });
+        let live = |min: u64, desired: u64, max: u64| serde_json::json!({ "min": min, "desired": desired, "max": max });
+        assert!(satisfies(&group, "scaling", &wanted, &live(1, 4, 5)));
+        assert!(satisfies(&group, "scaling", &wanted, &live(1, 1, 5)));
+        assert!(!satisfies(&group, "scaling", &wanted, &live(1, 6, 5)));
+        assert!(!satisfies(&group, "scaling", &wanted, &live(2, 4, 5)));
+        assert!(!satisfies(&group, "scaling", &wanted, &live(1, 4, 6)));
+        // Without the autoscaler the stack's size is the size.
+        let fixed = serde_json::json!({ "min": 1, "desired": 2, "max": 5 });
+        assert!(!satisfies(&group, "scaling", &fixed, &live(1, 4, 5)));
+        assert!(satisfies(&group, "scaling", &fixed, &live(1, 2, 5)));
+    }
 
     #[test]
     fn an_automatic_minor_upgrade_satisfies_the_older_version_of_the_same_major() {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::apply::{Applier, ApplyError, ApplyOptions, ApplyReport};
-use super::{RenderError, SecretValues};
+use super::{CloudOutputs, RenderError, SecretValues};
 use crate::engine::Address;
 use crate::engine::secrets::StateCipher;
 use crate::stack::LoadedStack;
@@ -22,6 +22,8 @@ use crate::state::StateDocument;
 pub const DATABASE_ADDRESS: &str = "database.instance";
 /// The resource whose outputs give the Redis URL.
 pub const CACHE_ADDRESS: &str = "cache.replication_group";
+/// The Cluster Autoscaler's IAM role, whose ARN its service account names.
+pub const CLUSTER_AUTOSCALER_ROLE_ADDRESS: &str = "iam.role.cluster_autoscaler";
 
 /// Why the in-cluster install could not run or failed.
 #[derive(Debug, thiserror::Error)]
@@ -106,14 +108,39 @@ pub fn secret_values(
     })
 }
 
-/// Renders the stack with `secrets` and applies it through `applier`.
+/// What the in-cluster objects need from the cloud side, from state: the ARN the Cluster
+/// Autoscaler's role got (`None` until `up` created it, or when the stack has none).
+pub fn cloud_outputs(state: Option<&StateDocument>) -> CloudOutputs {
+    let role_arn = state.and_then(|state| {
+        let address = Address::parse(CLUSTER_AUTOSCALER_ROLE_ADDRESS).ok()?;
+        state
+            .resources
+            .get(&address)?
+            .outputs
+            .get("arn")?
+            .as_str()
+            .map(str::to_owned)
+    });
+    CloudOutputs {
+        cluster_autoscaler_role_arn: role_arn,
+    }
+}
+
+/// Renders the stack with `secrets` and the cloud `outputs`, and applies it through `applier`.
 pub async fn install(
     applier: &Applier,
     loaded: &LoadedStack,
     secrets: &SecretValues,
+    outputs: &CloudOutputs,
     rollout_timeout: Duration,
 ) -> Result<ApplyReport, InstallError> {
-    let files = super::render(loaded, Some(secrets))?;
+    if loaded.stack.cluster.autoscaler_enabled() && outputs.cluster_autoscaler_role_arn.is_none() {
+        return Err(InstallError::MissingOutput {
+            address: CLUSTER_AUTOSCALER_ROLE_ADDRESS,
+            field: "arn",
+        });
+    }
+    let files = super::render_with(loaded, Some(secrets), outputs)?;
     let options = ApplyOptions {
         stack: loaded.names.qualified.clone(),
         rollout_timeout,

@@ -15,6 +15,8 @@ pub mod install;
 pub mod teardown;
 mod values;
 
+pub use values::cluster_autoscaler_image;
+
 use std::fmt;
 use std::sync::LazyLock;
 
@@ -69,7 +71,21 @@ const TEMPLATES: &[(&str, &str)] = &[
         "70-workers.yaml",
         include_str!("../../templates/kubernetes/70-workers.yaml.tera"),
     ),
+    (
+        "80-cluster-autoscaler.yaml",
+        include_str!("../../templates/kubernetes/80-cluster-autoscaler.yaml.tera"),
+    ),
 ];
+
+/// What the in-cluster objects need from the cloud side once `up` created it (read from state
+/// by [`install::cloud_outputs`]); `Default` when it does not exist yet, and the objects then
+/// hold placeholders that say so.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CloudOutputs {
+    /// The ARN of the Cluster Autoscaler's IAM role (`iam.role.cluster_autoscaler`), which its
+    /// service account names for IRSA.
+    pub cluster_autoscaler_role_arn: Option<String>,
+}
 
 /// Secret values of the control plane. Never printed: `Debug` shows only which are set.
 #[derive(Clone, serde::Serialize)]
@@ -294,15 +310,26 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// Renders every in-cluster object of a stack. Secrets are rendered only when `secrets` is given.
+/// What comes from the cloud side (the Cluster Autoscaler's role ARN) holds placeholders:
+/// [`render_with`] takes the deployment's [`CloudOutputs`].
 pub fn render(
     loaded: &LoadedStack,
     secrets: Option<&SecretValues>,
+) -> Result<Vec<RenderedFile>, RenderError> {
+    render_with(loaded, secrets, &CloudOutputs::default())
+}
+
+/// [`render`] with the deployment's cloud `outputs`.
+pub fn render_with(
+    loaded: &LoadedStack,
+    secrets: Option<&SecretValues>,
+    outputs: &CloudOutputs,
 ) -> Result<Vec<RenderedFile>, RenderError> {
     let tera = TERA.as_ref().map_err(|message| RenderError::Template {
         template: "(all)".into(),
         message: message.clone(),
     })?;
-    let values = values::RenderValues::new(loaded, secrets);
+    let values = values::RenderValues::new(loaded, secrets, outputs);
     let context = Context::from_serialize(&values).map_err(|e| RenderError::Template {
         template: "(context)".into(),
         message: error_chain(&e),

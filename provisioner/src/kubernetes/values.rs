@@ -3,7 +3,8 @@
 
 use serde::Serialize;
 
-use super::{MANAGED_BY_LABEL, STACK_LABEL, SecretValues};
+use super::{CloudOutputs, MANAGED_BY_LABEL, STACK_LABEL, SecretValues};
+use crate::engine::desired::{CLUSTER_AUTOSCALER_NAMESPACE, CLUSTER_AUTOSCALER_SERVICE_ACCOUNT};
 use crate::stack::LoadedStack;
 use crate::stack::model::{NetworkPolicyMode, PodSecurityLevel, ResourceList, Resources};
 
@@ -50,6 +51,56 @@ pub(super) struct RenderValues<'a> {
     /// The `monitoring` namespace, when the baseline has one: its Prometheus scrapes the API,
     /// the nodes and the Kubernetes API.
     monitoring: Option<String>,
+    /// The Cluster Autoscaler, when `cluster.autoscaler` is on.
+    cluster_autoscaler: Option<ClusterAutoscalerValues>,
+}
+
+/// What `80-cluster-autoscaler.yaml.tera` places.
+#[derive(Debug, Serialize)]
+struct ClusterAutoscalerValues {
+    namespace: &'static str,
+    service_account: &'static str,
+    /// The IAM role the service account assumes (IRSA), from state; a placeholder saying so
+    /// before `up` created it.
+    role_arn: String,
+    image: String,
+    pull_policy: &'static str,
+    /// `--node-group-auto-discovery`: the Auto Scaling groups tagged for this EKS cluster (EKS
+    /// tags its managed node groups' groups `k8s.io/cluster-autoscaler/enabled` and
+    /// `k8s.io/cluster-autoscaler/<cluster>`).
+    auto_discovery: String,
+    region: String,
+    /// On the system node group, like the API (its labels and taints).
+    node_selector: Vec<KeyValue>,
+    tolerations: Vec<TolerationValues>,
+}
+
+/// The Cluster Autoscaler release for each Kubernetes minor version (it supports its own minor
+/// only): the newest patch promoted to registry.k8s.io that we know of.
+const CLUSTER_AUTOSCALER_RELEASES: &[(&str, &str)] = &[
+    ("1.28", "v1.28.2"),
+    ("1.29", "v1.29.2"),
+    ("1.30", "v1.30.0"),
+    ("1.31", "v1.31.0"),
+    ("1.32", "v1.32.5"),
+    ("1.33", "v1.33.3"),
+    ("1.34", "v1.34.2"),
+];
+
+/// The Cluster Autoscaler image for a cluster of Kubernetes `version` (`"1.31"`): the release of
+/// its minor version from [`CLUSTER_AUTOSCALER_RELEASES`], else that minor's `.0` release.
+pub fn cluster_autoscaler_image(version: &str) -> String {
+    let minor = version
+        .trim_start_matches('v')
+        .splitn(3, '.')
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(".");
+    let tag = CLUSTER_AUTOSCALER_RELEASES
+        .iter()
+        .find(|(m, _)| *m == minor)
+        .map_or_else(|| format!("v{minor}.0"), |(_, tag)| (*tag).to_owned());
+    format!("registry.k8s.io/autoscaling/cluster-autoscaler:{tag}")
 }
 
 #[derive(Debug, Serialize)]
@@ -181,7 +232,11 @@ const RUNTIME_UID: u32 = 10000;
 const FIRST_HEALTH_PORT: u32 = 8081;
 
 impl<'a> RenderValues<'a> {
-    pub(super) fn new(loaded: &LoadedStack, secrets: Option<&'a SecretValues>) -> Self {
+    pub(super) fn new(
+        loaded: &LoadedStack,
+        secrets: Option<&'a SecretValues>,
+        outputs: &CloudOutputs,
+    ) -> Self {
         let stack = &loaded.stack;
         let labels = [
             (MANAGED_BY_LABEL, "stacksmith"),
@@ -230,6 +285,24 @@ impl<'a> RenderValues<'a> {
                     value: c.worker_namespace.clone(),
                 },
             ];
+            // The per-client limit's key behind a load balancer: the address it forwards for.
+            let trusted: Vec<String> = c.trusted_proxies.as_ref().map_or_else(
+                || {
+                    stack
+                        .network
+                        .public_subnets
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect()
+                },
+                |list| list.iter().map(ToString::to_string).collect(),
+            );
+            if !trusted.is_empty() {
+                environment.push(KeyValue {
+                    key: "CONTROLPLANE_TRUSTED_PROXIES".into(),
+                    value: trusted.join(","),
+                });
+            }
             environment.push(KeyValue {
                 key: "CONTROLPLANE_SHUTDOWN_GRACE_MS".into(),
                 value: API_SHUTDOWN_GRACE_MS.to_string(),
@@ -282,6 +355,58 @@ impl<'a> RenderValues<'a> {
                     .collect(),
                 prestop_seconds: API_PRESTOP_SECONDS,
                 termination_grace_seconds: API_TERMINATION_GRACE_SECONDS,
+            }
+        });
+        let node_selector = || -> Vec<KeyValue> {
+            system_group
+                .iter()
+                .flat_map(|g| &g.labels)
+                .map(|(key, value)| KeyValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect()
+        };
+        let tolerations = || -> Vec<TolerationValues> {
+            system_group
+                .iter()
+                .flat_map(|g| &g.taints)
+                .map(|taint| TolerationValues {
+                    key: taint.key.clone(),
+                    value: taint.value.clone(),
+                    effect: taint_effect(taint.effect),
+                })
+                .collect()
+        };
+        let cluster_autoscaler = stack.cluster.autoscaler_enabled().then(|| {
+            let image = stack
+                .cluster
+                .autoscaler
+                .image
+                .clone()
+                .unwrap_or_else(|| cluster_autoscaler_image(&stack.cluster.version));
+            ClusterAutoscalerValues {
+                namespace: CLUSTER_AUTOSCALER_NAMESPACE,
+                service_account: CLUSTER_AUTOSCALER_SERVICE_ACCOUNT,
+                role_arn: outputs
+                    .cluster_autoscaler_role_arn
+                    .clone()
+                    .unwrap_or_else(|| {
+                        format!(
+                            "{}the Cluster Autoscaler's IAM role ARN; `provisioner up` sets it",
+                            super::PLACEHOLDER_PREFIX
+                        )
+                    }),
+                pull_policy: pull_policy(&image),
+                image,
+                auto_discovery: format!(
+                    "--node-group-auto-discovery=asg:tag=k8s.io/cluster-autoscaler/enabled,\
+                     k8s.io/cluster-autoscaler/{}",
+                    loaded.names.cluster
+                ),
+                region: stack.region.clone(),
+                node_selector: node_selector(),
+                tolerations: tolerations(),
             }
         });
         let pools = stack
@@ -374,6 +499,7 @@ impl<'a> RenderValues<'a> {
             controlplane,
             pools,
             secrets,
+            cluster_autoscaler,
         }
     }
 }

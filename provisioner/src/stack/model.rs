@@ -252,6 +252,42 @@ pub struct Cluster {
     /// Who may administer the cluster's Kubernetes API besides the identity that created it.
     #[serde(default)]
     pub access: ClusterAccess,
+    /// The Cluster Autoscaler, which adds nodes to a node group (up to its `scaling.max`) when
+    /// pods cannot be scheduled and removes idle ones (down to `scaling.min`). On by default
+    /// when a node group has `max > min`.
+    #[serde(default)]
+    pub autoscaler: ClusterAutoscaler,
+}
+
+/// `cluster.autoscaler`: whether the Cluster Autoscaler runs, and which image.
+///
+/// When on, `up` creates its IAM role, trusted through the cluster's OIDC provider for the
+/// `kube-system/cluster-autoscaler` service account only (IRSA), with the upstream policy for
+/// Auto Scaling group auto-discovery (scaling actions limited to the groups tagged for this
+/// cluster, which EKS managed node groups are), and installs it in `kube-system`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterAutoscaler {
+    /// `true` or `false`; unset: on when some node group has `scaling.max` above `scaling.min`.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// The image, e.g. `registry.k8s.io/autoscaling/cluster-autoscaler:v1.31.3`; unset: the
+    /// release matching `cluster.version`'s minor version (the Cluster Autoscaler supports the
+    /// Kubernetes minor version of its own).
+    #[serde(default)]
+    pub image: Option<String>,
+}
+
+impl Cluster {
+    /// Whether the Cluster Autoscaler runs in this cluster: as `cluster.autoscaler.enabled`
+    /// says, else when some node group may grow (`scaling.max > scaling.min`).
+    pub fn autoscaler_enabled(&self) -> bool {
+        self.autoscaler.enabled.unwrap_or_else(|| {
+            self.node_groups
+                .values()
+                .any(|g| g.scaling.max > g.scaling.min)
+        })
+    }
 }
 
 /// One managed add-on: its version, or its version and configuration values.
@@ -726,6 +762,12 @@ pub struct ControlPlane {
     /// monitoring's), when `baseline.network_policies` is `default-deny`.
     #[serde(default = "default_api_clients")]
     pub api_client_namespaces: Vec<String>,
+    /// The proxies whose `X-Forwarded-For` names the client for the API's per-client rate limit
+    /// (the load balancers in front of it); unset: the VPC's public subnets, where an
+    /// internet-facing Application Load Balancer's nodes are (it appends each client's address;
+    /// nodes and pods live in the private subnets, so their headers are ignored).
+    #[serde(default)]
+    pub trusted_proxies: Option<Vec<Cidr>>,
 }
 
 fn default_api_clients() -> Vec<String> {
