@@ -73,6 +73,7 @@ async fn load(database_url: &str, rps: u32, seconds: u32, per_key_rps: u32) -> a
             global_rps: 5000,
             per_client_rps: 5000,
             per_client_burst: 10_000,
+            trusted_proxies: Vec::new(),
         },
         limits: HttpLimits {
             concurrency_limit: 2048,

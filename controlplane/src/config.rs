@@ -12,6 +12,7 @@
 //! | `CONTROLPLANE_RATE_GLOBAL_RPS`      | `rate_limit.global_rps`        | `1000`                  |
 //! | `CONTROLPLANE_RATE_PER_CLIENT_RPS`  | `rate_limit.per_client_rps`    | `200`                   |
 //! | `CONTROLPLANE_RATE_PER_CLIENT_BURST`| `rate_limit.per_client_burst`  | `400`                   |
+//! | `CONTROLPLANE_TRUSTED_PROXIES`      | `rate_limit.trusted_proxies`   | (none: the peer is the client) |
 //! | `CONTROLPLANE_BODY_LIMIT_BYTES`     | `limits.body_limit_bytes`      | `262144`                |
 //! | `CONTROLPLANE_BATCH_BODY_LIMIT_BYTES` | `limits.batch_body_limit_bytes` | `8388608` (`POST /v1/tasks/batch`) |
 //! | `CONTROLPLANE_REQUEST_TIMEOUT_MS`   | `limits.request_timeout_ms`    | `10000`                 |
@@ -94,6 +95,9 @@ pub struct RateLimitConfig {
     pub per_client_rps: u32,
     /// Burst per client IP address.
     pub per_client_burst: u32,
+    /// Proxies (CIDR blocks, comma-separated in the environment) whose `X-Forwarded-For` names
+    /// the client: the load balancers' subnets. Anyone else's header is ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for RateLimitConfig {
@@ -104,6 +108,7 @@ impl Default for RateLimitConfig {
             global_rps: 1000,
             per_client_rps: 200,
             per_client_burst: 400,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -117,6 +122,7 @@ impl RateLimitConfig {
             global_rps: 0,
             per_client_rps: 0,
             per_client_burst: 0,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -371,6 +377,21 @@ impl Config {
             "CONTROLPLANE_RATE_PER_CLIENT_BURST",
             &mut rate.per_client_burst,
         )?;
+        if let Some(list) = lookup("CONTROLPLANE_TRUSTED_PROXIES") {
+            rate.trusted_proxies = list
+                .split(',')
+                .map(str::trim)
+                .filter(|entry| !entry.is_empty())
+                .map(|entry| {
+                    entry
+                        .parse::<ipnet::IpNet>()
+                        .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| ConfigError::InvalidEnv {
+                            name: "CONTROLPLANE_TRUSTED_PROXIES",
+                        })
+                })
+                .collect::<Result<_, _>>()?;
+        }
         let limits = &mut self.limits;
         parse(
             &lookup,

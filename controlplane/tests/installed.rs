@@ -238,3 +238,111 @@ async fn a_worker_serves_its_probes_where_the_pod_looks(pool: PgPool) {
     }
     server.stop().await;
 }
+
+/// Starts a `controlplane serve` replica on `port` with the per-client limit (1 rps, burst 3)
+/// and `trusted` proxies, its limits shared with every replica of Redis key `prefix`.
+fn serve_limited(
+    database_url: &str,
+    port: u16,
+    prefix: &str,
+    trusted: &str,
+) -> tokio::process::Child {
+    Command::new(BIN)
+        .arg("serve")
+        .env_clear()
+        .env("DATABASE_URL", database_url)
+        .env("REDIS_URL", stacksmith_testkit::redis_url())
+        .env("CONTROLPLANE_LISTEN", format!("127.0.0.1:{port}"))
+        .env("CONTROLPLANE_REDIS_PREFIX", prefix)
+        .env("CONTROLPLANE_RATE_PER_CLIENT_RPS", "1")
+        .env("CONTROLPLANE_RATE_PER_CLIENT_BURST", "3")
+        .env("CONTROLPLANE_TRUSTED_PROXIES", trusted)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start serve")
+}
+
+/// Issue 16 item 9: the per-client (per address) limit holds across API replicas, and behind a
+/// load balancer each client gets its own bucket. Two `serve` processes share one Redis, as the
+/// API's replicas do. A client connecting from 127.0.0.1 (not a trusted proxy) gets one burst
+/// from both replicas together, whatever `X-Forwarded-For` it sends; connections from 127.0.0.2
+/// (the trusted proxy, as an ALB in the public subnets) count against the address its header
+/// names, so two clients behind it have a bucket each. The limit is checked before
+/// authentication: an allowed request without a key answers 401, a limited one 429.
+#[sqlx::test(migrations = "./migrations")]
+async fn the_per_client_limit_holds_across_replicas_and_behind_a_trusted_proxy(pool: PgPool) {
+    let url = database_url(&pool);
+    let prefix = stacksmith_testkit::unique_name("client-limit");
+    let ports = [free_port(), free_port()];
+    let mut replicas: Vec<_> = ports
+        .iter()
+        .map(|port| serve_limited(&url, *port, &prefix, "127.0.0.2/32"))
+        .collect();
+    for port in ports {
+        let address = format!("127.0.0.1:{port}");
+        let ready = wait_status(&address, "/readyz", 200, Duration::from_secs(30)).await;
+        assert_eq!(ready, Some(200), "replica on {port} is not ready");
+    }
+    let from = |source: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(source))
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap()
+    };
+    let direct = from([127, 0, 0, 1]);
+    let proxy = from([127, 0, 0, 2]);
+    async fn status(client: &reqwest::Client, port: u16, forwarded: Option<&str>) -> u16 {
+        let mut request = client
+            .post(format!("http://127.0.0.1:{port}/v1/tasks"))
+            .json(&common::task("p"));
+        if let Some(value) = forwarded {
+            request = request.header("x-forwarded-for", value);
+        }
+        request.send().await.expect("request").status().as_u16()
+    }
+
+    // An untrusted peer: its forged X-Forwarded-For is ignored, and the two replicas share one
+    // burst of 3 for its address.
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        let forged = format!("198.51.100.{i}");
+        statuses.push(status(&direct, ports[i % 2], Some(&forged)).await);
+    }
+    assert_eq!(
+        statuses,
+        [401, 401, 401, 429],
+        "one burst for 127.0.0.1 on both replicas"
+    );
+
+    // Behind the trusted proxy: the client its header names has a bucket of its own, shared by
+    // the replicas too.
+    let mut first = Vec::new();
+    for i in 0..4 {
+        first.push(status(&proxy, ports[i % 2], Some("203.0.113.1")).await);
+    }
+    assert_eq!(
+        first,
+        [401, 401, 401, 429],
+        "203.0.113.1 gets one burst on both replicas"
+    );
+    // Another client behind the same proxy is not limited by the first one's requests; the
+    // load balancer appends what it saw, so a client's own forged entry on the left is skipped.
+    assert_eq!(
+        status(&proxy, ports[1], Some("192.0.2.99, 203.0.113.2")).await,
+        401,
+        "203.0.113.2 has its own bucket"
+    );
+    // The proxy's own bucket is untouched by its clients' requests.
+    assert_eq!(status(&proxy, ports[0], None).await, 401);
+
+    for replica in &mut replicas {
+        let _ = replica.start_kill();
+    }
+    for replica in replicas {
+        let _ = tokio::time::timeout(Duration::from_secs(10), replica.wait_with_output()).await;
+    }
+}

@@ -136,12 +136,22 @@ pub async fn authenticate_and_limit(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let client: Option<IpAddr> = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0.ip());
+    let client: Option<IpAddr> =
+        request
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| {
+                super::rate_limit::client_address(
+                    info.0.ip(),
+                    request.headers(),
+                    &state.config.rate_limit.trusted_proxies,
+                )
+            });
     if let Some(address) = client
-        && let Some(status) = state.rate_limiters.check_client(address)
+        && let Some(status) = state
+            .rate_limiters
+            .check_client_shared(&state.redis, &state.config.redis_key_prefix, address)
+            .await
         && status.is_limited()
     {
         return limited_response(status);

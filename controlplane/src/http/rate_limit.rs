@@ -6,8 +6,13 @@
 //! ([`RateLimiters::check_key_shared`]: one Lua script per request checks the key's limit, then
 //! the global one, on Redis's clock, under the server's key prefix). When Redis does not answer
 //! in time, each replica falls back to its own in-process limiters (governor), so a Redis outage
-//! degrades the limits instead of refusing or admitting everything. The per-client limit is a
-//! flood guard before authentication and stays in process.
+//! degrades the limits instead of refusing or admitting everything. The per-client limit, a
+//! flood guard before authentication, is shared the same way
+//! ([`RateLimiters::check_client_shared`]), so one address gets its stated rate from the whole
+//! API, not once per replica. Its key is the client's address: the connection's peer, or, when
+//! the peer is a trusted proxy (`rate_limit.trusted_proxies`: the load balancer's subnets), the
+//! address that proxy reports in `X-Forwarded-For` ([`client_address`]), so clients behind an
+//! Application Load Balancer or an ingress get a bucket each instead of sharing the proxy's.
 //!
 //! Responses carry the IETF draft headers in their separate-field form
 //! (draft-ietf-httpapi-ratelimit-headers up to -06):
@@ -18,7 +23,7 @@
 //! per-key limiter's headers.
 
 use std::hash::Hash;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -28,6 +33,7 @@ use governor::middleware::{StateInformationMiddleware, StateSnapshot};
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
+use ipnet::IpNet;
 use uuid::Uuid;
 
 use crate::config::RateLimitConfig;
@@ -150,12 +156,49 @@ return answer
     )
 });
 
+/// The address a request comes from, for the per-client limit: the connection's `peer`, unless
+/// the peer is one of the `trusted` proxies; then the `X-Forwarded-For` entries are read from the
+/// right (each proxy appends the address it received the request from, as the Application Load
+/// Balancer does by default), skipping trusted proxies, and the first other address is the
+/// client's. An entry that is not an address (or `ip:port`) ends the walk at the last trusted
+/// hop, so a forged value can never pick a bucket; an untrusted peer's `X-Forwarded-For` is
+/// ignored altogether.
+pub fn client_address(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |address: &IpAddr| trusted.iter().any(|net| net.contains(address));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for entry in entries.iter().rev() {
+        let Some(address) = entry
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        else {
+            return client;
+        };
+        client = address;
+        if !is_trusted(&address) {
+            return address;
+        }
+    }
+    client
+}
+
 /// All limiters of one server. A limiter configured with rate 0 is absent.
 pub struct RateLimiters {
     per_client: Option<KeyedLimiter<IpAddr>>,
     per_key: Option<KeyedLimiter<Uuid>>,
     global: Option<DirectLimiter>,
-    /// The per-key and global quotas, for the limits shared in Redis.
+    /// The per-client, per-key and global quotas, for the limits shared in Redis.
+    per_client_quota: Option<Quota>,
     per_key_quota: Option<Quota>,
     global_quota: Option<Quota>,
     clock: DefaultClock,
@@ -170,6 +213,7 @@ impl RateLimiters {
                 .map(|q| RateLimiter::keyed(q).with_middleware()),
             global: quota(config.global_rps, config.global_rps)
                 .map(|q| RateLimiter::direct(q).with_middleware()),
+            per_client_quota: quota(config.per_client_rps, config.per_client_burst),
             per_key_quota: quota(config.per_key_rps, config.burst),
             global_quota: quota(config.global_rps, config.global_rps),
             clock: DefaultClock::default(),
@@ -219,6 +263,28 @@ impl RateLimiters {
         }
     }
 
+    /// [`Self::check_client`] against the limit every replica shares in Redis (key
+    /// `prefix:ratelimit:client:<address>`); the in-process limiter answers when Redis fails or
+    /// is slower than [`SHARED_TIMEOUT`].
+    pub async fn check_client_shared(
+        &self,
+        redis: &redis::aio::ConnectionManager,
+        prefix: &str,
+        address: IpAddr,
+    ) -> Option<RateStatus> {
+        let limit = self.per_client_quota.map(|q| {
+            (
+                format!("{prefix}:ratelimit:client:{address}"),
+                q,
+                Scope::Client,
+            )
+        })?;
+        match check_shared(redis, &[limit]).await {
+            Some(statuses) => statuses.into_iter().next(),
+            None => self.check_client(address),
+        }
+    }
+
     /// [`Self::check_key`] against the limits every replica shares in Redis (keys under
     /// `prefix:ratelimit:`); the in-process limiters answer when Redis fails or is slower than
     /// [`SHARED_TIMEOUT`].
@@ -240,28 +306,61 @@ impl RateLimiters {
         if limits.is_empty() {
             return None;
         }
-        let mut invocation = SHARED_SCRIPT.prepare_invoke();
-        for (key, quota, _) in &limits {
-            invocation
-                .key(key)
-                .arg(quota.replenish_interval().as_micros() as u64)
-                .arg(quota.burst_size().get());
-        }
-        let mut connection = redis.clone();
-        let answer = tokio::time::timeout(
-            SHARED_TIMEOUT,
-            invocation.invoke_async::<Vec<i64>>(&mut connection),
-        )
-        .await;
-        let Ok(Ok(answer)) = answer else {
-            tracing::warn!("Redis did not answer the rate limit check: limits apply per replica");
+        let Some(statuses) = check_shared(redis, &limits).await else {
             return self.check_key(key_id);
         };
-        // Per limit checked: allowed (1/0), remaining, microseconds (until full when allowed,
-        // until the next request is allowed when refused). Checking stops at a refusal.
-        let mut statuses = answer
+        let mut statuses = statuses.into_iter();
+        let first = statuses.next()?;
+        if first.is_limited() {
+            return Some(first);
+        }
+        match statuses.next() {
+            Some(global) if global.is_limited() => Some(global),
+            // The per-key status when there is one, as in process.
+            _ => Some(first),
+        }
+    }
+    /// Forgets the state of keys that are back to a full quota (bounds memory).
+    pub fn forget_idle(&self) {
+        if let Some(limiter) = &self.per_client {
+            limiter.retain_recent();
+        }
+        if let Some(limiter) = &self.per_key {
+            limiter.retain_recent();
+        }
+    }
+}
+
+/// Checks `limits` (Redis key, quota, scope) in order in one script run on Redis's clock: the
+/// status of each limit checked (checking stops at the first refusal), or `None` when Redis
+/// fails or is slower than [`SHARED_TIMEOUT`] (the caller falls back to its in-process limiter).
+async fn check_shared(
+    redis: &redis::aio::ConnectionManager,
+    limits: &[(String, Quota, Scope)],
+) -> Option<Vec<RateStatus>> {
+    let mut invocation = SHARED_SCRIPT.prepare_invoke();
+    for (key, quota, _) in limits {
+        invocation
+            .key(key)
+            .arg(quota.replenish_interval().as_micros() as u64)
+            .arg(quota.burst_size().get());
+    }
+    let mut connection = redis.clone();
+    let answer = tokio::time::timeout(
+        SHARED_TIMEOUT,
+        invocation.invoke_async::<Vec<i64>>(&mut connection),
+    )
+    .await;
+    let Ok(Ok(answer)) = answer else {
+        tracing::warn!("Redis did not answer the rate limit check: limits apply per replica");
+        return None;
+    };
+    // Per limit checked: allowed (1/0), remaining, microseconds (until full when allowed, until
+    // the next request is allowed when refused).
+    Some(
+        answer
             .chunks_exact(3)
-            .zip(&limits)
+            .zip(limits)
             .map(|(row, (_, quota, scope))| {
                 let micros = Duration::from_micros(row[2].max(0) as u64);
                 if row[0] == 1 {
@@ -275,32 +374,58 @@ impl RateLimiters {
                 } else {
                     refused(*quota, micros, *scope)
                 }
-            });
-        let first = statuses.next()?;
-        if first.is_limited() {
-            return Some(first);
-        }
-        match statuses.next() {
-            Some(global) if global.is_limited() => Some(global),
-            // The per-key status when there is one, as in process.
-            _ => Some(first),
-        }
-    }
-
-    /// Forgets the state of keys that are back to a full quota (bounds memory).
-    pub fn forget_idle(&self) {
-        if let Some(limiter) = &self.per_client {
-            limiter.retain_recent();
-        }
-        if let Some(limiter) = &self.per_key {
-            limiter.retain_recent();
-        }
-    }
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_is_the_peer_unless_a_trusted_proxy_forwards_for_it() {
+        let trusted: Vec<IpNet> = vec!["10.0.101.0/24".parse().unwrap()];
+        let headers = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert("x-forwarded-for", HeaderValue::from_str(value).unwrap());
+            headers
+        };
+        let ip = |text: &str| text.parse::<IpAddr>().unwrap();
+        // An untrusted peer's header is ignored: it cannot choose its bucket.
+        assert_eq!(
+            client_address(ip("198.51.100.7"), &headers("203.0.113.1"), &trusted),
+            ip("198.51.100.7")
+        );
+        // The load balancer appends the address it saw: the rightmost untrusted entry.
+        assert_eq!(
+            client_address(
+                ip("10.0.101.9"),
+                &headers("192.0.2.1, 203.0.113.5"),
+                &trusted
+            ),
+            ip("203.0.113.5")
+        );
+        // Trusted hops are skipped; `ip:port` entries are read as their address.
+        assert_eq!(
+            client_address(
+                ip("10.0.101.9"),
+                &headers("203.0.113.5:4711, 10.0.101.20"),
+                &trusted
+            ),
+            ip("203.0.113.5")
+        );
+        // A value that is no address ends the walk at the last trusted hop.
+        assert_eq!(
+            client_address(ip("10.0.101.9"), &headers("203.0.113.5, garbage"), &trusted),
+            ip("10.0.101.9")
+        );
+        // No header: the proxy itself.
+        assert_eq!(
+            client_address(ip("10.0.101.9"), &HeaderMap::new(), &trusted),
+            ip("10.0.101.9")
+        );
+    }
 
     #[test]
     fn burst_then_refusal_with_retry_after() {
@@ -310,6 +435,7 @@ mod tests {
             global_rps: 0,
             per_client_rps: 0,
             per_client_burst: 0,
+            trusted_proxies: Vec::new(),
         });
         let key = Uuid::now_v7();
         let first = limiters.check_key(key).unwrap();
