@@ -292,10 +292,24 @@ impl Installed {
     fn up(base: &str, extra: &str) -> Self {
         let mut sandbox = Sandbox::new(&format!("installed_{base}"));
         let stack = stack_name(base);
+        // The emulated cluster has no nodes to add, and the kubelet runs only the images we
+        // build: each node group is fixed at its desired size, so the stack installs no Cluster
+        // Autoscaler (provisioner/tests/cluster_autoscaler.rs installs one in the emulator).
+        let fixed_groups = match base {
+            "production" => {
+                "  node_groups:\n    system: { scaling: { min: 3, desired: 3, max: 3 } }\n    \
+                 workers: { scaling: { min: 4, desired: 4, max: 4 } }\n    \
+                 data: { scaling: { min: 2, desired: 2, max: 2 } }\n"
+            }
+            "staging" | "dev" => {
+                "  node_groups:\n    workers: { scaling: { min: 2, desired: 2, max: 2 } }\n"
+            }
+            _ => "",
+        };
         sandbox.write_stack(
             &stack,
             &format!(
-                "extends: {base}.yaml\nname: {stack}\ncluster:\n  kubeconfig: ${{env:STACKSMITH_KUBECONFIG}}\n{extra}"
+                "extends: {base}.yaml\nname: {stack}\ncluster:\n  kubeconfig: ${{env:STACKSMITH_KUBECONFIG}}\n{fixed_groups}{extra}"
             ),
         );
         // A stack keeping its state in Postgres (`STACKSMITH_STATE_URL`) gets a database of its
