@@ -7,6 +7,10 @@
 //! | Redis    | `STACKSMITH_TEST_REDIS_URL`, else 127.0.0.1:6379, else a private server       |
 //! | Kubernetes | always a private `tests/emulators/kube_emulator.py` (kmock) on a free port   |
 //!
+//! For `cargo xtask local` the Kubernetes emulator runs with `--kubelet external`: the test
+//! kubelet (`stacksmith-kubelet run`) runs the pods and reports readiness
+//! ([`TestEnvironment::start_with_external_kubelet`]).
+//!
 //! Private servers get a scratch folder under the cache dir and are stopped when the
 //! environment is dropped.
 
@@ -36,8 +40,18 @@ pub struct TestEnvironment {
 }
 
 impl TestEnvironment {
-    /// Starts (or finds) every server.
+    /// Starts (or finds) every server; the Kubernetes emulator makes admitted replicas ready.
     pub fn start() -> Result<Self, String> {
+        Self::start_inner(false)
+    }
+
+    /// Like [`start`](Self::start), but Deployment readiness is left to a kubelet of ours
+    /// (`--kubelet external`): `up`'s rollout wait passes only on what really runs.
+    pub fn start_with_external_kubelet() -> Result<Self, String> {
+        Self::start_inner(true)
+    }
+
+    fn start_inner(external_kubelet: bool) -> Result<Self, String> {
         let scratch = python::cache_dir().join("servers");
         std::fs::create_dir_all(&scratch)
             .map_err(|e| format!("cannot create {}: {e}", scratch.display()))?;
@@ -54,7 +68,7 @@ impl TestEnvironment {
         } = Databases::find_or_start(&scratch)?;
         servers.extend(database_servers);
         scratch_dirs.extend(database_scratch);
-        let (kube_url, kubeconfig, kube) = start_kube_emulator(&scratch)?;
+        let (kube_url, kubeconfig, kube) = start_kube_emulator(&scratch, external_kubelet)?;
         servers.push(kube);
         println!(
             "xtask: moto at {aws_endpoint}, Postgres at {}, Redis at {redis_url}, Kubernetes at {kube_url}",
@@ -210,7 +224,11 @@ fn start_moto(scratch: &Path) -> Result<(String, Server), String> {
 
 /// Starts `tests/emulators/kube_emulator.py` (kmock plus our adapter) with the `emulators` venv's
 /// python, waits for its `READY <url>` line and writes a kubeconfig for it next to its log.
-fn start_kube_emulator(scratch: &Path) -> Result<(String, PathBuf, Server), String> {
+/// `external_kubelet`: `--kubelet external` (a kubelet of ours writes Deployment status).
+fn start_kube_emulator(
+    scratch: &Path,
+    external_kubelet: bool,
+) -> Result<(String, PathBuf, Server), String> {
     let script = crate::root()
         .join("tests")
         .join("emulators")
@@ -223,6 +241,11 @@ fn start_kube_emulator(scratch: &Path) -> Result<(String, PathBuf, Server), Stri
     let child = Command::new(&python)
         .arg(&script)
         .args(["--host", "127.0.0.1", "--port", "0"])
+        .args(if external_kubelet {
+            &["--kubelet", "external"][..]
+        } else {
+            &[]
+        })
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(stderr)

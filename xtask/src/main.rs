@@ -9,9 +9,9 @@
 //! Everything binds to 127.0.0.1.
 
 mod bench;
-mod control_plane;
 mod environment;
 mod image;
+mod installed;
 mod process;
 mod python;
 
@@ -26,9 +26,11 @@ usage: cargo xtask <command>
 commands:
   test [ARGS...]   start the test servers, run every test (cargo nextest, or cargo test when
                    nextest is absent) with ARGS passed to the runner, stop the servers
-  local            the main job: start the emulators; validate, plan and render the `local`
-                   stack, create it in moto (`up`, from clean local state), print its outputs;
-                   then start the control plane and a worker and run a DAG workflow through it
+  local            the main job (needs root): start the emulators and the test kubelet;
+                   validate, plan and render the `local` stack, create it in moto and install
+                   it in the cluster (`up`, from clean local state), print its outputs; then
+                   run a DAG workflow through the installed control plane's Service in its
+                   worker pool's pods, and `up` again (changes nothing, the pods keep running)
   chaos [--rounds N] [--seed S] [--first-round R]
                    the chaos suite's long run: SIGKILL at random progress events of `up` and
                    `down` of the `local` stack behind the fault proxy, N rounds (default 50)
@@ -189,13 +191,22 @@ fn chaos(args: &[String]) -> Result<ExitCode, String> {
 }
 
 fn local() -> Result<ExitCode, String> {
+    if !process::is_root() {
+        return Err(
+            "`cargo xtask local` runs the installed control plane through the test \
+                    kubelet, which needs root (PID, UTS and mount namespaces, `setpriv` to the \
+                    pods' users, Service ports below 1024): run it as root (in a VM or a \
+                    container)"
+                .to_owned(),
+        );
+    }
     process::run(
         "building the workspace",
         // --all-targets: the same feature set as `cargo xtask test`, so the two share one build.
         cargo().args(["build", "--workspace", "--all-targets"]),
     )?;
-    let environment = TestEnvironment::start()?;
-    let provisioner = target_dir().join("debug").join("provisioner");
+    let environment = TestEnvironment::start_with_external_kubelet()?;
+    let debug = target_dir().join("debug");
     let manifests = root().join(".stacksmith").join("manifests").join("local");
     // The moto server is fresh each run: state left by an earlier run would name objects this
     // one never had, so the local stack starts from clean local state.
@@ -208,50 +219,116 @@ fn local() -> Result<ExitCode, String> {
     };
     let mut render = local(&["render"]);
     render.extend(["--out".into(), manifests.display().to_string()]);
-    let steps: [(&str, Vec<String>); 5] = [
+    let provisioner = |what: &str, args: &[String]| -> Result<bool, String> {
+        println!("xtask: {what}: provisioner {}", args.join(" "));
+        provisioner_command(&environment, &debug, args)
+            .status()
+            .map(|status| status.success())
+            .map_err(|e| format!("cannot run the provisioner: {e}"))
+    };
+    let steps: [(&str, Vec<String>); 3] = [
         ("validate the stack", local(&["validate"])),
         ("plan it (checked against policies/)", local(&["plan"])),
         ("render its in-cluster objects", render),
-        ("create it in moto", local(&["up", "--yes"])),
-        ("print its outputs", local(&["output"])),
     ];
     for (what, args) in steps {
-        println!("xtask: {what}: provisioner {}", args.join(" "));
-        let mut command = Command::new(&provisioner);
-        command.current_dir(root()).args(&args);
-        environment.apply(&mut command);
-        // moto accepts any credentials; these keep a developer's real ones (and the instance
-        // metadata service) out of a run against the emulator.
-        command
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env_remove("AWS_SESSION_TOKEN")
-            .env_remove("AWS_PROFILE")
-            .env("AWS_EC2_METADATA_DISABLED", "true");
-        let status = command
-            .status()
-            .map_err(|e| format!("cannot run {}: {e}", provisioner.display()))?;
-        if !status.success() {
+        if !provisioner(what, &args)? {
             return Ok(ExitCode::FAILURE);
         }
+    }
+    // The kubelet runs what `up` applies: started first, so `up`'s rollout wait sees the
+    // readiness of pods that really run.
+    let logs = root().join(".stacksmith").join("local");
+    let mut cluster = installed::Cluster::start(&environment, &debug, &logs)?;
+    let up = local(&["up", "--yes"]);
+    if !provisioner(
+        "create it in moto and install it in the cluster (the rollout waits for the kubelet)",
+        &up,
+    )? || !provisioner("print its outputs", &local(&["output"]))?
+    {
+        cluster.print_pods("the pods the kubelet runs");
+        eprintln!(
+            "xtask: what the kubelet saw: {}; the pods' logs: {}",
+            logs.join("kubelet.log").display(),
+            installed::PODS_LOGS
+        );
+        return Ok(ExitCode::FAILURE);
     }
     println!(
         "xtask: the local stack is up in moto at {} (the outputs are above)",
         environment.aws_endpoint
     );
-    let controlplane = target_dir().join("debug").join("controlplane");
-    let logs = root().join(".stacksmith").join("local");
-    let succeeded = control_plane::run(&environment, &controlplane, &root(), &logs)?;
-    drop(environment);
-    if !succeeded {
+    let before = cluster.wait_running()?;
+    cluster.print_pods("the installed control plane runs as applied");
+
+    if !cluster.run_workflow(&root())? {
         eprintln!(
-            "xtask: the workflow did not succeed (logs under {})",
-            logs.display()
+            "xtask: the workflow did not succeed in the installed worker pool (kubelet log: {}, \
+             the pods' logs: {})",
+            logs.join("kubelet.log").display(),
+            installed::PODS_LOGS
         );
         return Ok(ExitCode::FAILURE);
     }
-    println!("xtask: done: the local stack is up and the control plane ran a workflow");
+
+    // `up` again: nothing to change, and every pod keeps running.
+    println!(
+        "xtask: up again (changes nothing): provisioner {}",
+        up.join(" ")
+    );
+    let again = provisioner_command(&environment, &debug, &up)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .map_err(|e| format!("cannot run the provisioner: {e}"))?;
+    let text = String::from_utf8_lossy(&again.stderr);
+    eprint!("{text}");
+    if !again.status.success() {
+        return Ok(ExitCode::FAILURE);
+    }
+    let after = cluster.wait_running()?;
+    let kept = |pods: &[installed::Pod]| -> Vec<(String, u32)> {
+        pods.iter()
+            .map(|p| (format!("{}/{}", p.namespace, p.name), p.restarts))
+            .collect()
+    };
+    let cluster_unchanged = text
+        .lines()
+        .any(|l| l.starts_with("Cluster: 0 created, 0 configured,") && l.contains(" 0 pruned"));
+    if !cluster_unchanged || kept(&before) != kept(&after) {
+        cluster.print_pods("after the second up");
+        eprintln!(
+            "xtask: the second up changed the cluster or its pods (before: {:?})",
+            kept(&before)
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    println!(
+        "xtask: the second up changed nothing: the same {} pods run, none restarted",
+        after.len()
+    );
+    drop(cluster);
+    drop(environment);
+    println!(
+        "xtask: done: the local stack is up and its installed control plane ran a workflow in its \
+         worker pool"
+    );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `provisioner ARGS` against the environment's emulators, from the workspace root.
+fn provisioner_command(environment: &TestEnvironment, debug: &Path, args: &[String]) -> Command {
+    let mut command = Command::new(debug.join("provisioner"));
+    command.current_dir(root()).args(args);
+    environment.apply(&mut command);
+    // moto accepts any credentials; these keep a developer's real ones (and the instance
+    // metadata service) out of a run against the emulator.
+    command
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_EC2_METADATA_DISABLED", "true");
+    command
 }
 
 /// Removes the `local` stack's state files (`local.json`, its lock and key, `local-<instance>`).
