@@ -193,6 +193,19 @@ impl Cluster {
         }
     }
 
+    /// Prints what the kubelet reported about the endpoints `up` recorded (where they lead) and
+    /// the API's migrations (its init container).
+    pub fn print_endpoints_and_migrations(&self) {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        for line in log.lines().filter(|line| {
+            line.contains(": the local Postgres")
+                || line.contains(": the local Redis")
+                || line.contains("init container migrate exited")
+        }) {
+            println!("xtask: {line}");
+        }
+    }
+
     /// Waits (bounded) until every Deployment pod is ready and one of the worker pool is.
     pub fn wait_running(&mut self) -> Result<Vec<Pod>, String> {
         let limit = Duration::from_secs(60);

@@ -259,6 +259,7 @@ fn local() -> Result<ExitCode, String> {
         environment.aws_endpoint
     );
     let before = cluster.wait_running()?;
+    cluster.print_endpoints_and_migrations();
     cluster.print_pods("the installed control plane runs as applied");
 
     if !cluster.run_workflow(&root())? {
