@@ -1099,6 +1099,9 @@ class Emulator:
             raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})", {})
         name = rest[1] if len(rest) > 1 else None
         subresource = rest[2] if len(rest) > 2 else None
+        if (res.group, res.plural) == ("", "pods"):
+            # A pod's log is served by the kubelet of its node (`pod_log`).
+            res.subresources.add("log")
         if subresource is not None and (subresource not in res.subresources or len(rest) > 3):
             raise ApiError(404, "NotFound", f"the server could not find the requested resource ({path})", {})
         return res, namespace, name, subresource
@@ -1233,6 +1236,8 @@ class Emulator:
             raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on a collection")
         if subresource == "scale":
             return await self.scale(request, res, namespace, name, dry_run)
+        if subresource == "log" and method == "GET":
+            return await self.pod_log(request, res, namespace, name)
         if method == "GET":
             return ok(store.get(res, namespace, name))
         if method == "PUT":
@@ -1252,6 +1257,41 @@ class Emulator:
                 dry_run = True
             return ok(store.delete(res, namespace, name, dry_run))
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported")
+
+    async def pod_log(self, request, res: Resource, namespace, name) -> aiohttp.web.StreamResponse:
+        """`GET .../pods/{name}/log`: as the API server does, asks the kubelet of the pod's node
+        (`spec.nodeName`; the Node's InternalIP and `status.daemonEndpoints.kubeletEndpoint.Port`)
+        for `/containerLogs/{namespace}/{pod}/{container}` and relays its answer as text."""
+        pod = self.store.get(res, namespace, name)
+        spec = pod.get("spec") or {}
+        containers = [c.get("name") for c in spec.get("containers") or []]
+        container = request.query.get("container")
+        if not container:
+            if len(containers) != 1:
+                raise bad_request(f'a container name must be specified for pod {name}, choose one of: [{" ".join(containers)}]')
+            container = containers[0]
+        elif container not in containers + [c.get("name") for c in spec.get("initContainers") or []]:
+            raise bad_request(f'container {container} is not valid for pod {name}')
+        node_name = spec.get("nodeName")
+        node = self.store.objects.get(("", "nodes", "", node_name or ""))
+        if node is None:
+            raise bad_request(f'pod {name} does not have a host assigned')
+        status = node.get("status") or {}
+        address = next((a.get("address") for a in status.get("addresses") or [] if a.get("type") == "InternalIP"), None)
+        port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port")
+        if not address or not port:
+            raise ApiError(500, "InternalError", f"node {node_name} has no kubelet endpoint")
+        query = {k: v for k, v in request.query.items() if k in ("tailLines", "limitBytes", "timestamps", "previous")}
+        url = f"http://{address}:{port}/containerLogs/{namespace}/{name}/{container}"
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+                async with session.get(url, params=query) as answer:
+                    text = await answer.text()
+                    if answer.status != 200:
+                        raise bad_request(text.strip() or f"the kubelet answered {answer.status}")
+        except aiohttp.ClientError as e:
+            raise ApiError(500, "InternalError", f"Get \"{url}\": {e}")
+        return aiohttp.web.Response(text=text, content_type="text/plain")
 
     async def scale(self, request, res: Resource, namespace, name, dry_run) -> aiohttp.web.StreamResponse:
         store = self.store

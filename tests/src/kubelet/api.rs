@@ -1,5 +1,6 @@
 //! The kubelet's client of the Kubernetes API (the emulator, plain HTTP, as cluster
-//! administrator): lists by label, reads, writes Deployment and Job status, requests
+//! administrator): lists by label, reads, writes Deployment, Job and Pod status, creates and
+//! deletes the Pods of Jobs, its Node and finished Jobs (`ttlSecondsAfterFinished`), requests
 //! service-account tokens.
 
 use serde_json::{Value, json};
@@ -88,6 +89,57 @@ impl KubeApi {
             reqwest::Method::PATCH,
             &format!("{path}/status?fieldManager={FIELD_MANAGER}"),
             Some(("application/merge-patch+json", json!({ "status": status }))),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Creates an object in `collection` (a 409 Conflict is an error).
+    pub async fn create(&self, collection: &str, object: &Value) -> Result<(), ApiError> {
+        self.call(
+            reqwest::Method::POST,
+            &format!("{collection}?fieldManager={FIELD_MANAGER}"),
+            Some(("application/json", object.clone())),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Registers the kubelet's Node: Ready, with its endpoint (`daemonEndpoints`), where the
+    /// API server asks for container logs. A Node of the same name is replaced.
+    pub async fn register_node(&self, name: &str, port: u16) -> Result<(), ApiError> {
+        let path = format!("/api/v1/nodes/{name}");
+        self.delete(&path).await?;
+        let node = json!({
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name, "labels": {
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "node.kubernetes.io/instance-type": "stacksmith-kubelet",
+            }},
+            "spec": {},
+            "status": {
+                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                                "message": "kubelet is posting ready status"}],
+                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"},
+                              {"type": "Hostname", "address": name}],
+                "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
+                "nodeInfo": {"kubeletVersion": "v1.33.0-stacksmith", "operatingSystem": "linux"},
+            },
+        });
+        self.create("/api/v1/nodes", &node).await
+    }
+
+    /// Deletes an object (background propagation); gone already is fine.
+    pub async fn delete(&self, path: &str) -> Result<(), ApiError> {
+        self.call(
+            reqwest::Method::DELETE,
+            path,
+            Some((
+                "application/json",
+                json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"}),
+            )),
         )
         .await
         .map(drop)

@@ -26,7 +26,15 @@
 //!   decides what they may do;
 //! - writes each Deployment's and Job's status from what runs (`observedGeneration`, `replicas`,
 //!   `updatedReplicas`, `readyReplicas`, `availableReplicas`, conditions), so `up`'s rollout wait
-//!   sees real readiness.
+//!   sees real readiness;
+//! - runs Jobs as the Job controller does: `completions` pods succeeded (`parallelism` at a time),
+//!   `backoffLimit` failed pods (`BackoffLimitExceeded`), `activeDeadlineSeconds` (its pods
+//!   stopped, `DeadlineExceeded`), `suspend`, `startTime`/`completionTime` and the `Complete` or
+//!   `Failed` condition, and deletes a finished Job after `ttlSecondsAfterFinished`; a Job's pods
+//!   are Pod objects in the API (owned by the Job, `spec.nodeName` this kubelet's Node, their
+//!   phase, address and container states as they run), deleted with their Job;
+//! - registers a Node (Ready, its kubelet endpoint) and serves `/containerLogs/...` there, which
+//!   the emulator's `pods/{name}/log` relays, as the API server asks a node's kubelet.
 //!
 //! Not done: NetworkPolicies (every pod reaches every address), resource limits and quotas at
 //! run time, node scheduling (affinity, spread, taints, priority, preemption), `exec` probes,
@@ -179,6 +187,8 @@ struct Pod {
     name: String,
     namespace: String,
     owner: (String, String),
+    /// The owner's uid (the Pod object's `ownerReferences`).
+    owner_uid: String,
     template: String,
     labels: Value,
     spec: Value,
@@ -191,6 +201,18 @@ struct Pod {
     /// Containers exit with a failure: restart (Deployments) or not (Jobs: `Never`).
     restart_always: bool,
     created: Instant,
+}
+
+/// What the Job controller keeps of a Job (by uid).
+#[derive(Debug)]
+struct JobRun {
+    started: Instant,
+    /// Pods it stopped (deadline, failure): they count as failed.
+    stopped: usize,
+    /// When it finished and its condition (`Complete` or `Failed`).
+    finished: Option<(Instant, Value)>,
+    /// Deleted after `ttlSecondsAfterFinished`.
+    deleted: bool,
 }
 
 impl Pod {
@@ -271,6 +293,10 @@ struct State {
     databases: Vec<String>,
     /// The pods table last written to `<scratch>/pods`.
     pods_table: String,
+    /// Jobs by uid.
+    jobs: HashMap<String, JobRun>,
+    /// The Pod objects written to the API: pod name -> its path ("" when the API refused it).
+    pod_objects: BTreeMap<String, String>,
 }
 
 struct Shared {
@@ -283,6 +309,19 @@ struct Shared {
     state: Mutex<State>,
     endpoints: Endpoints,
     events: Mutex<Vec<String>>,
+    /// This kubelet's Node.
+    node: String,
+    /// When it started, to turn `Instant`s into API timestamps.
+    boot: (Instant, chrono::DateTime<chrono::Utc>),
+}
+
+impl Shared {
+    /// An API timestamp (RFC 3339, seconds) of an instant of this kubelet.
+    fn stamp(&self, at: Instant) -> String {
+        let since = at.saturating_duration_since(self.boot.0);
+        let time = self.boot.1 + chrono::Duration::from_std(since).unwrap_or_default();
+        time.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    }
 }
 
 impl Shared {
@@ -369,8 +408,28 @@ impl Kubelet {
         let hosts = vec![(kube_ip, kube_names[1..].to_vec())];
         network::write_hosts(&hosts_path, &hosts)
             .map_err(|e| format!("cannot write {}: {e}", hosts_path.display()))?;
+        // The kubelet's endpoint: container logs, which the API relays (`pods/{name}/log`).
+        let log_listener = runtime
+            .block_on(network::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))))
+            .map_err(|e| e.to_string())?;
+        let log_port = log_listener.local_addr().map_err(|e| e.to_string())?.port();
+        runtime.spawn(network::log_server(
+            log_listener,
+            config.scratch.join("pods"),
+        ));
+        let node = format!(
+            "stacksmith-kubelet-{}-{}",
+            kube_ip.octets()[1],
+            std::process::id()
+        );
+        let api = KubeApi::new(&config.api_url);
+        runtime
+            .block_on(api.register_node(&node, log_port))
+            .map_err(|e| format!("cannot register Node {node}: {e}"))?;
         let shared = Arc::new(Shared {
-            api: KubeApi::new(&config.api_url),
+            api,
+            node,
+            boot: (Instant::now(), chrono::Utc::now()),
             config,
             ca,
             kube_ip,
@@ -389,6 +448,8 @@ impl Kubelet {
                 serial: 0,
                 databases: Vec::new(),
                 pods_table: String::new(),
+                jobs: HashMap::new(),
+                pod_objects: BTreeMap::new(),
             }),
             endpoints: Endpoints::default(),
             events: Mutex::new(Vec::new()),
@@ -431,6 +492,32 @@ impl Kubelet {
     /// The address an external host the stack names (a database or cache endpoint) leads to.
     pub fn external(&self, host: &str) -> Option<Ipv4Addr> {
         self.shared.state().externals.get(host).copied()
+    }
+
+    /// This kubelet's Node (registered in the API).
+    pub fn node(&self) -> &str {
+        &self.shared.node
+    }
+
+    /// From now on, new connections to the stack's cache endpoints are accepted and never
+    /// answered, as when a security group stops admitting the nodes (AWS drops the packets, so
+    /// clients time out); connections already open go on. The number of endpoints cut.
+    pub fn drop_cache_traffic(&self) -> usize {
+        let targets: Vec<_> = self
+            .shared
+            .state()
+            .redis_targets
+            .values()
+            .cloned()
+            .collect();
+        for target in &targets {
+            target.lock().unwrap_or_else(|e| e.into_inner()).dropped = true;
+        }
+        self.shared.event(format!(
+            "{} cache endpoint(s) drop new connections",
+            targets.len()
+        ));
+        targets.len()
     }
 
     /// The pods, in name order.
@@ -553,6 +640,20 @@ impl Kubelet {
             std::thread::sleep(Duration::from_millis(50));
         }
         drop(pods);
+        if let Some(runtime) = &self.runtime {
+            let objects: Vec<String> = std::mem::take(&mut self.shared.state().pod_objects)
+                .into_values()
+                .filter(|p| !p.is_empty())
+                .collect();
+            for path in objects {
+                let _ = runtime.block_on(self.shared.api.delete(&path));
+            }
+            let _ = runtime.block_on(
+                self.shared
+                    .api
+                    .delete(&format!("/api/v1/nodes/{}", self.shared.node)),
+            );
+        }
         if let (Some(runtime), Some(admin)) = (&self.runtime, &self.shared.config.postgres_url) {
             for database in databases {
                 let _ = runtime.block_on(drop_database(admin, &database));
@@ -972,6 +1073,7 @@ fn tick(shared: &Arc<Shared>, handle: &tokio::runtime::Handle) -> Result<(), Str
     advance_pods(shared, handle);
     publish(shared);
     write_status(shared, handle, &snapshot.deployments, &snapshot.jobs);
+    sync_pod_objects(shared, handle);
     Ok(())
 }
 
@@ -1172,6 +1274,7 @@ fn start_redis(
     let target = Arc::new(Mutex::new(network::RedisTarget {
         upstream,
         password: url.password.clone(),
+        dropped: false,
     }));
     shared
         .state()
@@ -1264,33 +1367,111 @@ fn converge_deployment(shared: &Arc<Shared>, handle: &tokio::runtime::Handle, de
     }
 }
 
-/// A Job: one pod at a time until one succeeds or `backoffLimit` pods failed.
+/// A Job, as the Job controller runs it: pods (`parallelism` at a time) until `completions`
+/// succeeded; failed once more than `backoffLimit` pods failed or after `activeDeadlineSeconds`
+/// (its running pods are stopped); nothing while `suspend`; deleted `ttlSecondsAfterFinished`
+/// after it finished.
 fn converge_job(shared: &Arc<Shared>, handle: &tokio::runtime::Handle, job: &Value) {
     let namespace = namespace_of(job);
     let name = name_of(job);
-    let limit = job["spec"]["backoffLimit"].as_u64().unwrap_or(6) as usize;
-    let template = &job["spec"]["template"];
+    let uid = job["metadata"]["uid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let spec = &job["spec"];
+    let limit = spec["backoffLimit"].as_u64().unwrap_or(6) as usize;
+    let completions = spec["completions"].as_u64().unwrap_or(1) as usize;
+    let parallelism = spec["parallelism"].as_u64().unwrap_or(1) as usize;
+    let template = &spec["template"];
     let hash = digest(template);
-    let (active, succeeded, failed) = {
-        let state = shared.state();
-        let ours: Vec<&Pod> = state
-            .pods
-            .values()
-            .filter(|p| p.namespace == namespace && p.owner == ("Job".into(), name.clone()))
-            .collect();
-        (
-            ours.iter()
-                .filter(|p| {
-                    !matches!(p.phase, Phase::Succeeded | Phase::Failed) && !p.terminating()
-                })
-                .count(),
-            ours.iter().filter(|p| p.phase == Phase::Succeeded).count(),
-            ours.iter().filter(|p| p.phase == Phase::Failed).count(),
+    let now = Instant::now();
+    if spec["suspend"] == true {
+        return;
+    }
+    let mut state = shared.state();
+    let run = state.jobs.entry(uid.clone()).or_insert_with(|| JobRun {
+        started: now,
+        stopped: 0,
+        finished: None,
+        deleted: false,
+    });
+    if let Some((at, _)) = &run.finished {
+        if let Some(ttl) = spec["ttlSecondsAfterFinished"].as_u64()
+            && !run.deleted
+            && now >= *at + Duration::from_secs(ttl)
+        {
+            run.deleted = true;
+            drop(state);
+            let path = format!("/apis/batch/v1/namespaces/{namespace}/jobs/{name}");
+            match handle.block_on(shared.api.delete(&path)) {
+                Ok(()) => shared.event(format!(
+                    "job {namespace}/{name} deleted {ttl} s after it finished (ttlSecondsAfterFinished)"
+                )),
+                Err(e) => shared.event(format!("cannot delete job {namespace}/{name}: {e}")),
+            }
+        }
+        return;
+    }
+    let (started, stopped) = (run.started, run.stopped);
+    let ours: Vec<&Pod> = state
+        .pods
+        .values()
+        .filter(|p| p.namespace == namespace && p.owner == ("Job".into(), name.clone()))
+        .collect();
+    let active: Vec<String> = ours
+        .iter()
+        .filter(|p| !matches!(p.phase, Phase::Succeeded | Phase::Failed) && !p.terminating())
+        .map(|p| p.name.clone())
+        .collect();
+    let succeeded = ours.iter().filter(|p| p.phase == Phase::Succeeded).count();
+    let failed = ours.iter().filter(|p| p.phase == Phase::Failed).count() + stopped;
+    let deadline = spec["activeDeadlineSeconds"]
+        .as_u64()
+        .map(Duration::from_secs);
+    let condition = if succeeded >= completions {
+        Some(json!({"type": "Complete", "status": "True"}))
+    } else if failed > limit {
+        Some(
+            json!({"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                    "message": "Job has reached the specified backoff limit"}),
         )
+    } else if deadline.is_some_and(|d| now >= started + d) {
+        Some(
+            json!({"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+                    "message": "Job was active longer than specified deadline"}),
+        )
+    } else {
+        None
     };
-    if active == 0 && succeeded == 0 && failed <= limit {
-        let always = template["spec"]["restartPolicy"] == "OnFailure";
-        create_pod(
+    if let Some(mut condition) = condition {
+        condition["lastTransitionTime"] = json!(shared.stamp(now));
+        shared.event(format!(
+            "job {namespace}/{name}: {} {}",
+            condition["type"].as_str().unwrap_or_default(),
+            condition["reason"].as_str().unwrap_or_default()
+        ));
+        let failing = condition["type"] == "Failed";
+        if failing {
+            for pod in &active {
+                if let Some(pod) = state.pods.get_mut(pod) {
+                    terminate(shared, pod, now);
+                }
+            }
+        }
+        let run = state.jobs.get_mut(&uid).expect("the run is there");
+        if failing {
+            run.stopped += active.len();
+        }
+        run.finished = Some((now, condition));
+        return;
+    }
+    let wanted = parallelism
+        .min(completions.saturating_sub(succeeded))
+        .saturating_sub(active.len());
+    drop(state);
+    let always = template["spec"]["restartPolicy"] == "OnFailure";
+    for _ in 0..wanted {
+        let pod = create_pod(
             shared,
             handle,
             &namespace,
@@ -1299,6 +1480,9 @@ fn converge_job(shared: &Arc<Shared>, handle: &tokio::runtime::Handle, job: &Val
             &hash,
             always,
         );
+        if let Some(pod) = shared.state().pods.get_mut(&pod) {
+            pod.owner_uid = uid.clone();
+        }
     }
 }
 
@@ -1316,7 +1500,7 @@ fn create_pod(
     template: &Value,
     hash: &str,
     restart_always: bool,
-) {
+) -> String {
     let spec = template["spec"].clone();
     let (name, ip) = {
         let mut state = shared.state();
@@ -1359,6 +1543,7 @@ fn create_pod(
         name: name.clone(),
         namespace: namespace.to_owned(),
         owner: (owner.0.to_owned(), owner.1.to_owned()),
+        owner_uid: String::new(),
         template: hash.to_owned(),
         labels: template["metadata"]["labels"].clone(),
         spec,
@@ -1371,7 +1556,8 @@ fn create_pod(
         restart_always,
         created: Instant::now(),
     };
-    shared.state().pods.insert(name, pod);
+    shared.state().pods.insert(name.clone(), pod);
+    name
 }
 
 /// The pod's directory: its volumes and, when it automounts one, its service-account token.
@@ -2001,15 +2187,31 @@ fn write_status(
                 .values()
                 .filter(|p| p.namespace == namespace && p.owner == ("Job".into(), name.clone()))
                 .collect();
+            let uid = job["metadata"]["uid"].as_str().unwrap_or_default();
+            let Some(run) = state.jobs.get(uid) else {
+                continue;
+            };
             let succeeded = pods.iter().filter(|p| p.phase == Phase::Succeeded).count();
-            let failed = pods.iter().filter(|p| p.phase == Phase::Failed).count();
-            let active = pods.len() - succeeded - failed;
-            let limit = job["spec"]["backoffLimit"].as_u64().unwrap_or(6) as usize;
-            let mut status = json!({ "active": active, "succeeded": succeeded, "failed": failed });
-            if succeeded > 0 {
-                status["conditions"] = json!([{ "type": "Complete", "status": "True" }]);
-            } else if failed > limit {
-                status["conditions"] = json!([{ "type": "Failed", "status": "True", "reason": "BackoffLimitExceeded" }]);
+            let failed = pods.iter().filter(|p| p.phase == Phase::Failed).count() + run.stopped;
+            let active = pods
+                .iter()
+                .filter(|p| {
+                    !matches!(p.phase, Phase::Succeeded | Phase::Failed) && !p.terminating()
+                })
+                .count();
+            let ready = pods.iter().filter(|p| p.ready()).count();
+            let mut status = json!({
+                "active": active,
+                "ready": ready,
+                "succeeded": succeeded,
+                "failed": failed,
+                "startTime": shared.stamp(run.started),
+            });
+            if let Some((at, condition)) = &run.finished {
+                if condition["type"] == "Complete" {
+                    status["completionTime"] = json!(shared.stamp(*at));
+                }
+                status["conditions"] = json!([condition]);
             }
             let path = format!("/apis/batch/v1/namespaces/{namespace}/jobs/{name}");
             if state.written.get(&path) != Some(&status) {
@@ -2020,19 +2222,172 @@ fn write_status(
     for (path, status) in writes {
         match handle.block_on(shared.api.patch_status(&path, &status)) {
             Ok(()) => {
-                shared.event(format!(
-                    "status of {path}: {} ready of {} ({} updated)",
-                    status["readyReplicas"]
-                        .as_u64()
-                        .or(status["succeeded"].as_u64())
-                        .unwrap_or(0),
-                    status["replicas"].as_u64().unwrap_or(0),
-                    status["updatedReplicas"].as_u64().unwrap_or(0)
-                ));
+                let n = |field: &str| status[field].as_u64().unwrap_or(0);
+                shared.event(if path.contains("/jobs/") {
+                    format!(
+                        "status of {path}: {} active, {} succeeded, {} failed",
+                        n("active"),
+                        n("succeeded"),
+                        n("failed")
+                    )
+                } else {
+                    format!(
+                        "status of {path}: {} ready of {} ({} updated)",
+                        n("readyReplicas"),
+                        n("replicas"),
+                        n("updatedReplicas")
+                    )
+                });
                 shared.state().written.insert(path, status);
             }
             Err(e) => shared.event(format!("cannot write the status of {path}: {e}")),
         }
+    }
+}
+
+/// The status of a Job's pod as a kubelet reports it.
+fn pod_status(shared: &Shared, pod: &Pod) -> Value {
+    let phase = match pod.phase {
+        Phase::Init(_) => "Pending",
+        Phase::Running | Phase::Terminating(_) => "Running",
+        Phase::Succeeded => "Succeeded",
+        Phase::Failed => "Failed",
+    };
+    let containers: Vec<Value> = pod
+        .containers
+        .iter()
+        .map(|c| {
+            let state = match (&c.running, c.last_exit) {
+                (Some(_), _) => json!({"running": {"startedAt": shared.stamp(c.started_at)}}),
+                (None, Some(code)) => json!({"terminated": {
+                    "exitCode": code,
+                    "reason": if code == 0 { "Completed" } else { "Error" },
+                    "startedAt": shared.stamp(c.started_at),
+                }}),
+                (None, None) => json!({"waiting": {
+                    "reason": if matches!(pod.phase, Phase::Init(_)) { "PodInitializing" } else { "ContainerCreating" },
+                    "message": pod.problem.clone().unwrap_or_default(),
+                }}),
+            };
+            json!({
+                "name": c.name(),
+                "image": c.spec["image"],
+                "ready": c.ready,
+                "started": c.running.is_some(),
+                "restartCount": c.restarts,
+                "state": state,
+            })
+        })
+        .collect();
+    json!({
+        "phase": phase,
+        "hostIP": "127.0.0.1",
+        "podIP": pod.ip.to_string(),
+        "podIPs": [{"ip": pod.ip.to_string()}],
+        "startTime": shared.stamp(pod.created),
+        "conditions": [{"type": "Ready", "status": if pod.ready() { "True" } else { "False" }}],
+        "containerStatuses": containers,
+    })
+}
+
+/// The Pods of Jobs as objects of the API: created when the kubelet starts them (owned by the
+/// Job, on this kubelet's Node), their status written as it changes, deleted when they are gone.
+fn sync_pod_objects(shared: &Shared, handle: &tokio::runtime::Handle) {
+    let mut creates: Vec<(String, String, Value)> = Vec::new();
+    let mut updates: Vec<(String, Value)> = Vec::new();
+    let mut deletes: Vec<(String, String)> = Vec::new();
+    {
+        let state = shared.state();
+        for pod in state.pods.values() {
+            if pod.owner.0 != "Job" || pod.owner_uid.is_empty() {
+                continue;
+            }
+            let path = format!("/api/v1/namespaces/{}/pods/{}", pod.namespace, pod.name);
+            let status = pod_status(shared, pod);
+            match state.pod_objects.get(&pod.name) {
+                None => {
+                    let job = &pod.owner.1;
+                    let mut labels = pod.labels.as_object().cloned().unwrap_or_default();
+                    for (key, value) in [
+                        ("batch.kubernetes.io/job-name", job.as_str()),
+                        ("job-name", job.as_str()),
+                        ("batch.kubernetes.io/controller-uid", pod.owner_uid.as_str()),
+                        ("controller-uid", pod.owner_uid.as_str()),
+                    ] {
+                        labels.insert(key.to_owned(), json!(value));
+                    }
+                    let mut spec = pod.spec.clone();
+                    spec["nodeName"] = json!(shared.node);
+                    let object = json!({
+                        "apiVersion": "v1",
+                        "kind": "Pod",
+                        "metadata": {
+                            "name": pod.name,
+                            "namespace": pod.namespace,
+                            "labels": labels,
+                            "ownerReferences": [{
+                                "apiVersion": "batch/v1",
+                                "kind": "Job",
+                                "name": job,
+                                "uid": pod.owner_uid,
+                                "controller": true,
+                                "blockOwnerDeletion": true,
+                            }],
+                        },
+                        "spec": spec,
+                        "status": status,
+                    });
+                    creates.push((pod.name.clone(), path, object));
+                }
+                Some(written) if written.is_empty() || pod.terminating() => {}
+                Some(_) => {
+                    if state.written.get(&path) != Some(&status) {
+                        updates.push((path, status));
+                    }
+                }
+            }
+        }
+        for (name, path) in &state.pod_objects {
+            if !state.pods.contains_key(name) {
+                deletes.push((name.clone(), path.clone()));
+            }
+        }
+    }
+    for (name, path, object) in creates {
+        let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
+        let collection = format!("/api/v1/namespaces/{namespace}/pods");
+        let result = handle.block_on(shared.api.create(&collection, &object));
+        let mut state = shared.state();
+        match result {
+            Ok(()) => {
+                state.written.insert(path.clone(), object["status"].clone());
+                state.pod_objects.insert(name, path);
+            }
+            Err(e) => {
+                drop(state);
+                shared.event(format!("cannot create Pod {path}: {e}"));
+                shared.state().pod_objects.insert(name, String::new());
+            }
+        }
+    }
+    for (path, status) in updates {
+        match handle.block_on(shared.api.patch_status(&path, &status)) {
+            Ok(()) => {
+                shared.state().written.insert(path, status);
+            }
+            Err(e) => shared.event(format!("cannot write the status of {path}: {e}")),
+        }
+    }
+    for (name, path) in deletes {
+        if !path.is_empty()
+            && let Err(e) = handle.block_on(shared.api.delete(&path))
+        {
+            shared.event(format!("cannot delete {path}: {e}"));
+            continue;
+        }
+        let mut state = shared.state();
+        state.pod_objects.remove(&name);
+        state.written.remove(&path);
     }
 }
 

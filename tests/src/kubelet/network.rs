@@ -234,6 +234,18 @@ pub struct RedisTarget {
     pub upstream: SocketAddr,
     /// The auth token the stack's URL carries: a connection must `AUTH` with it first.
     pub password: Option<String>,
+    /// New connections are accepted and never answered, as when a security group stops
+    /// admitting the nodes (AWS drops the packets: a client times out); open ones go on.
+    pub dropped: bool,
+}
+
+/// Holds a connection without answering until the client gives up (bounded).
+async fn black_hole(mut client: TcpStream) {
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(300), async {
+        while matches!(client.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 /// An ElastiCache endpoint: TLS when `acceptor` is given, the first command checked against the
@@ -250,6 +262,10 @@ pub async fn redis_proxy(
         };
         let acceptor = acceptor.clone();
         let target = target.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if target.dropped {
+            tokio::spawn(black_hole(client));
+            continue;
+        }
         tokio::spawn(async move {
             let _ = match acceptor {
                 Some(acceptor) => match acceptor.accept(client).await {
@@ -333,6 +349,68 @@ async fn redis_connection<S: AsyncRead + AsyncWrite + Unpin>(
     server.write_all(&buffer).await?;
     tokio::io::copy_bidirectional(&mut client, &mut server).await?;
     Ok(())
+}
+
+/// The kubelet's endpoint as the API server uses it for `kubectl logs`:
+/// `GET /containerLogs/{namespace}/{pod}/{container}[?tailLines=N]` answers the container's log
+/// (`<pods>/<pod>/<container>.log`) as text; 404 when there is none.
+pub async fn log_server(listener: TcpListener, pods: std::path::PathBuf) {
+    loop {
+        let Ok((mut client, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let pods = pods.clone();
+        tokio::spawn(async move {
+            let mut head = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16_384 {
+                match client.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let text = String::from_utf8_lossy(&head);
+            let target = text.split_whitespace().nth(1).unwrap_or_default();
+            let (status, body) = match container_log(&pods, target) {
+                Some(body) => ("200 OK", body),
+                None => ("404 Not Found", format!("no log at {target}\n")),
+            };
+            let answer = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = client.write_all(answer.as_bytes()).await;
+            let _ = client.shutdown().await;
+        });
+    }
+}
+
+/// The log a `/containerLogs/...` request target names (its `tailLines` last lines).
+fn container_log(pods: &std::path::Path, target: &str) -> Option<String> {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let ["containerLogs", _namespace, pod, container] = parts.as_slice() else {
+        return None;
+    };
+    let safe = |s: &str| !s.is_empty() && !s.contains("..") && !s.contains('\\');
+    if !safe(pod) || !safe(container) {
+        return None;
+    }
+    let text = std::fs::read_to_string(pods.join(pod).join(format!("{container}.log"))).ok()?;
+    let tail = query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("tailLines="))
+        .and_then(|n| n.parse::<usize>().ok());
+    Some(match tail {
+        Some(n) => {
+            let lines: Vec<&str> = text.lines().collect();
+            let mut kept = lines[lines.len().saturating_sub(n)..].join("\n");
+            kept.push('\n');
+            kept
+        }
+        None => text,
+    })
 }
 
 /// `/etc/hosts` of every pod: written in place (containers bind-mount the file, so its inode
