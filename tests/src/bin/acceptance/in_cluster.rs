@@ -1,7 +1,8 @@
 //! The in-cluster step: a Job in the control plane's namespace runs `controlplane check` with
 //! the control plane's own configuration and Secret, so it reaches Postgres and Redis the way the
 //! API does and runs a workflow through the installed API and worker pools. Its exit code and the
-//! JSON lines of its log are the verdict.
+//! JSON lines of its log are the verdict, read back as on any cluster: the Job's status (its
+//! `Complete` or `Failed` condition, with the reason) and its pod's log through the API.
 //!
 //! The Job's pods get the API's egress (a NetworkPolicy copying the API's egress rules, plus the
 //! API's port) and the API admits them (a NetworkPolicy on the API's pods); everything made here
@@ -13,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use kube::Client;
 use kube::api::{Api, DeleteParams, ListParams, LogParams, PostParams};
@@ -28,13 +29,19 @@ const STACK_LABEL: &str = "stacksmith.dev/stack";
 /// What the check Job came to.
 #[derive(Debug)]
 pub enum Outcome {
-    /// The Job never started a pod within the start deadline: nothing runs pods in this cluster.
-    NotStarted { waited: Duration },
-    /// The Job ran; each JSON line of its log (`controlplane check`), and whether it succeeded.
+    /// The Job never started a pod within the start deadline; how many Nodes the cluster has
+    /// (None when they cannot be listed): without any, nothing runs pods in this cluster.
+    NotStarted {
+        waited: Duration,
+        nodes: Option<usize>,
+    },
+    /// The Job ran; each JSON line of its log (`controlplane check`), whether it succeeded, and
+    /// the reason and message of its `Failed` condition.
     Ran {
         succeeded: bool,
         checks: Vec<Value>,
         log_tail: Vec<String>,
+        failure: Option<String>,
     },
     /// Started but did not finish in time; what its pod said.
     TimedOut { pod_status: String },
@@ -248,25 +255,58 @@ pub async fn wait(client: &Client, settings: &CheckSettings) -> Result<Outcome, 
             .list(&selector)
             .await
             .map_err(|e| format!("cannot list the Job's pods: {e}"))?;
-        let finished = status.succeeded.unwrap_or(0) > 0 || status.failed.unwrap_or(0) > 0;
+        let condition = |kind: &str| {
+            status
+                .conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == kind && c.status == "True")
+                .cloned()
+        };
+        let (complete, failed) = (condition("Complete"), condition("Failed"));
+        // backoffLimit 0: the first failed pod fails the Job (its condition may come a moment
+        // after the count).
+        let finished = complete.is_some()
+            || failed.is_some()
+            || status.succeeded.unwrap_or(0) > 0
+            || status.failed.unwrap_or(0) > 0;
         if finished {
-            let succeeded = status.succeeded.unwrap_or(0) > 0;
-            let (checks, log_tail) = match pod_list.items.first() {
+            let succeeded = complete.is_some() || status.succeeded.unwrap_or(0) > 0;
+            // The newest pod is the last attempt.
+            let newest = pod_list
+                .items
+                .iter()
+                .max_by_key(|p| p.metadata.creation_timestamp.clone().map(|t| t.0));
+            let (checks, log_tail) = match newest {
                 Some(pod) => read_log(&pods, pod).await,
                 None => (Vec::new(), vec!["(the Job's pod is gone)".to_owned()]),
             };
+            let failure = failed.map(|c| {
+                format!(
+                    "{}: {}",
+                    c.reason.unwrap_or_else(|| "Failed".to_owned()),
+                    c.message.unwrap_or_default()
+                )
+            });
             return Ok(Outcome::Ran {
                 succeeded,
                 checks,
                 log_tail,
+                failure,
             });
         }
         let has_pod = status.start_time.is_some() || !pod_list.items.is_empty();
         match (has_pod, running_since) {
             (true, None) => running_since = Some(Instant::now()),
             (false, None) if started.elapsed() >= settings.start_deadline => {
+                let nodes = Api::<Node>::all(client.clone())
+                    .list(&ListParams::default())
+                    .await
+                    .ok()
+                    .map(|list| list.items.len());
                 return Ok(Outcome::NotStarted {
                     waited: started.elapsed(),
+                    nodes,
                 });
             }
             (_, Some(since)) if since.elapsed() >= settings.finish_deadline => {

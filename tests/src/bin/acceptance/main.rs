@@ -11,8 +11,10 @@
 //!
 //! It runs only with `STACKSMITH_ACC=1` and AWS credentials. A stack that points at other
 //! endpoints (`aws.endpoint_url`, `cluster.kubeconfig`: emulators) is refused unless
-//! `--allow-emulators`; against emulators, an in-cluster check whose Job never gets a pod (nothing
-//! runs pods there) is reported as skipped rather than failed.
+//! `--allow-emulators`. Against emulators with the tests' kubelet (`stacksmith_testkit::kubelet`,
+//! which registers a Node and runs the stack's Jobs) the in-cluster check runs for real; against
+//! an emulator without one (no Node: nothing runs pods there), a check Job that never gets a pod
+//! is reported as skipped rather than failed, and the report says why.
 //!
 //! Exit codes: 0 passed (skipped steps allowed), 1 a step failed, 2 refused before anything was
 //! created.
@@ -412,7 +414,17 @@ async fn check_deployment(
     if interrupted.load(Ordering::SeqCst) {
         return;
     }
-    in_cluster_checks(args, provisioner, facts, workflow, has_cache, report).await;
+    let endpoints = [endpoint("database"), endpoint("cache")];
+    in_cluster_checks(
+        args,
+        provisioner,
+        facts,
+        workflow,
+        has_cache,
+        &endpoints,
+        report,
+    )
+    .await;
 }
 
 const IN_CLUSTER_STEPS: [&str; 3] = ["pod reaches postgres", "pod reaches redis", "workflow"];
@@ -423,6 +435,7 @@ async fn in_cluster_checks(
     facts: &StackFacts,
     workflow: String,
     has_cache: bool,
+    endpoints: &[String; 2],
     report: &mut Report,
 ) {
     let step = Instant::now();
@@ -476,24 +489,34 @@ async fn in_cluster_checks(
     }
     match outcome {
         Err(why) => fail_all(report, why),
-        Ok(Outcome::NotStarted { waited }) => {
-            let (status, why) = if report.target == "emulators" {
-                (
+        Ok(Outcome::NotStarted { waited, nodes }) => {
+            let waited = waited.as_secs();
+            let (status, why) = match nodes {
+                Some(0) if report.target == "emulators" => (
                     Status::Skipped,
                     format!(
-                        "skipped (no pods run in the emulator: the check Job had no pod after {} s)",
-                        waited.as_secs()
+                        "skipped (no pods run in the emulator: it has no kubelet, no Node; the \
+                         check Job had no pod after {waited} s)"
                     ),
-                )
-            } else {
-                (
+                ),
+                Some(0) => (
+                    Status::Failed,
+                    format!("the check Job had no pod after {waited} s: the cluster has no Node"),
+                ),
+                Some(n) => (
                     Status::Failed,
                     format!(
-                        "the check Job had no pod after {} s: nothing schedules pods (are the \
-                         nodes Ready?)",
-                        waited.as_secs()
+                        "the check Job had no pod after {waited} s although the cluster has {n} \
+                         Node(s) (are they Ready? does admission refuse the pod?)"
                     ),
-                )
+                ),
+                None => (
+                    Status::Failed,
+                    format!(
+                        "the check Job had no pod after {waited} s: nothing schedules pods (are \
+                         the nodes Ready?)"
+                    ),
+                ),
             };
             for name in IN_CLUSTER_STEPS {
                 report.record(name, status, step.elapsed(), why.clone());
@@ -510,6 +533,7 @@ async fn in_cluster_checks(
             succeeded,
             checks,
             log_tail,
+            failure,
         }) => {
             for (name, check) in IN_CLUSTER_STEPS
                 .into_iter()
@@ -532,15 +556,19 @@ async fn in_cluster_checks(
                         name,
                         Status::Failed,
                         step.elapsed(),
-                        line["error"].as_str().unwrap_or("failed").to_owned(),
+                        unreachable(check, line["error"].as_str().unwrap_or("failed"), endpoints),
                     ),
                     None => report.record(
                         name,
                         Status::Failed,
                         step.elapsed(),
                         format!(
-                            "no result in the check Job's log (Job {}): {}",
+                            "no result in the check Job's log (Job {}{}): {}",
                             if succeeded { "succeeded" } else { "failed" },
+                            failure
+                                .as_ref()
+                                .map(|f| format!(", {f}"))
+                                .unwrap_or_default(),
                             log_tail.join(" | ")
                         ),
                     ),
@@ -556,6 +584,19 @@ async fn in_cluster_checks(
             cleanup.join("; "),
         );
     }
+}
+
+/// Why a check failed, with the endpoint the pod tried and where to look.
+fn unreachable(check: &str, error: &str, endpoints: &[String; 2]) -> String {
+    let (what, endpoint) = match check {
+        "postgres" => ("the database", &endpoints[0]),
+        "redis" => ("the cache", &endpoints[1]),
+        _ => return error.to_owned(),
+    };
+    format!(
+        "{error}: a pod of the cluster cannot reach {what} at {endpoint} (do its security groups \
+         admit the nodes? does the stack's NetworkPolicy allow the port?)"
+    )
 }
 
 /// One passed check line in a few words.
