@@ -634,8 +634,11 @@ pub async fn create(
             .into_iter()
             .find(|existing| !taken.contains(&existing.id))
     {
-        // An earlier attempt made it: converge it to the properties and adopt it. (The object a
-        // create-before-delete replacement replaces carries the same tags: it is `taken`.)
+        // An earlier attempt made it: converge it to the properties and adopt it (it may be
+        // half made: a gateway not attached yet). Found by tags, its id may still read "not
+        // found" for a moment. (The object a create-before-delete replacement replaces carries
+        // the same tags: it is `taken`.)
+        read_created(ctx, kind, &existing.id).await?;
         return update(ctx, kind, &existing.id, properties).await;
     }
     let id = match kind {
@@ -990,6 +993,23 @@ pub async fn update(
         }
         "aws.ec2.subnet" if differs("map_public_ip_on_launch") => {
             set_map_public_ip(ctx, id, p.bool("map_public_ip_on_launch")?).await?;
+        }
+        // A gateway an interrupted create made but never attached (moving an attached one to
+        // another VPC is a replacement, planned as such).
+        "aws.ec2.internet_gateway"
+            if current.properties.get("vpc_id").is_none_or(Value::is_null)
+                && p.opt_str("vpc_id").is_some() =>
+        {
+            let vpc = p.str("vpc_id")?;
+            propagated(ctx, "attaching an internet gateway", || async {
+                ec2.attach_internet_gateway()
+                    .internet_gateway_id(id)
+                    .vpc_id(vpc)
+                    .send()
+                    .await
+                    .map_err(api("AttachInternetGateway"))
+            })
+            .await?;
         }
         _ => {}
     }
