@@ -1,10 +1,12 @@
 //! Resolves pending operations left by an interrupted run, before planning: a create is adopted
 //! when an object carrying its ownership tags exists, or, for types without tags (routes, rules,
 //! associations), an object with its natural key (and dropped otherwise, so the plan creates it
-//! once); an update refreshes the record from the live object; a delete removes the record when
+//! once; a create sent less than [`IN_FLIGHT`] ago is looked for again until then, as its
+//! request may still be on its way); an update refreshes the record from the live object; a delete removes the record when
 //! the object is gone. No provider call that changes anything is made here; a throttled read is retried.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use chrono::Utc;
 
@@ -16,6 +18,18 @@ use super::secrets::is_encrypted;
 use super::types::natural_key;
 use crate::state::journal::Journal;
 use crate::state::{BackendError, PendingKind, ResourceRecord};
+
+/// How long after a create was sent its object may still appear: AWS answers a create within
+/// seconds, and lists the new object by its tags moments later.
+pub const IN_FLIGHT: Duration = Duration::from_secs(5);
+
+/// Whether a request sent at `sent` may still be in flight (never for a time in the future:
+/// another machine's clock).
+fn in_flight(sent: chrono::DateTime<Utc>) -> bool {
+    (Utc::now() - sent)
+        .to_std()
+        .is_ok_and(|age| age < IN_FLIGHT)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecoveryError {
@@ -68,24 +82,33 @@ pub async fn resolve_pending(
                         .map(|r| r.id.clone())
                         .collect()
                 };
-                let mut found: Vec<_> =
-                    retry_throttled(|| provider.find_by_tags(&call, &entry.ownership_tags))
-                        .await
-                        .map_err(failed)?
-                        .into_iter()
-                        .filter(|live| !known.contains(&live.id))
-                        .collect();
-                // Routes, rules and associations carry no tags: they are found by what
-                // identifies them (table and destination, group and permission, subnet).
-                let mut how = "its ownership tags";
-                if found.is_empty() && natural_key(&entry.resource_type).is_some() {
-                    found = retry_throttled(|| provider.find_by_key(&call, &entry.properties))
-                        .await
-                        .map_err(failed)?
-                        .into_iter()
-                        .filter(|live| !known.contains(&live.id))
-                        .collect();
-                    how = "its natural key";
+                let find = || async {
+                    let found: Vec<_> =
+                        retry_throttled(|| provider.find_by_tags(&call, &entry.ownership_tags))
+                            .await?
+                            .into_iter()
+                            .filter(|live| !known.contains(&live.id))
+                            .collect();
+                    // Routes, rules and associations carry no tags: they are found by what
+                    // identifies them (table and destination, group and permission, subnet).
+                    if found.is_empty() && natural_key(&entry.resource_type).is_some() {
+                        let found =
+                            retry_throttled(|| provider.find_by_key(&call, &entry.properties))
+                                .await?
+                                .into_iter()
+                                .filter(|live| !known.contains(&live.id))
+                                .collect();
+                        return Ok::<_, ProviderError>((found, "its natural key"));
+                    }
+                    Ok((found, "its ownership tags"))
+                };
+                let (mut found, mut how) = find().await.map_err(failed)?;
+                // A create sent moments ago may still be in flight (the run was killed while
+                // the request was on its way) or not yet listed: look again until it is
+                // IN_FLIGHT old, so a rerun started at once does not create a second one.
+                while found.is_empty() && in_flight(entry.started_at) {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    (found, how) = find().await.map_err(failed)?;
                 }
                 let adopted = found.first().cloned();
                 let outcome = match (&adopted, found.len()) {
