@@ -346,6 +346,8 @@ pub struct Kubelet {
     runtime: Option<tokio::runtime::Runtime>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Holds this kubelet's loopback block ([`claim_address_block`]) while it lives.
+    _block: std::net::TcpListener,
 }
 
 impl std::fmt::Debug for Kubelet {
@@ -356,13 +358,26 @@ impl std::fmt::Debug for Kubelet {
     }
 }
 
-/// A loopback /16 of this kubelet: distinct across the kubelets of this machine's processes
-/// (by process id and a counter; a clash shows up as an address in use).
-fn address_base() -> u8 {
+/// Where this kubelet starts looking for a loopback /16 (by process id and a counter).
+fn address_base() -> u32 {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    let n = std::process::id().wrapping_mul(7) + NEXT.fetch_add(1, Ordering::Relaxed);
-    (10 + n % 240) as u8
+    std::process::id().wrapping_mul(7) + NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A loopback /16 (`127.B.0.0/16`, B in 10..250) that no other kubelet of this machine holds:
+/// claimed by listening on `127.B.255.254:1` (an address the blocks never hand out) for as long
+/// as the listener lives. Tests run in parallel processes; picking B from the process id alone
+/// let two kubelets meet on the same addresses ("address already in use").
+fn claim_address_block() -> Result<(u8, std::net::TcpListener), String> {
+    let start = address_base();
+    for offset in 0..240 {
+        let base = (10 + start.wrapping_add(offset) % 240) as u8;
+        if let Ok(claim) = std::net::TcpListener::bind((Ipv4Addr::new(127, base, 255, 254), 1)) {
+            return Ok((base, claim));
+        }
+    }
+    Err("every loopback block 127.10-249.0.0/16 is held by another kubelet".to_owned())
 }
 
 impl Kubelet {
@@ -380,7 +395,8 @@ impl Kubelet {
             .build()
             .map_err(|e| format!("cannot start a runtime: {e}"))?;
         let ca = crate::tls::TestCa::new().map_err(|e| format!("cannot make a CA: {e}"))?;
-        let mut addresses = Addresses::new(address_base());
+        let (base, block) = claim_address_block()?;
+        let mut addresses = Addresses::new(base);
         let kube_ip = addresses.external();
         let hosts_path = config.scratch.join("hosts");
         let bundle_path = config.scratch.join("ca-certificates.crt");
@@ -477,6 +493,7 @@ impl Kubelet {
             runtime: Some(runtime),
             stop,
             thread: Some(thread),
+            _block: block,
         })
     }
 
@@ -2394,6 +2411,15 @@ fn sync_pod_objects(shared: &Shared, handle: &tokio::runtime::Handle) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kubelets_never_share_a_loopback_block() {
+        // Starting from the same base (one process, counter aside) the second claim moves on.
+        let (first, _held) = claim_address_block().unwrap();
+        let (second, _also_held) = claim_address_block().unwrap();
+        assert_ne!(first, second);
+        assert!(std::net::TcpListener::bind((Ipv4Addr::new(127, first, 255, 254), 1)).is_err());
+    }
 
     #[test]
     fn the_pods_table_reads_back() {
