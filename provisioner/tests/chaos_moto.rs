@@ -253,6 +253,53 @@ use moto_support::Deployment;
 /// One command of a round may take this long at most.
 const STEP_BOUND: Duration = Duration::from_secs(240);
 
+/// A private moto behind the fault proxy, with an inventory of every object in it.
+struct Emulator {
+    runtime: tokio::runtime::Runtime,
+    moto: MotoServer,
+    sdk: aws_config::SdkConfig,
+    proxy: FaultProxy,
+}
+
+impl Emulator {
+    fn start(config: FaultConfig) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let moto = MotoServer::start();
+        let sdk = runtime.block_on(
+            aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .region(aws_config::Region::new("us-east-1"))
+                .endpoint_url(moto.url())
+                .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                    "testing", "testing", None, None, "chaos",
+                ))
+                .load(),
+        );
+        let proxy = runtime
+            .block_on(FaultProxy::start(&moto.url(), config))
+            .unwrap();
+        Self {
+            runtime,
+            moto,
+            sdk,
+            proxy,
+        }
+    }
+
+    fn inventory(&self) -> Inventory {
+        self.runtime.block_on(inventory(&self.sdk))
+    }
+
+    /// An empty emulator and fresh proxy counters, for the next round.
+    fn reset(&self) {
+        self.moto.reset();
+        self.proxy.reset();
+    }
+}
+
 #[derive(Debug, Default)]
 struct Tally {
     rounds: u32,
@@ -377,33 +424,13 @@ fn sigkill_at_random_progress_events_never_breaks_the_local_stack() {
     let seed = env_number("STACKSMITH_CHAOS_SEED", 14);
     // Rounds are drawn from the seed by number: a failing round is rerun alone from its number.
     let first = env_number("STACKSMITH_CHAOS_FIRST_ROUND", 0) as u32;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let moto = MotoServer::start();
-    let sdk = runtime.block_on(
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(moto.url())
-            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-                "testing", "testing", None, None, "chaos",
-            ))
-            .load(),
-    );
-    let inventory = || runtime.block_on(inventory(&sdk));
-    let proxy = runtime
-        .block_on(FaultProxy::start(
-            &moto.url(),
-            FaultConfig {
-                seed,
-                rules: vec![Rule::throttle(0.2, "*")],
-                consistency: Some(Duration::from_millis(300)),
-                ..FaultConfig::default()
-            },
-        ))
-        .unwrap();
+    let emulator = Emulator::start(FaultConfig {
+        seed,
+        rules: vec![Rule::throttle(0.2, "*")],
+        consistency: Some(Duration::from_millis(300)),
+        ..FaultConfig::default()
+    });
+    let (proxy, inventory) = (&emulator.proxy, || emulator.inventory());
     let empty = inventory();
 
     // The reference: what a clean `up` leaves, and how many progress events `up` and `down` emit.
@@ -438,8 +465,7 @@ fn sigkill_at_random_progress_events_never_breaks_the_local_stack() {
 
     let mut tally = Tally::default();
     for round in first..first + rounds {
-        moto.reset();
-        proxy.reset();
+        emulator.reset();
         let deployment = Deployment::new("ch", &proxy.url());
         let kill_down = draw(seed, "chaos:kind", u64::from(round), 0) < 1.0 / 3.0;
         let events = if kill_down { down_events } else { up_events };
@@ -603,34 +629,14 @@ fn sigkill_as_each_named_call_is_received_never_breaks_the_local_stack() {
         Ok(list) => list,
         Err(_) => "ec2:AttachInternetGateway".to_owned(),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let moto = MotoServer::start();
-    let sdk = runtime.block_on(
-        aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(moto.url())
-            .credentials_provider(aws_sdk_ec2::config::Credentials::new(
-                "testing", "testing", None, None, "chaos",
-            ))
-            .load(),
-    );
-    let inventory = || runtime.block_on(inventory(&sdk));
-    let proxy = runtime
-        .block_on(FaultProxy::start(
-            &moto.url(),
-            FaultConfig {
-                seed: 14,
-                // Long enough that the rerun's first reads of what the killed run made still get
-                // "not found" (as EC2 may answer for seconds), whatever the machine's load.
-                consistency: Some(Duration::from_millis(1500)),
-                ..FaultConfig::default()
-            },
-        ))
-        .unwrap();
+    let emulator = Emulator::start(FaultConfig {
+        seed: 14,
+        // Long enough that the rerun's first reads of what the killed run made still get "not
+        // found" (as EC2 may answer for seconds), whatever the machine's load.
+        consistency: Some(Duration::from_millis(1500)),
+        ..FaultConfig::default()
+    });
+    let (proxy, inventory) = (&emulator.proxy, || emulator.inventory());
     let empty = inventory();
     let reference = Deployment::new("ck", &proxy.url());
     reference.up();
@@ -649,11 +655,10 @@ fn sigkill_as_each_named_call_is_received_never_breaks_the_local_stack() {
         .map(str::trim)
         .filter(|o| !o.is_empty())
     {
-        moto.reset();
-        proxy.reset();
+        emulator.reset();
         let deployment = Deployment::new("ck", &proxy.url());
         deployment.deployed.set(true);
-        let killed = kill_at_operation(&deployment, &proxy, operation);
+        let killed = kill_at_operation(&deployment, proxy, operation);
         assert!(killed, "`up` made no {operation} call");
         let rerun = bounded(&deployment, &up_args());
         let mut problem = |what: String| problems.push(format!("killed at {operation}: {what}"));
