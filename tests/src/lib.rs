@@ -83,6 +83,26 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Runs `command` (a `provisioner` invocation) with its AWS call log on, in a new file under
+/// `dir` (`STACKSMITH_AWS_CALL_LOG`): the output and the calls made, one `service:Operation`
+/// per line.
+pub fn output_with_aws_calls(
+    command: &mut std::process::Command,
+    dir: &Path,
+) -> (std::process::Output, Vec<String>) {
+    let log = dir.join(format!("{}.calls", unique_name("c")));
+    let output = command
+        .env("STACKSMITH_AWS_CALL_LOG", &log)
+        .output()
+        .expect("the provisioner runs");
+    let calls = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    (output, calls)
+}
+
 /// A name unique to this process and call: for per-test databases, Redis key prefixes, stack names.
 pub fn unique_name(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU32, Ordering};

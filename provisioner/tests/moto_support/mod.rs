@@ -88,20 +88,7 @@ impl Deployment {
 
     /// Runs `args` with the AWS call log on: the output and the calls made (`service:Operation`).
     pub fn run_logged(&self, args: &[&str]) -> (Output, Vec<String>) {
-        let log = self
-            .dir
-            .join(format!("{}.calls", stacksmith_testkit::unique_name("c")));
-        let output = self
-            .command(args)
-            .env("STACKSMITH_AWS_CALL_LOG", &log)
-            .output()
-            .unwrap();
-        let calls = std::fs::read_to_string(&log)
-            .unwrap_or_default()
-            .lines()
-            .map(str::to_owned)
-            .collect();
-        (output, calls)
+        stacksmith_testkit::output_with_aws_calls(&mut self.command(args), &self.dir)
     }
 
     /// `up --yes`, which must succeed.
