@@ -17,7 +17,7 @@
 //! Prints a text report, or one JSON document with `--json`; exits 1 when a target is missed.
 //! Needs the test servers' environment (`cargo xtask bench provision` provides it).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
@@ -466,31 +466,21 @@ fn run(args: Args) -> Result<bool> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        let mut by_stage: BTreeMap<&str, String> = BTreeMap::new();
-        by_stage.insert(
-            "up",
-            format!(
-                "up of local (lifecycle x{}): worst wall/critical {:.3} (target <= {UP_TARGET}): {}\n  critical path: {}",
-                args.lifecycle_scale,
-                worst_ratio,
-                if up_held { "held" } else { "MISSED" },
-                ups.last().map(|r| r.path.join(" -> ")).unwrap_or_default()
-            ),
+        println!(
+            "up of local (lifecycle x{}): worst wall/critical {:.3} (target <= {UP_TARGET}): {}\n  critical path: {}",
+            args.lifecycle_scale,
+            worst_ratio,
+            if up_held { "held" } else { "MISSED" },
+            ups.last().map(|r| r.path.join(" -> ")).unwrap_or_default()
         );
-        by_stage.insert(
-            "zdrift",
-            format!(
-                "drift of production ({recorded} resources, +{} ms per call): median {:.2}s, worst {:.2}s, {drift_calls} calls (target < {}s): {}",
-                args.latency_ms,
-                drift_median.as_secs_f64(),
-                drift_worst.as_secs_f64(),
-                DRIFT_TARGET.as_secs(),
-                if drift_held { "held" } else { "MISSED" }
-            ),
+        println!(
+            "drift of production ({recorded} resources, +{} ms per call): median {:.2}s, worst {:.2}s, {drift_calls} calls (target < {}s): {}",
+            args.latency_ms,
+            drift_median.as_secs_f64(),
+            drift_worst.as_secs_f64(),
+            DRIFT_TARGET.as_secs(),
+            if drift_held { "held" } else { "MISSED" }
         );
-        for line in by_stage.values() {
-            println!("{line}");
-        }
     }
     drop(work);
     Ok(up_held && drift_held)
