@@ -64,8 +64,8 @@ pub struct Args {
     /// Stacksmith's lease loops in `single` and `batch` mode.
     #[arg(long, default_value_t = 4)]
     pub workers: u64,
-    /// Tasks per lease request (at most 1,000).
-    #[arg(long, default_value_t = 100)]
+    /// Tasks per lease request (at most 1,000); graphile-worker's local queue holds 500.
+    #[arg(long, default_value_t = 500)]
     pub lease_batch: u64,
     /// Tasks in `worker` mode (a process each); default: `--tasks`.
     #[arg(long)]
@@ -130,7 +130,18 @@ impl Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let mut args = Args::parse();
+    // Every system talks to the same local Postgres without TLS (unless the URL asks for it):
+    // each client's default differs (sqlx and asyncpg try TLS first, node-postgres does not),
+    // and encrypting loopback traffic measures the cipher, not the queue.
+    if !args.database_url.contains("sslmode=") {
+        let separator = if args.database_url.contains('?') {
+            '&'
+        } else {
+            '?'
+        };
+        args.database_url = format!("{}{separator}sslmode=disable", args.database_url);
+    }
     anyhow::ensure!(args.tasks > 0, "--tasks must be at least 1");
     anyhow::ensure!(args.producers > 0, "--producers must be at least 1");
     anyhow::ensure!(

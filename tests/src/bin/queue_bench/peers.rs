@@ -211,6 +211,8 @@ async fn run(
     )?;
     producer.expect("READY", startup).await?;
     let mut db = PgConnection::connect(url).await?;
+    let postgres = scratch::PostgresCpu::find(url).await;
+    let postgres_before = postgres.and_then(|p| p.seconds());
 
     let started = Instant::now();
     producer.say("GO").await?;
@@ -240,6 +242,9 @@ async fn run(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
+    let postgres_cpu = postgres_before
+        .zip(postgres.and_then(|p| p.seconds()))
+        .map(|(before, after)| after - before);
 
     let mut seen = vec![0u32; args.tasks as usize];
     let mut stray = 0u64;
@@ -269,6 +274,10 @@ async fn run(
             (
                 "submitted_after_s",
                 format!("{:.3}", submitted_after.as_secs_f64()),
+            ),
+            (
+                "postgres_cpu_ms_per_task",
+                scratch::per_task_ms(postgres_cpu, args.tasks),
             ),
             ("settings", peer.settings.clone()),
         ],

@@ -133,6 +133,67 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks as f64 / USER_HZ)
 }
 
+/// The parent process id of `pid` (field 4 of `/proc/<pid>/stat`).
+fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The CPU time of the whole Postgres server on this machine: the postmaster with the backends
+/// that exited (its waited-for children) and every live child (backends, autovacuum, WAL
+/// writer, checkpointer). Differences of two readings give what a run cost the database,
+/// whichever system drove it.
+#[derive(Debug, Clone, Copy)]
+pub struct PostgresCpu {
+    postmaster: u32,
+}
+
+impl PostgresCpu {
+    /// Finds the postmaster behind `database_url`; `None` when it is not a process of this
+    /// machine that we may read.
+    pub async fn find(database_url: &str) -> Option<Self> {
+        use sqlx::Connection;
+        let mut db = sqlx::PgConnection::connect(database_url).await.ok()?;
+        let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut db)
+            .await
+            .ok()?;
+        let postmaster = parent_pid(u32::try_from(backend).ok()?)?;
+        let this = Self { postmaster };
+        this.seconds().map(|_| this)
+    }
+
+    /// CPU seconds used so far.
+    pub fn seconds(&self) -> Option<f64> {
+        let mut total = cpu_seconds(self.postmaster)?;
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if parent_pid(pid) == Some(self.postmaster) {
+                total += cpu_seconds(pid).unwrap_or(0.0);
+            }
+        }
+        Some(total)
+    }
+}
+
+/// Milliseconds per task of `seconds` of CPU, or `unknown`.
+pub fn per_task_ms(seconds: Option<f64>, tasks: u64) -> String {
+    seconds.map_or_else(
+        || "unknown".to_owned(),
+        |seconds| format!("{:.3}", seconds * 1000.0 / tasks.max(1) as f64),
+    )
+}
+
 /// Polls `ready` every `every` until it holds or `limit` passes.
 pub async fn wait_for<F, Fut>(
     what: &str,

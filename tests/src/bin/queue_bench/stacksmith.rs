@@ -299,7 +299,9 @@ impl Completions {
 }
 
 /// One lease loop: lease up to `lease_batch` tasks (long poll) and report them, until `target`
-/// tasks are done or `deadline` passes.
+/// tasks are done or `deadline` passes. The next lease request goes out while the previous
+/// batch is being reported (as `controlplane worker` does, and graphile-worker's local queue):
+/// at most one batch waits for the reporter.
 struct LeaseLoop {
     client: reqwest::Client,
     base: String,
@@ -316,12 +318,37 @@ struct LeaseLoop {
 
 impl LeaseLoop {
     async fn run(self) -> anyhow::Result<()> {
+        let this = Arc::new(self);
+        let (to_report, mut reports) = tokio::sync::mpsc::channel::<Vec<Value>>(1);
+        let reporter = {
+            let this = this.clone();
+            tokio::spawn(async move {
+                while let Some(leases) = reports.recv().await {
+                    if this.batched_reports {
+                        this.report_batch(&leases).await?;
+                    } else {
+                        this.report_each(leases).await?;
+                    }
+                }
+                anyhow::Ok(())
+            })
+        };
+        let leasing = this.lease_until_done(&to_report).await;
+        drop(to_report);
+        let reported = reporter.await?;
+        leasing.and(reported)
+    }
+
+    async fn lease_until_done(
+        &self,
+        to_report: &tokio::sync::mpsc::Sender<Vec<Value>>,
+    ) -> anyhow::Result<()> {
         let Self {
             client,
             base,
             worker_key,
             ..
-        } = &self;
+        } = self;
         while self.done.count.load(Ordering::SeqCst) < self.target && Instant::now() < self.deadline
         {
             let response = client
@@ -340,10 +367,9 @@ impl LeaseLoop {
             if leases.is_empty() {
                 continue;
             }
-            if self.batched_reports {
-                self.report_batch(&leases).await?;
-            } else {
-                self.report_each(leases).await?;
+            // The reporter stopped only on an error, which `run` returns.
+            if to_report.send(leases).await.is_err() {
+                break;
             }
         }
         Ok(())
@@ -623,6 +649,8 @@ async fn throughput_run(
     }
     // Let the lease loops reach the gate before the clock starts.
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let postgres = scratch::PostgresCpu::find(url).await;
+    let postgres_before = postgres.and_then(|p| p.seconds());
     let cpu_before = cp.cpu_seconds();
     let started = Instant::now();
     let _ = go.send(true);
@@ -650,6 +678,9 @@ async fn throughput_run(
     let finished = done.last.lock().await.unwrap_or_else(Instant::now);
     let seconds = finished.duration_since(started).as_secs_f64();
     let server_cpu = cp.cpu_seconds() - cpu_before;
+    let postgres_cpu = postgres_before
+        .zip(postgres.and_then(|p| p.seconds()))
+        .map(|(before, after)| after - before);
     anyhow::ensure!(
         completed >= target,
         "only {completed} of {target} tasks completed within {:?}",
@@ -682,6 +713,10 @@ async fn throughput_run(
             (
                 "server_cpu_ms_per_task",
                 format!("{:.3}", server_cpu * 1000.0 / completed.max(1) as f64),
+            ),
+            (
+                "postgres_cpu_ms_per_task",
+                scratch::per_task_ms(postgres_cpu, completed),
             ),
         ],
         exactly_once_problem: problem,
@@ -928,15 +963,21 @@ async fn submit_run(rps: u64, seconds: u64, cp: &ControlPlane) -> anyhow::Result
     )?));
     let counts: Arc<[AtomicU64; 5]> = Arc::new(Default::default());
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
-    let total = rps * seconds;
+    // The first second warms up (connections opened on both sides, statements prepared) and is
+    // not recorded: before it, the first requests waited up to 190 ms for new connections.
+    let warmup = rps;
+    let total = warmup + rps * seconds;
     let period = Duration::from_secs_f64(1.0 / rps as f64);
     let started = Instant::now();
     let mut requests = JoinSet::new();
     for index in 0..total {
         let due = started + period.mul_f64(index as f64);
+        let recorded = index >= warmup;
         tokio::time::sleep_until(due.into()).await;
         let Ok(permit) = in_flight.clone().try_acquire_owned() else {
-            counts[4].fetch_add(1, Ordering::Relaxed);
+            if recorded {
+                counts[4].fetch_add(1, Ordering::Relaxed);
+            }
             continue;
         };
         let (client, url, key, body) = (client.clone(), url.clone(), key.clone(), body.clone());
@@ -950,6 +991,9 @@ async fn submit_run(rps: u64, seconds: u64, cp: &ControlPlane) -> anyhow::Result
                 .await;
             let latency = due.elapsed();
             drop(permit);
+            if !recorded {
+                return;
+            }
             let slot = match result {
                 Ok(response) if response.status() == 201 => 0,
                 Ok(response) if response.status() == 429 => 1,
