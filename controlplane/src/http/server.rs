@@ -10,6 +10,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{Request, StatusCode};
 use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower::limit::ConcurrencyLimitLayer;
@@ -159,8 +160,15 @@ impl Server {
                 shutdown_started.notify_one();
             }
         };
+        // Responses go out at once, not held back by Nagle's algorithm until the client's
+        // (possibly delayed) ACK of the previous segment.
+        let listener = self.listener.tap_io(|stream| {
+            if let Err(error) = stream.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY on a connection");
+            }
+        });
         let mut server = tokio::spawn(
-            axum::serve(self.listener, app)
+            axum::serve(listener, app)
                 .with_graceful_shutdown(graceful)
                 .into_future(),
         );

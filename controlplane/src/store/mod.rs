@@ -13,17 +13,25 @@ use std::time::Duration;
 
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 /// The migrations in `controlplane/migrations/`, embedded in the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// Opens a connection pool to `database_url`.
+///
+/// Its sessions run with `jit = off`: the claim statement's row estimates pass Postgres's JIT
+/// thresholds, and compiling it took 0.9 s of CPU per call (measured with `EXPLAIN ANALYZE` on
+/// Postgres 15) for a statement that runs in milliseconds; no query of ours scans enough rows
+/// for JIT to pay.
 pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    let options = database_url
+        .parse::<PgConnectOptions>()?
+        .options([("jit", "off")]);
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
-        .connect(database_url)
+        .connect_with(options)
         .await
 }
 
