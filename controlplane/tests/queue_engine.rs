@@ -121,6 +121,7 @@ async fn claim_cost(db: &PgPool, pool: &str) -> (i64, usize) {
     .bind("cost")
     .bind(controlplane::store::leases::TIMEOUT_GRACE_SECONDS)
     .bind(&lease_ids)
+    .bind(0_i16)
     .fetch_one(&mut *transaction)
     .await
     .unwrap();
@@ -212,7 +213,7 @@ async fn fair_share_holds_under_batched_claims(pool: PgPool) {
     assert_eq!(a + b, 160);
     let ratio = b as f64 / a as f64;
     assert!((2.7..=3.3).contains(&ratio), "completed {a}:{b}");
-    let (active,): (i64,) = sqlx::query_as("SELECT coalesce(sum(active), 0) FROM team_usage")
+    let (active,): (i64,) = sqlx::query_as("SELECT coalesce(sum(active), 0) FROM lease_stripes")
         .fetch_one(&pool)
         .await
         .unwrap();
@@ -332,10 +333,12 @@ async fn quotas_hold_under_concurrent_batched_claims_and_counters_follow_every_l
         .await
         .unwrap();
     assert!(lost > 0, "some p2 leases expired");
-    // The counters equal the leased tasks, per team and per team and pool.
+    // The counters equal the leased tasks: per team with a quota, and per team and pool (the
+    // sum of the stripes).
     let drift: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM teams t LEFT JOIN team_usage u ON u.team_id = t.id
-         WHERE coalesce(u.active, 0) <> (SELECT count(*) FROM tasks a
+         WHERE t.max_concurrent_tasks IS NOT NULL
+           AND coalesce(u.active, 0) <> (SELECT count(*) FROM tasks a
                                          WHERE a.team_id = t.id AND a.state = 'leased')",
     )
     .fetch_one(&pool)
@@ -343,7 +346,8 @@ async fn quotas_hold_under_concurrent_batched_claims_and_counters_follow_every_l
     .unwrap();
     assert_eq!(drift, 0);
     let drift: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM team_pool_usage u
+        "SELECT count(*) FROM (SELECT team_id, pool, sum(active) AS active
+                               FROM lease_stripes GROUP BY team_id, pool) u
          WHERE u.active <> (SELECT count(*) FROM tasks a
                             WHERE a.team_id = u.team_id AND a.pool = u.pool
                               AND a.state = 'leased')",
@@ -352,6 +356,73 @@ async fn quotas_hold_under_concurrent_batched_claims_and_counters_follow_every_l
     .await
     .unwrap();
     assert_eq!(drift, 0);
+    server.stop().await;
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn counters_are_recounted_when_a_quota_is_set_and_reconciled_when_they_drift(pool: PgPool) {
+    let server = TestServer::unlimited(pool.clone()).await;
+    let team = team(&server, "t", 1, None).await;
+    backlog(&pool, team, "p", 50).await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.extend(lease(&server, "p", 5).await);
+    }
+    assert_eq!(held.len(), 20);
+    let stripes = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT coalesce(sum(active), 0) FROM lease_stripes WHERE team_id = $1 AND pool = 'p'",
+        )
+        .bind(team)
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    let quota_counter = || async {
+        sqlx::query_scalar::<_, i32>("SELECT active FROM team_usage WHERE team_id = $1")
+            .bind(team)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(stripes().await, 20);
+    // Without a quota the team's counter is not kept; setting one counts its leased tasks.
+    assert_eq!(quota_counter().await, 0);
+    controlplane::store::teams::set_scheduling(&pool, team, Some(22), 1)
+        .await
+        .unwrap();
+    assert_eq!(quota_counter().await, 20);
+    // The quota holds from there: 2 more at most.
+    assert_eq!(lease(&server, "p", 5).await.len(), 2);
+    // Drifted counters (a manual fix in SQL, a server of an older version) are set right.
+    sqlx::query("UPDATE team_usage SET active = 3")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO lease_stripes (team_id, pool, stripe, active) VALUES ($1, 'p', 7, 40),
+                ($1, 'gone', 2, 5)
+         ON CONFLICT (team_id, pool, stripe) DO UPDATE SET active = EXCLUDED.active",
+    )
+    .bind(team)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let fixed = controlplane::store::usage::reconcile(&pool).await.unwrap();
+    assert!(fixed >= 2, "{fixed} counters fixed");
+    assert_eq!(quota_counter().await, 22);
+    assert_eq!(stripes().await, 22);
+    let gone: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(active), 0) FROM lease_stripes WHERE pool = 'gone'",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(gone, 0);
+    assert_eq!(
+        controlplane::store::usage::reconcile(&pool).await.unwrap(),
+        0
+    );
     server.stop().await;
 }
 
@@ -993,7 +1064,7 @@ async fn a_batched_report_fences_each_item_on_its_own(pool: PgPool) {
     .unwrap();
     assert_eq!(succeeded, 1);
     // The counters followed: three leases ended.
-    let (active,): (i64,) = sqlx::query_as("SELECT coalesce(sum(active), 0) FROM team_usage")
+    let (active,): (i64,) = sqlx::query_as("SELECT coalesce(sum(active), 0) FROM lease_stripes")
         .fetch_one(&pool)
         .await
         .unwrap();

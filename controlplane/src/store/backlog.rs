@@ -1,5 +1,5 @@
 //! The autoscaler's reading of the queue: per pool, the tasks ready to run and the tasks being
-//! run (both counted from their partial indexes, `tasks_claimable` and `tasks_active`).
+//! run (both counted from partial indexes: `tasks_claimable` and `tasks_lease_expiry`).
 
 use std::collections::HashMap;
 

@@ -2,13 +2,14 @@
 //! task after its submission.
 //!
 //! A claim is one statement that leases up to N tasks fairly across teams within their quotas
-//! ([`claim`]). The leased tasks of each team (all pools) and of each team in each pool are
-//! counters (`team_usage.active`, `team_pool_usage.active`), changed in the transaction that
-//! changes a lease ([`super::usage`]); claims read them instead of counting tasks.
+//! ([`claim`]). The leased tasks of each team in each pool (what fair share ranks by) and, for a
+//! team with a quota, of the team in all pools are counters (`lease_stripes`, summed over 16
+//! stripes; `team_usage.active`), changed in the transaction that changes a lease
+//! ([`super::usage`]); claims read them instead of counting tasks.
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
@@ -48,17 +49,21 @@ impl From<Claimed> for Lease {
 }
 
 /// The claim statement. Parameters: `$1` pool, `$2` most tasks, `$3` lease seconds, `$4` worker,
-/// `$5` the timeout grace in seconds, `$6` one new lease id per task (at least `$2`). Public so
-/// that a test can show its cost does not depend on the backlog (`EXPLAIN (ANALYZE, BUFFERS)`).
+/// `$5` the timeout grace in seconds, `$6` one new lease id per task (at least `$2`), `$7` the
+/// stripe of the fair-share counters to add to. Public so that a test can show its cost does
+/// not depend on the backlog (`EXPLAIN (ANALYZE, BUFFERS)`).
 pub const CLAIM_STATEMENT: &str = concat!(
     "WITH candidates AS (
-             SELECT t.id AS team_id, t.share, coalesce(u.active, 0) AS pool_active,
-                    u.last_leased_at,
+             SELECT t.id AS team_id, t.share, t.max_concurrent_tasks,
+                    coalesce(s.active, 0) AS pool_active, s.last_leased_at,
                     least($2, coalesce(t.max_concurrent_tasks - coalesce(tu.active, 0), $2))
                         AS room
              FROM teams t
              LEFT JOIN team_usage tu ON tu.team_id = t.id
-             LEFT JOIN team_pool_usage u ON u.team_id = t.id AND u.pool = $1
+             LEFT JOIN LATERAL (
+                 SELECT sum(active) AS active, max(last_leased_at) AS last_leased_at
+                 FROM lease_stripes WHERE team_id = t.id AND pool = $1
+             ) s ON true
              WHERE t.max_concurrent_tasks IS NULL
                 OR coalesce(tu.active, 0) < t.max_concurrent_tasks
          ),
@@ -92,26 +97,37 @@ pub const CLAIM_STATEMENT: &str = concat!(
                  LIMIT a.wanted
                  FOR UPDATE SKIP LOCKED
              ) p
+             -- Bounds the planner's estimate (the lateral limits are unknown to it): with it,
+             -- the tasks are updated through their primary key instead of a scan of the table.
+             LIMIT $2
          ),
-         counts AS (SELECT team_id, count(*)::int AS n FROM picked GROUP BY team_id),
-         granted AS (
+         counts AS (
+             SELECT p.team_id, count(*)::int AS n, c.max_concurrent_tasks
+             FROM picked p JOIN candidates c ON c.team_id = p.team_id
+             GROUP BY p.team_id, c.max_concurrent_tasks
+         ),
+         capped AS (
              INSERT INTO team_usage AS tu (team_id, active)
-             SELECT c.team_id, c.n FROM counts c JOIN teams t ON t.id = c.team_id
-             WHERE t.max_concurrent_tasks IS NULL OR c.n <= t.max_concurrent_tasks
-             ORDER BY c.team_id
+             SELECT team_id, n FROM counts
+             WHERE max_concurrent_tasks IS NOT NULL AND n <= max_concurrent_tasks
+             ORDER BY team_id
              ON CONFLICT (team_id) DO UPDATE SET active = tu.active + EXCLUDED.active
              WHERE tu.active + EXCLUDED.active <= coalesce(
                  (SELECT max_concurrent_tasks FROM teams WHERE id = EXCLUDED.team_id), 2147483647)
              RETURNING tu.team_id
          ),
+         granted AS (
+             SELECT team_id FROM counts WHERE max_concurrent_tasks IS NULL
+             UNION ALL
+             SELECT team_id FROM capped
+         ),
          pool_usage AS (
-             INSERT INTO team_pool_usage (team_id, pool, last_leased_at, active)
-             SELECT c.team_id, $1, clock_timestamp(), c.n
+             INSERT INTO lease_stripes AS s (team_id, pool, stripe, last_leased_at, active)
+             SELECT c.team_id, $1, $7, clock_timestamp(), c.n
              FROM granted g JOIN counts c ON c.team_id = g.team_id
              ORDER BY c.team_id
-             ON CONFLICT (team_id, pool) DO UPDATE
-             SET active = team_pool_usage.active + EXCLUDED.active,
-                 last_leased_at = EXCLUDED.last_leased_at
+             ON CONFLICT (team_id, pool, stripe) DO UPDATE
+             SET active = s.active + EXCLUDED.active, last_leased_at = EXCLUDED.last_leased_at
          ),
          numbered AS (
              SELECT p.id, row_number() OVER (ORDER BY p.id) AS position
@@ -150,9 +166,9 @@ struct ClaimedRow {
 /// Leases up to `max` ready tasks of `pool` in one statement, fairly across teams and within
 /// their quotas; the cost does not depend on how many tasks are queued.
 ///
-/// 1. Every team below its quota is a candidate, with its leased tasks in the pool and in all
-///    pools read from the counters (`team_pool_usage.active`, `team_usage.active`), never by
-///    counting tasks.
+/// 1. Every team below its quota is a candidate, with its leased tasks in the pool (the sum of
+///    its stripes in `lease_stripes`) and, under a quota, in all pools (`team_usage.active`)
+///    read from the counters, never by counting tasks.
 /// 2. For each, the ready tasks it has, counted only up to what it could get (an index probe
 ///    bounded by `max` and its room under the quota).
 /// 3. Weighted fair queuing across teams: the k-th task a team would get in this claim is ranked
@@ -160,11 +176,13 @@ struct ClaimedRow {
 ///    `max` ranks are the allocation.
 /// 4. Each team's best tasks (priority, then age), as many as allocated, are locked with
 ///    `FOR UPDATE SKIP LOCKED`: concurrent claims take different tasks.
-/// 5. The team counters are raised with upserts in team order, each only while the quota holds
-///    on the counter's current row (an upsert locks the newest version and checks its `WHERE`
-///    there), so concurrent claims never exceed a quota; a team refused here gets nothing this
-///    time. (Locking a row in one part of a statement and updating it in another would follow
-///    the row's update chain from a stale snapshot and can deadlock with waiters.)
+/// 5. The quota counters of teams with a quota are raised with upserts in team order, each only
+///    while the quota holds on the counter's current row (an upsert locks the newest version and
+///    checks its `WHERE` there), so concurrent claims never exceed a quota; a team refused here
+///    gets nothing this time. (Locking a row in one part of a statement and updating it in
+///    another would follow the row's update chain from a stale snapshot and can deadlock with
+///    waiters.) Teams without a quota wait for no other claim: their leases are added to one
+///    stripe of their fair-share counter, chosen at random.
 /// 6. The granted tasks become leased (a new lease id and fencing token each) and get their
 ///    attempt rows.
 pub async fn claim(
@@ -183,6 +201,7 @@ pub async fn claim(
         .bind(worker)
         .bind(TIMEOUT_GRACE_SECONDS)
         .bind(&lease_ids)
+        .bind(super::usage::random_stripe())
         .fetch_all(db)
         .await?;
     Ok(rows
@@ -374,194 +393,233 @@ pub enum ReportResult {
     Refused(LeaseError),
 }
 
+/// How often a batch of reports that met another transaction in a deadlock is run again.
+const DEADLOCK_ATTEMPTS: usize = 3;
+
 /// Applies reports about many leases in one transaction, each fenced by its own token and
-/// answered on its own. The tasks are locked in id order (concurrent batches never wait for
-/// each other in a cycle); heartbeats and completions are one statement each; the lease counters
-/// are lowered once. A lease that ends in the batch refuses the later reports about it.
+/// answered on its own. Heartbeats and completions are one fenced `UPDATE` each (the lease id,
+/// the token and the deadline are checked on the row being updated, which locks it; nothing is
+/// read first), failures and releases (rare) go one by one, the attempts of the completions are
+/// closed in one statement and the lease counters lowered once. A lease that ends in the batch
+/// refuses the later reports about it. Reports the fence refused are explained afterwards from
+/// the task and its attempts.
 pub async fn report_many(
     db: &PgPool,
     reports: &[LeaseReport],
 ) -> Result<Vec<ReportResult>, sqlx::Error> {
-    let mut transaction = db.begin().await?;
-    let lease_ids: Vec<Uuid> = reports.iter().map(|report| report.lease_id).collect();
-    #[derive(FromRow)]
-    struct Locked {
-        locked_lease_id: Uuid,
-        #[sqlx(flatten)]
-        task: TaskRow,
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match apply_reports(db, reports).await {
+            // Two batches that share leases (a worker sending a batch again while the first
+            // copy is still being applied) may lock them in different orders.
+            Err(sqlx::Error::Database(error))
+                if error.code().as_deref() == Some("40P01") && attempt < DEADLOCK_ATTEMPTS =>
+            {
+                tracing::debug!(%error, attempt, "a batch of reports met a deadlock; applying it again");
+            }
+            other => return other,
+        }
     }
-    let mut by_lease: HashMap<Uuid, TaskRow> = sqlx::query_as::<_, Locked>(concat!(
-        "SELECT lease_id AS locked_lease_id, ",
-        task_columns!(),
-        " FROM tasks WHERE lease_id = ANY($1) AND state = 'leased' ORDER BY id FOR UPDATE"
-    ))
-    .bind(&lease_ids)
-    .fetch_all(&mut *transaction)
-    .await?
-    .into_iter()
-    .map(|locked| (locked.locked_lease_id, locked.task))
-    .collect();
-    let missing: Vec<Uuid> = lease_ids
-        .iter()
-        .filter(|id| !by_lease.contains_key(id))
-        .copied()
-        .collect();
-    let known: HashMap<Uuid, Option<String>> = if missing.is_empty() {
-        HashMap::new()
-    } else {
-        sqlx::query_as::<_, (Uuid, Option<String>)>(
-            "SELECT lease_id, outcome FROM task_attempts WHERE lease_id = ANY($1)",
-        )
-        .bind(&missing)
-        .fetch_all(&mut *transaction)
-        .await?
-        .into_iter()
-        .collect()
-    };
+}
+
+async fn apply_reports(
+    db: &PgPool,
+    reports: &[LeaseReport],
+) -> Result<Vec<ReportResult>, sqlx::Error> {
     let mut results: Vec<Option<ReportResult>> = reports.iter().map(|_| None).collect();
-    let mut heartbeats: Vec<(usize, Uuid, f64)> = Vec::new();
-    let mut completions: Vec<(usize, Uuid, Uuid, &Report)> = Vec::new();
-    let mut ended: Vec<(Uuid, String)> = Vec::new();
+    // In request order: what each report does, given the ones before it in the batch.
+    let mut ended_here: HashSet<Uuid> = HashSet::new();
+    let mut heartbeats: Vec<usize> = Vec::new();
+    let mut completions: Vec<usize> = Vec::new();
+    let mut one_by_one: Vec<usize> = Vec::new();
     for (index, report) in reports.iter().enumerate() {
-        let Some(row) = by_lease.get(&report.lease_id) else {
-            results[index] = Some(ReportResult::Refused(match known.get(&report.lease_id) {
-                Some(outcome) => ended_lease(Some(outcome.clone())),
-                None if lease_ids[..index].contains(&report.lease_id) => {
-                    LeaseError::Stale("the lease ended earlier in this batch".to_owned())
-                }
-                None => ended_lease(None),
-            }));
-            continue;
-        };
-        if let Err(error) = check_live(row, report.fencing_token) {
-            results[index] = Some(ReportResult::Refused(error));
+        if ended_here.contains(&report.lease_id) {
+            results[index] = Some(ReportResult::Refused(LeaseError::Stale(
+                "the lease ended earlier in this batch".to_owned(),
+            )));
             continue;
         }
-        match &report.action {
-            ReportAction::Heartbeat { lease_seconds } => {
-                heartbeats.push((index, row.id, f64::from(*lease_seconds)));
+        match report.action {
+            ReportAction::Heartbeat { .. } => heartbeats.push(index),
+            ReportAction::Complete(_) => {
+                ended_here.insert(report.lease_id);
+                completions.push(index);
             }
-            ReportAction::Complete(outcome) => {
-                completions.push((index, row.id, report.lease_id, outcome));
-                ended.push((row.team_id, row.pool.clone()));
-                by_lease.remove(&report.lease_id);
-            }
-            ReportAction::Fail(outcome) => {
-                let (task, seconds) =
-                    fail_locked(&mut transaction, row.id, report.lease_id, "failed", outcome)
-                        .await?;
-                ended.push((row.team_id, row.pool.clone()));
-                by_lease.remove(&report.lease_id);
-                results[index] = Some(ReportResult::Ended {
-                    task: Box::new(task),
-                    seconds,
-                });
-            }
-            ReportAction::Release => {
-                let task = release_locked(&mut transaction, row.id, report.lease_id).await?;
-                ended.push((row.team_id, row.pool.clone()));
-                by_lease.remove(&report.lease_id);
-                results[index] = Some(ReportResult::Ended {
-                    task: Box::new(task),
-                    seconds: 0.0,
-                });
+            ReportAction::Fail(_) | ReportAction::Release => {
+                ended_here.insert(report.lease_id);
+                one_by_one.push(index);
             }
         }
     }
+    let mut transaction = db.begin().await?;
+    let mut ended: Vec<(Uuid, String)> = Vec::new();
     if !heartbeats.is_empty() {
+        // Lock order: by lease id (see `report_many`).
+        let mut sorted = heartbeats.clone();
+        sorted.sort_by_key(|&index| reports[index].lease_id);
         let extended: HashMap<Uuid, DateTime<Utc>> = sqlx::query_as::<_, (Uuid, DateTime<Utc>)>(
             "UPDATE tasks t
              SET lease_expires_at = least(now() + make_interval(secs => h.seconds),
-                                          t.leased_at + make_interval(secs => t.timeout_seconds + $3)),
+                                          t.leased_at + make_interval(secs => t.timeout_seconds + $4)),
                  updated_at = now()
-             FROM unnest($1::uuid[], $2::float8[]) AS h(id, seconds)
-             WHERE t.id = h.id AND t.state = 'leased'
-             RETURNING t.id, t.lease_expires_at",
+             FROM unnest($1::uuid[], $2::bigint[], $3::float8[]) AS h(lease_id, token, seconds)
+             WHERE t.lease_id = h.lease_id AND t.state = 'leased' AND t.fencing_token = h.token
+               AND t.lease_expires_at > now()
+             RETURNING t.lease_id, t.lease_expires_at",
         )
-        .bind(heartbeats.iter().map(|(_, id, _)| *id).collect::<Vec<_>>())
-        .bind(heartbeats.iter().map(|(_, _, s)| *s).collect::<Vec<_>>())
+        .bind(sorted.iter().map(|&i| reports[i].lease_id).collect::<Vec<_>>())
+        .bind(sorted.iter().map(|&i| reports[i].fencing_token).collect::<Vec<_>>())
+        .bind(
+            sorted
+                .iter()
+                .map(|&i| match reports[i].action {
+                    ReportAction::Heartbeat { lease_seconds } => f64::from(lease_seconds),
+                    _ => 0.0,
+                })
+                .collect::<Vec<_>>(),
+        )
         .bind(TIMEOUT_GRACE_SECONDS)
         .fetch_all(&mut *transaction)
         .await?
         .into_iter()
         .collect();
-        for (index, id, _) in &heartbeats {
-            results[*index] = Some(match extended.get(id) {
-                Some(deadline) => ReportResult::Extended(*deadline),
-                // Completed later in the same batch.
-                None => ReportResult::Refused(LeaseError::Stale(
-                    "the lease ended in this batch".to_owned(),
-                )),
-            });
+        for &index in &heartbeats {
+            if let Some(deadline) = extended.get(&reports[index].lease_id) {
+                results[index] = Some(ReportResult::Extended(*deadline));
+            }
         }
     }
     if !completions.is_empty() {
-        let mut tasks: HashMap<Uuid, TaskRow> = sqlx::query_as::<_, TaskRow>(
+        let mut sorted = completions.clone();
+        sorted.sort_by_key(|&index| reports[index].lease_id);
+        let outcome = |index: usize| match &reports[index].action {
+            ReportAction::Complete(report) => Some(report),
+            _ => None,
+        };
+        #[derive(FromRow)]
+        struct Completed {
+            completed_lease_id: Uuid,
+            #[sqlx(flatten)]
+            task: TaskRow,
+        }
+        let mut tasks: HashMap<Uuid, TaskRow> = sqlx::query_as::<_, Completed>(
             "UPDATE tasks t
              SET state = 'succeeded', result = c.result, output = c.output,
                  exit_code = c.exit_code, last_error = NULL, finished_at = now(),
                  updated_at = now(), lease_id = NULL, lease_owner = NULL, lease_expires_at = NULL
-             FROM unnest($1::uuid[], $2::jsonb[], $3::text[], $4::int[])
-                  AS c(id, result, output, exit_code)
-             WHERE t.id = c.id
-             RETURNING t.*",
+             FROM unnest($1::uuid[], $2::bigint[], $3::jsonb[], $4::text[], $5::int[])
+                  AS c(lease_id, token, result, output, exit_code)
+             WHERE t.lease_id = c.lease_id AND t.state = 'leased' AND t.fencing_token = c.token
+               AND t.lease_expires_at > now()
+             RETURNING c.lease_id AS completed_lease_id, t.*",
         )
         .bind(
-            completions
+            sorted
                 .iter()
-                .map(|(_, id, ..)| *id)
+                .map(|&i| reports[i].lease_id)
                 .collect::<Vec<_>>(),
         )
         .bind(
-            completions
+            sorted
                 .iter()
-                .map(|(.., report)| report.result.as_ref().map(Json))
+                .map(|&i| reports[i].fencing_token)
                 .collect::<Vec<_>>(),
         )
         .bind(
-            completions
+            sorted
                 .iter()
-                .map(|(.., report)| report.output.as_deref())
+                .map(|&i| outcome(i).and_then(|r| r.result.as_ref().map(Json)))
                 .collect::<Vec<_>>(),
         )
         .bind(
-            completions
+            sorted
                 .iter()
-                .map(|(.., report)| report.exit_code)
+                .map(|&i| outcome(i).and_then(|r| r.output.as_deref()))
                 .collect::<Vec<_>>(),
         )
-        .fetch_all(&mut *transaction)
-        .await?
-        .into_iter()
-        .map(|row| (row.id, row))
-        .collect();
-        let seconds: HashMap<Uuid, f64> = sqlx::query_as::<_, (Uuid, f64)>(
-            "UPDATE task_attempts SET finished_at = now(), outcome = 'succeeded'
-             WHERE lease_id = ANY($1)
-             RETURNING lease_id, extract(epoch FROM finished_at - leased_at)::float8",
-        )
         .bind(
-            completions
+            sorted
                 .iter()
-                .map(|(_, _, lease_id, _)| *lease_id)
+                .map(|&i| outcome(i).and_then(|r| r.exit_code))
                 .collect::<Vec<_>>(),
         )
         .fetch_all(&mut *transaction)
         .await?
         .into_iter()
+        .map(|row| (row.completed_lease_id, row.task))
         .collect();
-        for (index, id, lease_id, _) in &completions {
-            let task = tasks.remove(id).ok_or(sqlx::Error::RowNotFound)?;
+        let completed_leases: Vec<Uuid> = tasks.keys().copied().collect();
+        let seconds: HashMap<Uuid, f64> = if completed_leases.is_empty() {
+            HashMap::new()
+        } else {
+            sqlx::query_as::<_, (Uuid, f64)>(
+                "UPDATE task_attempts SET finished_at = now(), outcome = 'succeeded'
+                 WHERE lease_id = ANY($1)
+                 RETURNING lease_id, extract(epoch FROM finished_at - leased_at)::float8",
+            )
+            .bind(&completed_leases)
+            .fetch_all(&mut *transaction)
+            .await?
+            .into_iter()
+            .collect()
+        };
+        for &index in &completions {
+            let lease_id = reports[index].lease_id;
+            let Some(task) = tasks.remove(&lease_id) else {
+                continue;
+            };
+            ended.push((task.team_id, task.pool.clone()));
             if task.workflow_id.is_some() {
                 release_dependents(&mut transaction, task.id).await?;
             }
-            results[*index] = Some(ReportResult::Ended {
+            results[index] = Some(ReportResult::Ended {
                 task: Box::new(task),
-                seconds: seconds.get(lease_id).copied().unwrap_or(0.0),
+                seconds: seconds.get(&lease_id).copied().unwrap_or(0.0),
             });
         }
     }
+    for &index in &one_by_one {
+        let report = &reports[index];
+        let row = match lock_lease(&mut transaction, report.lease_id, report.fencing_token).await {
+            Ok(row) => row,
+            Err(LeaseError::Database(error)) => return Err(error),
+            Err(refused) => {
+                results[index] = Some(ReportResult::Refused(refused));
+                continue;
+            }
+        };
+        let (task, seconds) = match &report.action {
+            ReportAction::Fail(outcome) => {
+                fail_locked(&mut transaction, row.id, report.lease_id, "failed", outcome).await?
+            }
+            _ => (
+                release_locked(&mut transaction, row.id, report.lease_id).await?,
+                0.0,
+            ),
+        };
+        ended.push((row.team_id, row.pool.clone()));
+        results[index] = Some(ReportResult::Ended {
+            task: Box::new(task),
+            seconds,
+        });
+    }
     super::usage::lease_ended(&mut transaction, &ended).await?;
+    // Why the fence refused the others: read within the transaction, after the changes.
+    let refused: Vec<Uuid> = results
+        .iter()
+        .zip(reports)
+        .filter(|(result, _)| result.is_none())
+        .map(|(_, report)| report.lease_id)
+        .collect();
+    if !refused.is_empty() {
+        let reasons = refusal_reasons(&mut transaction, &refused).await?;
+        for (result, report) in results.iter_mut().zip(reports) {
+            if result.is_none() {
+                *result = Some(ReportResult::Refused(reasons.refusal(report)));
+            }
+        }
+    }
     transaction.commit().await?;
     Ok(results
         .into_iter()
@@ -571,6 +629,59 @@ pub async fn report_many(
             )))
         })
         .collect())
+}
+
+/// What is known about leases a fenced update refused: the live ones (token and deadline) and
+/// the ended ones (how they ended).
+struct RefusalReasons {
+    live: HashMap<Uuid, (i64, Option<DateTime<Utc>>)>,
+    ended: HashMap<Uuid, Option<String>>,
+}
+
+impl RefusalReasons {
+    fn refusal(&self, report: &LeaseReport) -> LeaseError {
+        if let Some((token, deadline)) = self.live.get(&report.lease_id) {
+            if *token != report.fencing_token {
+                return LeaseError::Stale(format!(
+                    "fencing token {} is stale; the current token is {token}",
+                    report.fencing_token
+                ));
+            }
+            if deadline.is_none_or(|deadline| deadline <= Utc::now()) {
+                return LeaseError::Stale(
+                    "the lease expired; the task goes back to the queue".to_owned(),
+                );
+            }
+            // Live and fenced right now: it expired between the update and this read.
+            return LeaseError::Stale("the lease expired while it was reported".to_owned());
+        }
+        ended_lease(self.ended.get(&report.lease_id).cloned())
+    }
+}
+
+async fn refusal_reasons(
+    connection: &mut PgConnection,
+    lease_ids: &[Uuid],
+) -> Result<RefusalReasons, sqlx::Error> {
+    let live = sqlx::query_as::<_, (Uuid, i64, Option<DateTime<Utc>>)>(
+        "SELECT lease_id, fencing_token, lease_expires_at FROM tasks
+         WHERE lease_id = ANY($1) AND state = 'leased'",
+    )
+    .bind(lease_ids)
+    .fetch_all(&mut *connection)
+    .await?
+    .into_iter()
+    .map(|(lease_id, token, deadline)| (lease_id, (token, deadline)))
+    .collect();
+    let ended = sqlx::query_as::<_, (Uuid, Option<String>)>(
+        "SELECT lease_id, outcome FROM task_attempts WHERE lease_id = ANY($1)",
+    )
+    .bind(lease_ids)
+    .fetch_all(&mut *connection)
+    .await?
+    .into_iter()
+    .collect();
+    Ok(RefusalReasons { live, ended })
 }
 
 /// Ends the attempt of a locked, leased task as failed: queued again after the retry delay,

@@ -210,24 +210,48 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
+/// Every state a task row may have (the table's check constraint).
+const STATES: [&str; 8] = [
+    "pending",
+    "queued",
+    "leased",
+    "running",
+    "succeeded",
+    "failed",
+    "dead",
+    "cancelled",
+];
+
+/// A page of a team's tasks, newest first. Each state is read from its own range of the index
+/// `(team_id, state, id DESC)` (at most `limit` rows each) and the ranges are merged, so a page
+/// costs the same however many tasks the team has, with one index on a team's tasks instead of
+/// two (every index is written again at each state change of a task).
 pub async fn list(
     executor: impl PgExecutor<'_>,
     team_id: Uuid,
     filter: &ListFilter,
 ) -> Result<Vec<TaskRow>, sqlx::Error> {
+    let states: Vec<&str> = match filter.state.as_deref() {
+        Some(state) => vec![state],
+        None => STATES.to_vec(),
+    };
     sqlx::query_as::<_, TaskRow>(concat!(
         "SELECT ",
         task_columns!(),
-        " FROM tasks
-         WHERE team_id = $1
-           AND ($2::text IS NULL OR state = $2)
-           AND ($3::text IS NULL OR pool = $3)
-           AND ($4::uuid IS NULL OR id < $4)
+        " FROM unnest($2::text[]) AS s(wanted)
+         CROSS JOIN LATERAL (
+             SELECT * FROM tasks t
+             WHERE t.team_id = $1 AND t.state = s.wanted
+               AND ($3::text IS NULL OR t.pool = $3)
+               AND ($4::uuid IS NULL OR t.id < $4)
+             ORDER BY t.id DESC
+             LIMIT $5
+         ) page
          ORDER BY id DESC
          LIMIT $5"
     ))
     .bind(team_id)
-    .bind(&filter.state)
+    .bind(&states)
     .bind(&filter.pool)
     .bind(filter.before_id)
     .bind(filter.limit)

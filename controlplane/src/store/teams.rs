@@ -47,18 +47,25 @@ pub async fn find(pool: &PgPool, id: Uuid) -> Result<Option<TeamRow>, sqlx::Erro
         .await
 }
 
-/// Sets a team's concurrency quota (`None`: no cap) and fair-share weight.
+/// Sets a team's concurrency quota (`None`: no cap) and fair-share weight. A new quota is
+/// checked against an exact count of the team's leased tasks (its counter is kept only while it
+/// has a quota), recounted in the same transaction.
 pub async fn set_scheduling(
     pool: &PgPool,
     id: Uuid,
     max_concurrent_tasks: Option<i32>,
     share: i32,
 ) -> Result<(), sqlx::Error> {
+    let mut transaction = pool.begin().await?;
     sqlx::query("UPDATE teams SET max_concurrent_tasks = $2, share = $3 WHERE id = $1")
         .bind(id)
         .bind(max_concurrent_tasks)
         .bind(share)
-        .execute(pool)
+        .execute(&mut *transaction)
         .await?;
+    if max_concurrent_tasks.is_some() {
+        super::usage::recount_team(&mut transaction, id).await?;
+    }
+    transaction.commit().await?;
     Ok(())
 }
