@@ -494,6 +494,75 @@ async fn a_long_poll_on_one_server_wakes_when_another_server_queues_a_task(pool:
     polled.stop().await;
 }
 
+/// A long poll for `max_tasks` of `pool` on `server`: how long it waited and what it got.
+fn spawn_long_poll(
+    server: &TestServer,
+    pool: &'static str,
+    max_tasks: u32,
+) -> tokio::task::JoinHandle<(Duration, Vec<Value>)> {
+    let client = server.client.clone();
+    let url = server.url("/v1/leases");
+    tokio::spawn(async move {
+        let started = Instant::now();
+        let body: Value = client
+            .post(url)
+            .bearer_auth(WORKER_KEY)
+            .json(&json!({"pool": pool, "max_tasks": max_tasks, "wait_seconds": 8}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (
+            started.elapsed(),
+            body["leases"].as_array().unwrap().clone(),
+        )
+    })
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn long_polls_are_woken_one_at_a_time_per_pool_and_a_full_claim_wakes_the_next(pool: PgPool) {
+    let server = TestServer::start(pool, slow_polling_config()).await;
+    let (_, key) = server.team_with_key("alice").await;
+    // Three workers wait on pool "a", one on pool "b".
+    let a: Vec<_> = (0..3).map(|_| spawn_long_poll(&server, "a", 1)).collect();
+    let b = spawn_long_poll(&server, "b", 1);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Three tasks of pool "a" in one batch: one wake-up, which each full claim passes on.
+    let tasks: Vec<Value> = (0..3)
+        .map(|_| json!({"pool": "a", "command": ["true"]}))
+        .collect();
+    let response = server
+        .client
+        .post(server.url("/v1/tasks/batch"))
+        .bearer_auth(&key)
+        .json(&json!({"tasks": tasks}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    for waiting in a {
+        let (elapsed, leases) = tokio::time::timeout(Duration::from_secs(15), waiting)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(leases.len(), 1);
+        // Polling alone would take 8 s.
+        assert!(elapsed < Duration::from_secs(4), "woken after {elapsed:?}");
+    }
+    // The worker of pool "b" was not woken for them; a task of its own wakes it.
+    assert!(!b.is_finished(), "a wake-up of pool a reached pool b");
+    submit(&server, &key, json!({"pool": "b", "command": ["true"]})).await;
+    let (elapsed, leases) = tokio::time::timeout(Duration::from_secs(15), b)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(leases.len(), 1);
+    assert!(elapsed < Duration::from_secs(4), "woken after {elapsed:?}");
+    server.stop().await;
+}
+
 #[sqlx::test(migrations = "./migrations")]
 async fn fair_share_serves_a_small_team_despite_a_huge_backlog(pool: PgPool) {
     let server = TestServer::unlimited(pool.clone()).await;

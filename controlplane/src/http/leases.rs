@@ -90,9 +90,10 @@ pub async fn create_leases(
     let deadline = tokio::time::Instant::now() + wait;
     let poll = Duration::from_millis(scheduler.poll_interval_ms);
     let started = std::time::Instant::now();
+    let wakeups = state.queue.wakeups.pool(&request.pool);
     // Bounded by `deadline`.
     loop {
-        let notified = state.queue.task_queued.notified();
+        let notified = wakeups.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
         let claimed = store::leases::claim(
@@ -103,6 +104,10 @@ pub async fn create_leases(
             &worker,
         )
         .await?;
+        if claimed.len() == request.max_tasks as usize {
+            // A full claim may have left tasks: pass the wake-up on to the next request waiting.
+            wakeups.notify_one();
+        }
         let now = tokio::time::Instant::now();
         if !claimed.is_empty() || now >= deadline {
             crate::metrics::record_leases(&request.pool, claimed.len(), started.elapsed());

@@ -24,9 +24,9 @@ pub struct Queue {
     pub config: Arc<Config>,
     pub db: PgPool,
     pub redis: ConnectionManager,
-    /// Woken when tasks become claimable (by this server at once, by the others through Redis
-    /// pub/sub); long-polling lease requests wait on it.
-    pub task_queued: Arc<tokio::sync::Notify>,
+    /// Where long-polling lease requests wait, per pool: woken one at a time when tasks of their
+    /// pool become claimable (by this server at once, by the others through Redis pub/sub).
+    pub wakeups: Arc<wakeups::Wakeups>,
     /// Tells this server's own wake-ups apart from the other servers' on the pub/sub channel.
     pub server_id: Arc<str>,
     /// Where single submissions wait to be stored together.
@@ -39,7 +39,7 @@ impl Queue {
             config,
             db,
             redis,
-            task_queued: Arc::default(),
+            wakeups: Arc::default(),
             server_id: uuid::Uuid::new_v4().to_string().into(),
             group_commit: Arc::default(),
         }
