@@ -443,29 +443,19 @@ async fn lost_leases_are_forgiven_up_to_the_budget_then_count_as_failed_attempts
 /// second later, and asserts the poll got the task well before the 8 s polling interval.
 async fn assert_long_poll_woken(polled: &TestServer, queueing: &TestServer) {
     let (_, key) = queueing.team_with_key("alice").await;
-    let waiting = {
-        let client = polled.client.clone();
-        let url = polled.url("/v1/leases");
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let response = client
-                .post(url)
-                .bearer_auth(WORKER_KEY)
-                .json(&json!({"pool": "wake", "wait_seconds": 8}))
-                .send()
-                .await
-                .unwrap();
-            let body: Value = response.json().await.unwrap();
-            (started.elapsed(), body)
-        })
-    };
+    let waiting = spawn_long_poll(polled, "wake", 1);
     tokio::time::sleep(Duration::from_millis(500)).await;
     submit(queueing, &key, json!({"pool": "wake", "command": ["true"]})).await;
-    let (elapsed, body) = tokio::time::timeout(Duration::from_secs(15), waiting)
+    assert_woken_with_one_task(waiting).await;
+}
+
+/// A long poll of [`spawn_long_poll`] for one task got it well before polling would have.
+async fn assert_woken_with_one_task(waiting: tokio::task::JoinHandle<(Duration, Vec<Value>)>) {
+    let (elapsed, leases) = tokio::time::timeout(Duration::from_secs(15), waiting)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(body["leases"].as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(leases.len(), 1, "{leases:?}");
     assert!(elapsed < Duration::from_secs(4), "woken after {elapsed:?}");
 }
 
@@ -494,7 +484,8 @@ async fn a_long_poll_on_one_server_wakes_when_another_server_queues_a_task(pool:
     polled.stop().await;
 }
 
-/// A long poll for `max_tasks` of `pool` on `server`: how long it waited and what it got.
+/// A long poll (up to 8 s) for `max_tasks` of `pool` on `server`: how long it waited and what
+/// it got.
 fn spawn_long_poll(
     server: &TestServer,
     pool: &'static str,
@@ -543,23 +534,12 @@ async fn long_polls_are_woken_one_at_a_time_per_pool_and_a_full_claim_wakes_the_
         .unwrap();
     assert_eq!(response.status(), 201);
     for waiting in a {
-        let (elapsed, leases) = tokio::time::timeout(Duration::from_secs(15), waiting)
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(leases.len(), 1);
-        // Polling alone would take 8 s.
-        assert!(elapsed < Duration::from_secs(4), "woken after {elapsed:?}");
+        assert_woken_with_one_task(waiting).await;
     }
     // The worker of pool "b" was not woken for them; a task of its own wakes it.
     assert!(!b.is_finished(), "a wake-up of pool a reached pool b");
     submit(&server, &key, json!({"pool": "b", "command": ["true"]})).await;
-    let (elapsed, leases) = tokio::time::timeout(Duration::from_secs(15), b)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(leases.len(), 1);
-    assert!(elapsed < Duration::from_secs(4), "woken after {elapsed:?}");
+    assert_woken_with_one_task(b).await;
     server.stop().await;
 }
 

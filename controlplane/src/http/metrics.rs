@@ -11,17 +11,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::state::AppState;
 use crate::metrics::{HTTP_DURATION, HTTP_REQUESTS, QUEUE_DEPTH, TASKS};
+use crate::model::task::TaskState;
 
-const TASK_STATES: [&str; 8] = [
-    "pending",
-    "queued",
-    "leased",
-    "running",
-    "succeeded",
-    "failed",
-    "dead",
-    "cancelled",
-];
 const MAX_POOLS_REPORTED: i64 = 200;
 
 /// Middleware: counts requests by method, route template and status; observes latency.
@@ -43,7 +34,7 @@ pub async fn track_requests(request: Request, next: Next) -> Response {
 
 async fn record_task_gauges(state: &AppState) -> Result<(), sqlx::Error> {
     let counts = crate::store::tasks::count_by_state(&state.db).await?;
-    for task_state in TASK_STATES {
+    for task_state in TaskState::ALL.map(TaskState::as_str) {
         let count = counts
             .iter()
             .find(|(name, _)| name == task_state)

@@ -35,6 +35,18 @@ pub enum TaskState {
 }
 
 impl TaskState {
+    /// Every state, in the order of the lifecycle.
+    pub const ALL: [Self; 8] = [
+        Self::Pending,
+        Self::Queued,
+        Self::Leased,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Dead,
+        Self::Cancelled,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",

@@ -210,18 +210,6 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
-/// Every state a task row may have (the table's check constraint).
-const STATES: [&str; 8] = [
-    "pending",
-    "queued",
-    "leased",
-    "running",
-    "succeeded",
-    "failed",
-    "dead",
-    "cancelled",
-];
-
 /// A page of a team's tasks, newest first. Each state is read from its own range of the index
 /// `(team_id, state, id DESC)` (at most `limit` rows each) and the ranges are merged, so a page
 /// costs the same however many tasks the team has, with one index on a team's tasks instead of
@@ -233,7 +221,7 @@ pub async fn list(
 ) -> Result<Vec<TaskRow>, sqlx::Error> {
     let states: Vec<&str> = match filter.state.as_deref() {
         Some(state) => vec![state],
-        None => STATES.to_vec(),
+        None => TaskState::ALL.iter().map(|state| state.as_str()).collect(),
     };
     sqlx::query_as::<_, TaskRow>(concat!(
         "SELECT ",
