@@ -25,6 +25,7 @@
 //! | `CONTROLPLANE_REAPER_INTERVAL_MS`   | `scheduler.reaper_interval_ms` | `1000`                  |
 //! | `CONTROLPLANE_SUBMIT_GROUP_MAX`     | `scheduler.submit_group_max`   | `500`                   |
 //! | `CONTROLPLANE_SUBMIT_GROUP_FLUSHES` | `scheduler.submit_group_flushes` | `4`                   |
+//! | `CONTROLPLANE_CLAIM_SPACING_MS`     | `scheduler.claim_spacing_ms`   | `10` (`0`: off)         |
 //! | `CONTROLPLANE_AUTOSCALER_NAMESPACE` | `autoscaler.namespace`         | (none: autoscaler off)  |
 //! | `CONTROLPLANE_AUTOSCALER_KUBECONFIG`| `autoscaler.kubeconfig`        | (none: `KUBECONFIG`, then in-cluster) |
 //! | `CONTROLPLANE_AUTOSCALER_INTERVAL_MS` | `autoscaler.interval_ms`     | `15000`                 |
@@ -165,6 +166,10 @@ pub struct SchedulerConfig {
     pub submit_group_max: usize,
     /// Group commit: most groups being stored at once (each holds a database connection).
     pub submit_group_flushes: usize,
+    /// After a claim found fewer tasks than it asked for (the pool is drained), this server's
+    /// next claims of the pool are this far apart, so tasks that trickle in are leased a few at
+    /// a time instead of one claim each; a full claim lifts it. `0`: off.
+    pub claim_spacing_ms: u64,
 }
 
 impl Default for SchedulerConfig {
@@ -175,6 +180,7 @@ impl Default for SchedulerConfig {
             reaper_interval_ms: 1_000,
             submit_group_max: 500,
             submit_group_flushes: 4,
+            claim_spacing_ms: 10,
         }
     }
 }
@@ -333,6 +339,11 @@ impl Config {
             "CONTROLPLANE_SUBMIT_GROUP_FLUSHES",
             &mut self.scheduler.submit_group_flushes,
         )?;
+        parse(
+            &lookup,
+            "CONTROLPLANE_CLAIM_SPACING_MS",
+            &mut self.scheduler.claim_spacing_ms,
+        )?;
         let autoscaler = &mut self.autoscaler;
         if let Some(namespace) = lookup("CONTROLPLANE_AUTOSCALER_NAMESPACE") {
             autoscaler.namespace = Some(namespace.trim().to_owned()).filter(|n| !n.is_empty());
@@ -469,6 +480,11 @@ impl Config {
             .is_some_and(|namespace| namespace.is_empty())
         {
             return Err(ConfigError::Invalid("the autoscaler namespace is empty"));
+        }
+        if self.scheduler.claim_spacing_ms > 1_000 {
+            return Err(ConfigError::Invalid(
+                "claim_spacing_ms must be at most 1000",
+            ));
         }
         if !(1..=10_000).contains(&self.scheduler.submit_group_max)
             || !(1..=64).contains(&self.scheduler.submit_group_flushes)

@@ -90,12 +90,19 @@ pub async fn create_leases(
     let deadline = tokio::time::Instant::now() + wait;
     let poll = Duration::from_millis(scheduler.poll_interval_ms);
     let started = std::time::Instant::now();
-    let wakeups = state.queue.wakeups.pool(&request.pool);
+    let waiters = state.queue.wakeups.pool(&request.pool);
+    let spacing = Duration::from_millis(scheduler.claim_spacing_ms);
     // Bounded by `deadline`.
     loop {
-        let notified = wakeups.notified();
+        let notified = waiters.notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
+        // While the pool is drained, claims go `spacing` apart: tasks that trickle in meanwhile
+        // are leased together.
+        let slot = waiters.claim_slot(spacing).min(deadline);
+        if slot > tokio::time::Instant::now() {
+            tokio::time::sleep_until(slot).await;
+        }
         let claimed = store::leases::claim(
             &state.db,
             &request.pool,
@@ -104,9 +111,11 @@ pub async fn create_leases(
             &worker,
         )
         .await?;
-        if claimed.len() == request.max_tasks as usize {
+        let full = claimed.len() == request.max_tasks as usize;
+        waiters.claimed(full, spacing);
+        if full {
             // A full claim may have left tasks: pass the wake-up on to the next request waiting.
-            wakeups.notify_one();
+            waiters.notify.notify_one();
         }
         let now = tokio::time::Instant::now();
         if !claimed.is_empty() || now >= deadline {

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::Queue;
 use crate::model::task::{Task, TaskState};
@@ -24,12 +25,60 @@ use crate::model::task::{Task, TaskState};
 /// Long-polling lease requests waiting for tasks, per pool.
 #[derive(Default)]
 pub struct Wakeups {
-    pools: Mutex<HashMap<String, Arc<Notify>>>,
+    pools: Mutex<HashMap<String, Arc<PoolWaiters>>>,
+}
+
+/// The lease requests of one pool on this server: where they wait, and how far apart their
+/// claims go while the pool is drained.
+#[derive(Default)]
+pub struct PoolWaiters {
+    pub notify: Notify,
+    /// While the pool is drained (the last claim found fewer tasks than it asked for): when the
+    /// next claim may run.
+    next_claim: Mutex<Option<Instant>>,
+}
+
+impl PoolWaiters {
+    /// When a claim may run now: at once, unless the pool was drained, then `spacing` after the
+    /// previous claim (the slot is taken: concurrent requests get successive slots).
+    pub fn claim_slot(&self, spacing: Duration) -> Instant {
+        self.claim_slot_at(Instant::now(), spacing)
+    }
+
+    fn claim_slot_at(&self, now: Instant, spacing: Duration) -> Instant {
+        let mut next = self.next_claim.lock().unwrap_or_else(|e| e.into_inner());
+        match *next {
+            Some(slot) if slot > now => {
+                *next = Some(slot + spacing);
+                slot
+            }
+            Some(_) => {
+                *next = Some(now + spacing);
+                now
+            }
+            None => now,
+        }
+    }
+
+    /// After a claim: a full one lifts the spacing (there is a backlog), a partial one starts it.
+    pub fn claimed(&self, full: bool, spacing: Duration) {
+        self.claimed_at(Instant::now(), full, spacing);
+    }
+
+    fn claimed_at(&self, now: Instant, full: bool, spacing: Duration) {
+        let mut next = self.next_claim.lock().unwrap_or_else(|e| e.into_inner());
+        if full || spacing.is_zero() {
+            *next = None;
+        } else {
+            let earliest = now + spacing;
+            *next = Some(next.map_or(earliest, |slot| slot.max(earliest)));
+        }
+    }
 }
 
 impl Wakeups {
-    /// Where requests for `pool` wait.
-    pub fn pool(&self, pool: &str) -> Arc<Notify> {
+    /// The requests of `pool`.
+    pub fn pool(&self, pool: &str) -> Arc<PoolWaiters> {
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
         pools.entry(pool.to_owned()).or_default().clone()
     }
@@ -38,16 +87,16 @@ impl Wakeups {
     /// for needs nothing: a request claims before it waits.
     pub fn wake(&self, pool: &str) {
         let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(notify) = pools.get(pool) {
-            notify.notify_one();
+        if let Some(waiters) = pools.get(pool) {
+            waiters.notify.notify_one();
         }
     }
 
     /// Wakes one waiting request of every pool (when which pools got tasks is not known).
     pub fn wake_every_pool(&self) {
         let pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
-        for notify in pools.values() {
-            notify.notify_one();
+        for waiters in pools.values() {
+            waiters.notify.notify_one();
         }
     }
 }
@@ -194,4 +243,63 @@ async fn subscribe(queue: &Queue, channel: &str) -> redis::RedisResult<redis::ai
     let mut pubsub = client.get_async_pubsub().await?;
     pubsub.subscribe(channel).await?;
     Ok(pubsub)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claims_go_apart_only_while_the_pool_is_drained() {
+        let waiters = PoolWaiters::default();
+        let spacing = Duration::from_millis(10);
+        let start = Instant::now();
+        // Nothing claimed yet: at once.
+        assert_eq!(waiters.claim_slot_at(start, spacing), start);
+        // A partial claim: the next claims go 10 ms apart, each request its own slot.
+        waiters.claimed_at(start, false, spacing);
+        assert_eq!(waiters.claim_slot_at(start, spacing), start + spacing);
+        assert_eq!(waiters.claim_slot_at(start, spacing), start + spacing * 2);
+        // A full claim (a backlog): at once again.
+        waiters.claimed_at(start, true, spacing);
+        assert_eq!(waiters.claim_slot_at(start, spacing), start);
+        // Long after a partial claim (an idle pool): at once.
+        waiters.claimed_at(start, false, spacing);
+        let later = start + Duration::from_secs(1);
+        assert_eq!(waiters.claim_slot_at(later, spacing), later);
+        // Off.
+        let off = PoolWaiters::default();
+        off.claimed_at(start, false, Duration::ZERO);
+        assert_eq!(off.claim_slot_at(start, Duration::ZERO), start);
+    }
+
+    #[tokio::test]
+    async fn a_wake_up_reaches_one_request_of_its_pool_only() {
+        let wakeups = Wakeups::default();
+        let a = wakeups.pool("a");
+        let b = wakeups.pool("b");
+        let (first, second, other) = (
+            a.notify.notified(),
+            a.notify.notified(),
+            b.notify.notified(),
+        );
+        tokio::pin!(first, second, other);
+        first.as_mut().enable();
+        second.as_mut().enable();
+        other.as_mut().enable();
+        wakeups.wake("a");
+        wakeups.wake("nobody-waits-here");
+        let ready = |future: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>| {
+            let waker = futures_util::task::noop_waker();
+            let mut context = std::task::Context::from_waker(&waker);
+            future.poll(&mut context).is_ready()
+        };
+        use std::future::Future;
+        assert!(ready(first.as_mut()));
+        assert!(!ready(second.as_mut()));
+        assert!(!ready(other.as_mut()));
+        wakeups.wake_every_pool();
+        assert!(ready(second.as_mut()));
+        assert!(ready(other.as_mut()));
+    }
 }
