@@ -175,29 +175,6 @@ impl Drop for World {
     }
 }
 
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn mutating(calls: &[String]) -> Vec<String> {
     calls
         .iter()
@@ -555,7 +532,7 @@ async fn check_network(loaded: &LoadedStack, instance: &str) {
         .await
         .unwrap();
     let document: serde_json::Value =
-        serde_json::from_str(&percent_decode(policy.policy_document())).unwrap();
+        provisioner::aws::iam::parse_document(policy.policy_document()).unwrap();
     let statement = &document["Statement"][0];
     assert_eq!(statement["Effect"], "Allow");
     for action in ["logs:CreateLogStream", "logs:PutLogEvents"] {
@@ -1110,7 +1087,11 @@ async fn check_platform(loaded: &LoadedStack, node_scaling: (i32, i32, i32), db_
         .await
         .unwrap();
     // IAM returns policy documents URL-encoded.
-    let trust = percent_decode(role.role().unwrap().assume_role_policy_document().unwrap());
+    let trust = provisioner::aws::iam::parse_document(
+        role.role().unwrap().assume_role_policy_document().unwrap(),
+    )
+    .unwrap()
+    .to_string();
     assert!(trust.contains(&provider_arn), "{trust}");
     assert!(trust.contains("ebs-csi-controller-sa"), "{trust}");
     let attached = iam

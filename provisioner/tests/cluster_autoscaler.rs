@@ -11,7 +11,7 @@
 //! Kubernetes emulator).
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -65,26 +65,16 @@ impl Run {
         let mut full = vec!["--stacks-dir", "stacks"];
         full.extend_from_slice(args);
         full.extend_from_slice(&["--stack", "autoscaled", "--instance", &self.instance]);
-        let mut command = Command::new(env!("CARGO_BIN_EXE_provisioner"));
+        let mut command = stacksmith_testkit::provisioner_against_moto(
+            env!("CARGO_BIN_EXE_provisioner"),
+            &stacksmith_testkit::aws_endpoint(),
+            "cluster-autoscaler-test",
+        );
         command
             .args(&full)
             .current_dir(&self.dir)
-            .env(
-                "STACKSMITH_AWS_ENDPOINT",
-                stacksmith_testkit::aws_endpoint(),
-            )
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("STACKSMITH_STATE_KEY", "cluster-autoscaler-test")
             .env("STACKSMITH_POLICIES_DIR", self.dir.join("policies"))
-            .env("NO_COLOR", "1")
-            .env("STACKSMITH_KUBECONFIG", kubeconfig())
-            .env_remove("STACKSMITH_PROVIDER")
-            .env_remove("STACKSMITH_AWS_CALL_LOG")
-            .env_remove("AWS_PROFILE")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null());
+            .env("STACKSMITH_KUBECONFIG", kubeconfig());
         command
     }
 
@@ -125,29 +115,6 @@ impl Drop for Run {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (byte, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 async fn iam() -> aws_sdk_iam::Client {
@@ -266,7 +233,7 @@ async fn scenario() {
         .unwrap_or_else(|e| panic!("GetRole {role_name}: {e:?}\n{}", describe(&up)));
     let role = role.role().unwrap();
     let trust: Value =
-        serde_json::from_str(&percent_decode(role.assume_role_policy_document().unwrap())).unwrap();
+        provisioner::aws::iam::parse_document(role.assume_role_policy_document().unwrap()).unwrap();
     let statement = &trust["Statement"][0];
     assert_eq!(
         statement["Action"], "sts:AssumeRoleWithWebIdentity",
@@ -316,7 +283,7 @@ async fn scenario() {
         .await
         .unwrap();
     let permissions: Value =
-        serde_json::from_str(&percent_decode(inline.policy_document())).unwrap();
+        provisioner::aws::iam::parse_document(inline.policy_document()).unwrap();
     let statements = permissions["Statement"].as_array().unwrap();
     let scale = statements
         .iter()

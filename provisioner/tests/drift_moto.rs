@@ -13,7 +13,7 @@
 //! Needs the moto server of `cargo xtask test` (STACKSMITH_TEST_AWS_ENDPOINT).
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
 use aws_sdk_ec2::types::{IpPermission, IpRange, ResourceType as Ec2Type, Tag, TagSpecification};
@@ -78,29 +78,21 @@ impl Deployment {
         let mut full = vec!["--stacks-dir", "stacks"];
         full.extend_from_slice(args);
         full.extend_from_slice(&["--stack", "drift", "--instance", &self.instance]);
-        Command::new(env!("CARGO_BIN_EXE_provisioner"))
-            .args(&full)
-            .current_dir(&self.dir)
-            .env(
-                "STACKSMITH_AWS_ENDPOINT",
-                stacksmith_testkit::aws_endpoint(),
-            )
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("STACKSMITH_STATE_KEY", "drift-moto-test")
-            .env(
-                "STACKSMITH_POLICIES_DIR",
-                stacksmith_testkit::workspace_root().join("policies"),
-            )
-            .env("NO_COLOR", "1")
-            // `up` applies the in-cluster objects to the Kubernetes emulator of `cargo xtask`.
-            .env("STACKSMITH_KUBECONFIG", stacksmith_testkit::kubeconfig())
-            .env_remove("STACKSMITH_PROVIDER")
-            .env_remove("AWS_PROFILE")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        stacksmith_testkit::provisioner_against_moto(
+            env!("CARGO_BIN_EXE_provisioner"),
+            &stacksmith_testkit::aws_endpoint(),
+            "drift-moto-test",
+        )
+        .args(&full)
+        .current_dir(&self.dir)
+        .env(
+            "STACKSMITH_POLICIES_DIR",
+            stacksmith_testkit::workspace_root().join("policies"),
+        )
+        // `up` applies the in-cluster objects to the Kubernetes emulator of `cargo xtask`.
+        .env("STACKSMITH_KUBECONFIG", stacksmith_testkit::kubeconfig())
+        .output()
+        .unwrap()
     }
 
     fn state(&self) -> StateDocument {

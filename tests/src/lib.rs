@@ -83,6 +83,31 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The `provisioner` at `binary` set up against moto at `endpoint`: moto's test credentials, no
+/// instance metadata, `state_key` encrypting the state, no colour, and none of the caller's own
+/// provider, profile, call log or log filter; standard input closed. The caller adds the
+/// arguments, the directory, the policies and the kubeconfig.
+pub fn provisioner_against_moto(
+    binary: impl AsRef<std::ffi::OsStr>,
+    endpoint: &str,
+    state_key: &str,
+) -> std::process::Command {
+    let mut command = std::process::Command::new(binary);
+    command
+        .env("STACKSMITH_AWS_ENDPOINT", endpoint)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("STACKSMITH_STATE_KEY", state_key)
+        .env("NO_COLOR", "1")
+        .env_remove("STACKSMITH_PROVIDER")
+        .env_remove("STACKSMITH_AWS_CALL_LOG")
+        .env_remove("AWS_PROFILE")
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null());
+    command
+}
+
 /// Runs `command` (a `provisioner` invocation) with its AWS call log on, in a new file under
 /// `dir` (`STACKSMITH_AWS_CALL_LOG`): the output and the calls made, one `service:Operation`
 /// per line.

@@ -71,41 +71,20 @@ fn trust_document(p: Props<'_>) -> Result<String, ProviderError> {
     ))
 }
 
-/// A policy document as JSON, whether IAM returned it plain or URL-encoded.
-fn parse_document(document: &str) -> Option<Value> {
+/// A policy document as JSON, whether IAM returned it plain or URL-encoded (RFC 3986, as
+/// `GetRole` and `GetRolePolicy` answer; `+` read as a space, as the form encoding has it).
+pub fn parse_document(document: &str) -> Option<Value> {
     serde_json::from_str(document)
-        .or_else(|_| serde_json::from_str(&percent_decode(document)))
+        .or_else(|_| {
+            let spaced = document.replace('+', " ");
+            serde_json::from_str(&percent_encoding::percent_decode_str(&spaced).decode_utf8_lossy())
+        })
         .ok()
-}
-
-/// IAM returns policy documents URL-encoded.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&text[i + 1..i + 3], 16)
-        {
-            out.push(b);
-            i += 3;
-        } else if bytes[i] == b'+' {
-            out.push(b' ');
-            i += 1;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The single service a trust policy names, when it names exactly one.
 fn trusted_service(document: &str) -> Option<String> {
-    let parsed: Value = serde_json::from_str(document)
-        .or_else(|_| serde_json::from_str(&percent_decode(document)))
-        .ok()?;
+    let parsed = parse_document(document)?;
     let statements = match &parsed["Statement"] {
         Value::Array(items) => items.clone(),
         other => vec![other.clone()],

@@ -6,7 +6,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use provisioner::engine::Address;
 use provisioner::state::StateDocument;
@@ -59,26 +59,19 @@ impl Deployment {
             Some(&"drift" | &"plan") => full.push("--skip-cluster"),
             _ => {}
         }
-        let mut command = Command::new(env!("CARGO_BIN_EXE_provisioner"));
+        let mut command = stacksmith_testkit::provisioner_against_moto(
+            env!("CARGO_BIN_EXE_provisioner"),
+            &self.endpoint,
+            "moto-suites-test",
+        );
         command
             .args(&full)
             .current_dir(&self.dir)
-            .env("STACKSMITH_AWS_ENDPOINT", &self.endpoint)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("STACKSMITH_STATE_KEY", "moto-suites-test")
             .env(
                 "STACKSMITH_POLICIES_DIR",
                 stacksmith_testkit::workspace_root().join("policies"),
             )
-            .env("NO_COLOR", "1")
-            .env("STACKSMITH_KUBECONFIG", stacksmith_testkit::kubeconfig())
-            .env_remove("STACKSMITH_PROVIDER")
-            .env_remove("STACKSMITH_AWS_CALL_LOG")
-            .env_remove("AWS_PROFILE")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null());
+            .env("STACKSMITH_KUBECONFIG", stacksmith_testkit::kubeconfig());
         command
     }
 

@@ -98,25 +98,18 @@ impl Workdir {
     }
 
     fn command(&self, endpoint: &str, args: &[&str]) -> Command {
-        let mut command = Command::new(&self.provisioner);
+        let mut command = stacksmith_testkit::provisioner_against_moto(
+            &self.provisioner,
+            endpoint,
+            "provision-bench",
+        );
         command
             .args(args)
             .current_dir(&self.dir)
             .env("STACKSMITH_STACKS_DIR", self.dir.join("stacks"))
-            .env("STACKSMITH_AWS_ENDPOINT", endpoint)
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("STACKSMITH_STATE_KEY", "provision-bench")
             // production.yaml names it; production-bench.yaml keeps state in a local file.
             .env("STACKSMITH_STATE_URL", "postgres://unused.invalid/state")
-            .env("STACKSMITH_POLICIES_DIR", self.policies(args))
-            .env("NO_COLOR", "1")
-            .env_remove("STACKSMITH_PROVIDER")
-            .env_remove("STACKSMITH_AWS_CALL_LOG")
-            .env_remove("AWS_PROFILE")
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null());
+            .env("STACKSMITH_POLICIES_DIR", self.policies(args));
         command
     }
 
