@@ -241,23 +241,7 @@ fn without_a_kubelet_a_whole_run_deploys_tears_down_and_reports_the_in_cluster_s
         })
         .collect();
     let names: Vec<&str> = steps.iter().map(|(n, _, _)| n.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "validate",
-            "stack",
-            "credentials",
-            "up",
-            "plan again",
-            "output",
-            "pod reaches postgres",
-            "pod reaches redis",
-            "workflow",
-            "down",
-            "down again",
-        ],
-        "{report:#}"
-    );
+    assert_eq!(names, STEPS, "{report:#}");
     for (name, status, detail) in &steps {
         match name.as_str() {
             "pod reaches postgres" | "pod reaches redis" | "workflow" => {
@@ -319,21 +303,11 @@ impl Cluster {
     fn start(dir: &Path, instance: &str) -> Self {
         let emulator = PrivateEmulator::start(&emulator_python(), &dir.join("emulator"))
             .expect("a Kubernetes emulator of the test's own");
-        let controlplane = workspace_binary("controlplane");
         let kubelet = Kubelet::start(KubeletConfig {
             api_url: emulator.url.clone(),
             stack: format!("acceptance-emulators-{instance}"),
             scratch: dir.join("kubelet"),
-            images: vec![
-                Image {
-                    reference: "ghcr.io/acme/stacksmith-controlplane".into(),
-                    path: controlplane.parent().unwrap().display().to_string(),
-                },
-                Image {
-                    reference: "docker.io/library/debian".into(),
-                    path: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-                },
-            ],
+            images: vec![Image::controlplane(), Image::debian()],
             postgres_url: Some(stacksmith_testkit::database_url()),
             redis_url: Some(stacksmith_testkit::redis_url()),
             verbose: true,

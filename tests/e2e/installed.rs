@@ -96,24 +96,11 @@ impl Sandbox {
     }
 
     fn kubelet(&self, stack: &str) -> Kubelet {
-        let controlplane = workspace_binary("controlplane");
-        let bin = controlplane.parent().unwrap().display().to_string();
         Kubelet::start(KubeletConfig {
             api_url: self.emulator.url.clone(),
             stack: stack.to_owned(),
             scratch: self.dir.join("kubelet"),
-            images: vec![
-                // The control plane image is the binary we built (distroless: nothing else).
-                Image {
-                    reference: "ghcr.io/acme/stacksmith-controlplane".into(),
-                    path: bin,
-                },
-                // The default task runtime image: this machine's /usr/bin and /bin.
-                Image {
-                    reference: "docker.io/library/debian".into(),
-                    path: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-                },
-            ],
+            images: vec![Image::controlplane(), Image::debian()],
             postgres_url: Some(stacksmith_testkit::database_url()),
             redis_url: Some(stacksmith_testkit::redis_url()),
             verbose: true,

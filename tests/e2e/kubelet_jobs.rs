@@ -122,10 +122,7 @@ fn jobs_run_to_their_completions_backoff_limit_deadline_and_ttl_with_pods_and_lo
         api_url: emulator.url.clone(),
         stack: STACK.into(),
         scratch: dir.join("kubelet"),
-        images: vec![Image {
-            reference: "docker.io/library/debian".into(),
-            path: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-        }],
+        images: vec![Image::debian()],
         postgres_url: None,
         redis_url: None,
         verbose: true,

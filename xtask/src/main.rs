@@ -321,15 +321,19 @@ fn provisioner_command(environment: &TestEnvironment, debug: &Path, args: &[Stri
     let mut command = Command::new(debug.join("provisioner"));
     command.current_dir(root()).args(args);
     environment.apply(&mut command);
-    // moto accepts any credentials; these keep a developer's real ones (and the instance
-    // metadata service) out of a run against the emulator.
+    with_emulator_credentials(&mut command);
+    command
+}
+
+/// moto accepts any credentials; these keep a developer's real ones (and the instance metadata
+/// service) out of a run against the emulator.
+fn with_emulator_credentials(command: &mut Command) {
     command
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing")
         .env_remove("AWS_SESSION_TOKEN")
         .env_remove("AWS_PROFILE")
         .env("AWS_EC2_METADATA_DISABLED", "true");
-    command
 }
 
 /// Removes the `local` stack's state files (`local.json`, its lock and key, `local-<instance>`).
@@ -390,12 +394,7 @@ fn acceptance(args: &[String]) -> Result<ExitCode, String> {
     let environment = if emulators {
         let environment = TestEnvironment::start()?;
         environment.apply(&mut command);
-        command
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env_remove("AWS_SESSION_TOKEN")
-            .env_remove("AWS_PROFILE")
-            .env("AWS_EC2_METADATA_DISABLED", "true");
+        with_emulator_credentials(&mut command);
         Some(environment)
     } else {
         None

@@ -80,6 +80,10 @@ impl Wakeups {
     /// The requests of `pool`.
     pub fn pool(&self, pool: &str) -> Arc<PoolWaiters> {
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        // Every lease request asks: no new key unless the pool is new.
+        if let Some(waiters) = pools.get(pool) {
+            return waiters.clone();
+        }
         pools.entry(pool.to_owned()).or_default().clone()
     }
 

@@ -270,6 +270,28 @@ impl<'a> RenderValues<'a> {
             })
             .collect();
         let system_group = stack.cluster.node_groups.get(SYSTEM_NODE_GROUP);
+        // Pods kept on the system node group: its labels selected, its taints tolerated.
+        let node_selector = || -> Vec<KeyValue> {
+            system_group
+                .iter()
+                .flat_map(|g| &g.labels)
+                .map(|(key, value)| KeyValue {
+                    key: key.clone(),
+                    value: value.clone(),
+                })
+                .collect()
+        };
+        let tolerations = || -> Vec<TolerationValues> {
+            system_group
+                .iter()
+                .flat_map(|g| &g.taints)
+                .map(|taint| TolerationValues {
+                    key: taint.key.clone(),
+                    value: taint.value.clone(),
+                    effect: taint_effect(taint.effect),
+                })
+                .collect()
+        };
         let controlplane = stack.controlplane.as_ref().map(|c| {
             // CONTROLPLANE_LISTEN is the pod's own address (the Deployment's `env`, from the
             // downward API): 60-controlplane.yaml.tera.
@@ -336,48 +358,12 @@ impl<'a> RenderValues<'a> {
                 autoscaling: c.autoscaling,
                 environment,
                 priority_class: api_priority_class(loaded),
-                node_selector: system_group
-                    .iter()
-                    .flat_map(|g| &g.labels)
-                    .map(|(key, value)| KeyValue {
-                        key: key.clone(),
-                        value: value.clone(),
-                    })
-                    .collect(),
-                tolerations: system_group
-                    .iter()
-                    .flat_map(|g| &g.taints)
-                    .map(|taint| TolerationValues {
-                        key: taint.key.clone(),
-                        value: taint.value.clone(),
-                        effect: taint_effect(taint.effect),
-                    })
-                    .collect(),
+                node_selector: node_selector(),
+                tolerations: tolerations(),
                 prestop_seconds: API_PRESTOP_SECONDS,
                 termination_grace_seconds: API_TERMINATION_GRACE_SECONDS,
             }
         });
-        let node_selector = || -> Vec<KeyValue> {
-            system_group
-                .iter()
-                .flat_map(|g| &g.labels)
-                .map(|(key, value)| KeyValue {
-                    key: key.clone(),
-                    value: value.clone(),
-                })
-                .collect()
-        };
-        let tolerations = || -> Vec<TolerationValues> {
-            system_group
-                .iter()
-                .flat_map(|g| &g.taints)
-                .map(|taint| TolerationValues {
-                    key: taint.key.clone(),
-                    value: taint.value.clone(),
-                    effect: taint_effect(taint.effect),
-                })
-                .collect()
-        };
         let cluster_autoscaler = stack.cluster.autoscaler_enabled().then(|| {
             let image = stack
                 .cluster

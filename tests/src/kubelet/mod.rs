@@ -77,6 +77,30 @@ pub struct Image {
     pub path: String,
 }
 
+impl Image {
+    /// The control plane image (any tag): the `controlplane` binary this workspace built
+    /// (distroless: nothing else).
+    pub fn controlplane() -> Self {
+        let binary = crate::workspace_binary("controlplane");
+        Self {
+            reference: "ghcr.io/acme/stacksmith-controlplane".into(),
+            path: binary
+                .parent()
+                .expect("a binary sits in a folder")
+                .display()
+                .to_string(),
+        }
+    }
+
+    /// The default task runtime image (any tag): this machine's programs.
+    pub fn debian() -> Self {
+        Self {
+            reference: "docker.io/library/debian".into(),
+            path: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+        }
+    }
+}
+
 /// What the kubelet runs and where it finds the local servers.
 #[derive(Debug, Clone)]
 pub struct KubeletConfig {
