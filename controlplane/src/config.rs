@@ -18,6 +18,7 @@
 //! | `CONTROLPLANE_REQUEST_TIMEOUT_MS`   | `limits.request_timeout_ms`    | `10000`                 |
 //! | `CONTROLPLANE_CONCURRENCY_LIMIT`    | `limits.concurrency_limit`     | `512`                   |
 //! | `CONTROLPLANE_SHUTDOWN_GRACE_MS`    | `shutdown_grace_ms`            | `20000`                 |
+//! | `CONTROLPLANE_API_KEY_CACHE_MS`     | `api_key_cache_ms`             | `2000` (`0`: off)       |
 //! | `CONTROLPLANE_DB_MAX_CONNECTIONS`   | `database_max_connections`     | `20`                    |
 //! | `CONTROLPLANE_WORKER_KEY`           | `worker_key`                   | (none: only the admin key leases) |
 //! | `CONTROLPLANE_MAX_LEASE_WAIT_MS`    | `scheduler.max_lease_wait_ms`  | `20000`                 |
@@ -235,6 +236,10 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub limits: HttpLimits,
     pub shutdown_grace_ms: u64,
+    /// How long a team key found valid is trusted without asking the database again. A key
+    /// revoked through this server stops working at once; one revoked elsewhere (another
+    /// replica, `controlplane keys revoke`) within this time. `0`: every request asks.
+    pub api_key_cache_ms: u64,
 }
 
 impl Default for Config {
@@ -252,6 +257,7 @@ impl Default for Config {
             rate_limit: RateLimitConfig::default(),
             limits: HttpLimits::default(),
             shutdown_grace_ms: 20_000,
+            api_key_cache_ms: 2_000,
         }
     }
 }
@@ -431,6 +437,11 @@ impl Config {
         )?;
         parse(
             &lookup,
+            "CONTROLPLANE_API_KEY_CACHE_MS",
+            &mut self.api_key_cache_ms,
+        )?;
+        parse(
+            &lookup,
             "CONTROLPLANE_DB_MAX_CONNECTIONS",
             &mut self.database_max_connections,
         )?;
@@ -480,6 +491,11 @@ impl Config {
             .is_some_and(|namespace| namespace.is_empty())
         {
             return Err(ConfigError::Invalid("the autoscaler namespace is empty"));
+        }
+        if self.api_key_cache_ms > 60_000 {
+            return Err(ConfigError::Invalid(
+                "api_key_cache_ms must be at most 60000 (a revoked key must stop working soon)",
+            ));
         }
         if self.scheduler.claim_spacing_ms > 1_000 {
             return Err(ConfigError::Invalid(

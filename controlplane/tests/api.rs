@@ -5,7 +5,7 @@ mod common;
 use std::collections::HashSet;
 
 use common::{ADMIN_KEY, TestServer, expect_problem, task};
-use controlplane::config::RateLimitConfig;
+use controlplane::config::{Config, RateLimitConfig};
 use serde_json::{Value, json};
 use sqlx::PgPool;
 
@@ -322,6 +322,7 @@ async fn per_key_limit_answers_429_with_rate_limit_headers(pool: PgPool) {
 
 #[sqlx::test(migrations = "./migrations")]
 async fn global_and_per_client_limits_apply(pool: PgPool) {
+    let pool_for_second_server = pool.clone();
     let global = TestServer::with_rate_limit(
         pool.clone(),
         RateLimitConfig {
@@ -355,6 +356,94 @@ async fn global_and_per_client_limits_apply(pool: PgPool) {
     assert_eq!(header(&limited, "ratelimit-limit"), 2);
     expect_problem(limited, 429).await;
     per_client.stop().await;
+
+    // A known key's limits are checked in one call: the client address's limit still applies.
+    let known = TestServer::with_rate_limit(
+        pool_for_second_server,
+        RateLimitConfig {
+            per_client_rps: 1,
+            per_client_burst: 2,
+            ..RateLimitConfig::disabled()
+        },
+    )
+    .await;
+    let (_, key) = known.team_with_key("known").await;
+    assert_eq!(known.submit(&key, task("p")).await.status(), 201);
+    assert_eq!(known.submit(&key, task("p")).await.status(), 201);
+    let limited = known.submit(&key, task("p")).await;
+    assert_eq!(header(&limited, "ratelimit-limit"), 2);
+    let problem = expect_problem(limited, 429).await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("client"),
+        "{problem}"
+    );
+    known.stop().await;
+}
+
+#[sqlx::test(migrations = "./migrations")]
+async fn a_key_revoked_elsewhere_stops_working_within_the_key_cache_time(pool: PgPool) {
+    // Revoked on another replica or with `controlplane keys revoke`: this server trusts the key
+    // it found valid for `api_key_cache_ms`, then asks the database again.
+    let server = TestServer::start(
+        pool.clone(),
+        Config {
+            api_key_cache_ms: 500,
+            ..common::config(RateLimitConfig::disabled())
+        },
+    )
+    .await;
+    let (_, key) = server.team_with_key("cached").await;
+    assert_eq!(server.submit(&key, task("p")).await.status(), 201);
+    let key_id: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM api_keys WHERE key_hash = sha256($1::bytea)")
+            .bind(key.as_bytes())
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    controlplane::store::api_keys::revoke(&pool, key_id, None)
+        .await
+        .unwrap()
+        .unwrap();
+    let revoked = std::time::Instant::now();
+    let refused_after = loop {
+        let response = server.submit(&key, task("p")).await;
+        if response.status() == 401 {
+            break revoked.elapsed();
+        }
+        assert_eq!(response.status(), 201);
+        assert!(
+            revoked.elapsed() < std::time::Duration::from_secs(5),
+            "the revoked key still works after 5 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert!(
+        refused_after < std::time::Duration::from_millis(500 + 1_000),
+        "refused after {refused_after:?}"
+    );
+    server.stop().await;
+
+    // With the cache off, at once.
+    let uncached = TestServer::start(
+        pool.clone(),
+        Config {
+            api_key_cache_ms: 0,
+            ..common::config(RateLimitConfig::disabled())
+        },
+    )
+    .await;
+    let (_, key) = uncached.team_with_key("uncached").await;
+    assert_eq!(uncached.submit(&key, task("p")).await.status(), 201);
+    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE key_hash = sha256($1::bytea)")
+        .bind(key.as_bytes())
+        .execute(&pool)
+        .await
+        .unwrap();
+    expect_problem(uncached.submit(&key, task("p")).await, 401).await;
+    uncached.stop().await;
 }
 
 #[sqlx::test(migrations = "./migrations")]

@@ -64,7 +64,16 @@ async fn cli_migrates_creates_teams_and_keys_and_revokes(pool: PgPool) {
         &url,
         &["keys", "revoke", "--key-id", key["id"].as_str().unwrap()],
     );
-    assert_eq!(server.submit(&secret, task("p")).await.status(), 401);
+    // The running server trusts a key it found valid for `api_key_cache_ms` (2 s by default),
+    // then asks the database again.
+    let revoked = std::time::Instant::now();
+    while server.submit(&secret, task("p")).await.status() != 401 {
+        assert!(
+            revoked.elapsed() < std::time::Duration::from_secs(4),
+            "the key revoked with the CLI still works after 4 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 
     let address = server.base.trim_start_matches("http://").to_owned();
     // The server runs on this test's runtime: wait for the probe without blocking it.

@@ -134,6 +134,50 @@ async fn claim_cost(db: &PgPool, pool: &str) -> (i64, usize) {
     (blocks, top["Actual Rows"].as_u64().unwrap() as usize)
 }
 
+/// As [`claim_cost`], but planned as the server's claim sessions plan it (`claim_pool`: one
+/// generic plan, whatever the parameters).
+async fn generic_claim_cost(db: &PgPool, pool: &str) -> (i64, usize) {
+    let claims = controlplane::store::leases::claim_pool(db);
+    let mut connection = claims.acquire().await.unwrap();
+    let mode: String = sqlx::query_scalar("SHOW plan_cache_mode")
+        .fetch_one(&mut *connection)
+        .await
+        .unwrap();
+    assert_eq!(mode, "force_generic_plan");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "PREPARE generic_claim (text, bigint, float8, text, integer, uuid[], smallint) AS {}",
+        controlplane::store::leases::CLAIM_STATEMENT
+    )))
+    .execute(&mut *connection)
+    .await
+    .unwrap();
+    let mut transaction = sqlx::Connection::begin(&mut *connection).await.unwrap();
+    let lease_ids: Vec<Uuid> = (0..10).map(|_| Uuid::now_v7()).collect();
+    // EXECUTE takes no bind parameters: the values are written out (all of them ours).
+    let lease_ids = lease_ids
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let (plan,): (sqlx::types::Json<Value>,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)
+         EXECUTE generic_claim ('{pool}', 10, 60, 'cost', {}, ARRAY[{lease_ids}]::uuid[], 0)",
+        controlplane::store::leases::TIMEOUT_GRACE_SECONDS
+    )))
+    .fetch_one(&mut *transaction)
+    .await
+    .unwrap();
+    transaction.rollback().await.unwrap();
+    drop(connection);
+    claims.close().await;
+    let top = &plan.0[0]["Plan"];
+    let blocks = ["Shared Hit Blocks", "Shared Read Blocks"]
+        .iter()
+        .map(|field| top[field].as_i64().unwrap())
+        .sum();
+    (blocks, top["Actual Rows"].as_u64().unwrap() as usize)
+}
+
 #[sqlx::test(migrations = "./migrations")]
 async fn a_claim_costs_the_same_with_a_backlog_forty_times_larger(pool: PgPool) {
     let server = TestServer::unlimited(pool.clone()).await;
@@ -147,6 +191,8 @@ async fn a_claim_costs_the_same_with_a_backlog_forty_times_larger(pool: PgPool) 
     }
     sqlx::query("ANALYZE tasks").execute(&pool).await.unwrap();
     let (small, leased) = claim_cost(&pool, "p").await;
+    assert_eq!(leased, 10);
+    let (small_generic, leased) = generic_claim_cost(&pool, "p").await;
     assert_eq!(leased, 10);
     // 40 times the queued tasks, and as many finished ones.
     for team in teams {
@@ -168,11 +214,22 @@ async fn a_claim_costs_the_same_with_a_backlog_forty_times_larger(pool: PgPool) 
     assert_eq!(queued, 60_000);
     let (large, leased) = claim_cost(&pool, "p").await;
     assert_eq!(leased, 10);
-    println!("claim of 10: {small} buffers with 1,500 queued, {large} with 60,000 queued");
+    let (large_generic, leased) = generic_claim_cost(&pool, "p").await;
+    assert_eq!(leased, 10);
+    println!(
+        "claim of 10: {small} buffers with 1,500 queued, {large} with 60,000 queued; \
+         planned generically: {small_generic} and {large_generic}"
+    );
     // A deeper index costs a page per probe at most; counting the backlog would cost thousands.
     assert!(
         large <= small + small / 2,
         "{large} buffers with 60,000 queued against {small} with 1,500"
+    );
+    // The server's claims run with a generic plan (`claim_pool`): it reads the same indexes.
+    assert!(
+        large_generic <= small_generic + small_generic / 2 && large_generic <= large + large / 2,
+        "planned generically: {large_generic} buffers with 60,000 queued against \
+         {small_generic} with 1,500 (custom plans: {large})"
     );
     server.stop().await;
 }

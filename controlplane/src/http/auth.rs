@@ -2,6 +2,11 @@
 //!
 //! A key is `sk_` followed by 64 hex digits (32 random bytes); only its sha256 is stored. The
 //! admin key comes from the configuration and is compared by digest as well.
+//!
+//! A team key found valid is remembered for `api_key_cache_ms` ([`super::key_cache`]): a request with
+//! a known key then costs no database round trip, and its rate limits (per client address, per
+//! key, global) are checked in one Redis call. An unknown key passes the per-client limit before
+//! the database is asked, so a flood of bad keys is stopped before it reaches Postgres.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -12,6 +17,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
+use super::key_cache::KnownKey;
 use super::problem::ApiError;
 use super::rate_limit::RateStatus;
 use super::state::AppState;
@@ -103,22 +109,47 @@ fn bearer_token(request: &Request) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-async fn authenticate(state: &AppState, token: &str) -> Result<Principal, ApiError> {
-    let digest = hash_key(token);
-    if state.admin_key_hash.is_some_and(|admin| admin == digest) {
-        return Ok(Principal::Admin);
+/// The caller when it is known without IO: the admin or worker key, or a team key found valid
+/// recently.
+fn known_principal(state: &AppState, digest: &[u8; 32]) -> Option<Principal> {
+    if state.admin_key_hash.is_some_and(|admin| admin == *digest) {
+        return Some(Principal::Admin);
     }
-    if state.worker_key_hash.is_some_and(|worker| worker == digest) {
-        return Ok(Principal::Worker);
+    if state
+        .worker_key_hash
+        .is_some_and(|worker| worker == *digest)
+    {
+        return Some(Principal::Worker);
     }
+    state.key_cache.get(digest).map(|known| Principal::Team {
+        team_id: known.team_id,
+        key_id: known.key_id,
+    })
+}
+
+/// Looks a team key up in the database (and remembers it when valid).
+async fn authenticate(
+    state: &AppState,
+    token: &str,
+    digest: [u8; 32],
+) -> Result<Principal, ApiError> {
     if !token.starts_with(KEY_PREFIX) || token.len() > 128 {
         return Err(ApiError::Unauthorized("invalid API key"));
     }
     match store::api_keys::find_active_by_hash(&state.db, &digest).await? {
-        Some(key) => Ok(Principal::Team {
-            team_id: key.team_id,
-            key_id: key.id,
-        }),
+        Some(key) => {
+            state.key_cache.insert(
+                digest,
+                KnownKey {
+                    team_id: key.team_id,
+                    key_id: key.id,
+                },
+            );
+            Ok(Principal::Team {
+                team_id: key.team_id,
+                key_id: key.id,
+            })
+        }
         None => Err(ApiError::Unauthorized("invalid or revoked API key")),
     }
 }
@@ -131,6 +162,9 @@ fn limited_response(status: RateStatus) -> Response {
 }
 
 /// Middleware of `/v1`: client-address limit, authentication, per-key and global limits.
+///
+/// With a known caller ([`known_principal`]) the three limits are one Redis call; otherwise the
+/// client-address limit is checked before the database is asked about the key.
 pub async fn authenticate_and_limit(
     State(state): State<AppState>,
     mut request: Request,
@@ -147,31 +181,41 @@ pub async fn authenticate_and_limit(
                     &state.config.rate_limit.trusted_proxies,
                 )
             });
-    if let Some(address) = client
-        && let Some(status) = state
-            .rate_limiters
-            .check_client_shared(&state.redis, &state.config.redis_key_prefix, address)
-            .await
-        && status.is_limited()
-    {
-        return limited_response(status);
-    }
-    let Some(token) = bearer_token(&request) else {
-        return ApiError::Unauthorized("send an API key as `Authorization: Bearer <key>`")
-            .into_response();
+    let limiters = &state.rate_limiters;
+    let prefix = &state.config.redis_key_prefix;
+    let token = bearer_token(&request);
+    let digest = token.map(hash_key);
+    let known = digest.and_then(|digest| known_principal(&state, &digest));
+    let (principal, status) = match (known, token, digest) {
+        (Some(principal), _, _) => {
+            let status = limiters
+                .check_request_shared(&state.redis, prefix, client, principal.rate_key())
+                .await;
+            (principal, status)
+        }
+        (None, token, digest) => {
+            if let Some(address) = client
+                && let Some(status) = limiters
+                    .check_client_shared(&state.redis, prefix, address)
+                    .await
+                && status.is_limited()
+            {
+                return limited_response(status);
+            }
+            let (Some(token), Some(digest)) = (token, digest) else {
+                return ApiError::Unauthorized("send an API key as `Authorization: Bearer <key>`")
+                    .into_response();
+            };
+            let principal = match authenticate(&state, token, digest).await {
+                Ok(principal) => principal,
+                Err(error) => return error.into_response(),
+            };
+            let status = limiters
+                .check_request_shared(&state.redis, prefix, None, principal.rate_key())
+                .await;
+            (principal, status)
+        }
     };
-    let principal = match authenticate(&state, token).await {
-        Ok(principal) => principal,
-        Err(error) => return error.into_response(),
-    };
-    let status = state
-        .rate_limiters
-        .check_key_shared(
-            &state.redis,
-            &state.config.redis_key_prefix,
-            principal.rate_key(),
-        )
-        .await;
     if let Some(status) = status
         && status.is_limited()
     {

@@ -104,7 +104,7 @@ pub async fn create_leases(
             tokio::time::sleep_until(slot).await;
         }
         let claimed = store::leases::claim(
-            &state.db,
+            &state.queue.claims,
             &request.pool,
             request.max_tasks as usize,
             lease_seconds,

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod dead_letters;
 pub mod health;
+pub mod key_cache;
 pub mod leases;
 pub mod metrics;
 pub mod openapi;

@@ -3,8 +3,8 @@
 //!
 //! The per-key and global limits are what the stack states for the whole API, however many
 //! replicas serve it: they are kept in Redis, which every replica shares
-//! ([`RateLimiters::check_key_shared`]: one Lua script per request checks the key's limit, then
-//! the global one, on Redis's clock, under the server's key prefix). When Redis does not answer
+//! ([`RateLimiters::check_request_shared`]: one Lua script per request checks the client's
+//! limit, the key's, then the global one, on Redis's clock, under the server's key prefix). When Redis does not answer
 //! in time, each replica falls back to its own in-process limiters (governor), so a Redis outage
 //! degrades the limits instead of refusing or admitting everything. The per-client limit, a
 //! flood guard before authentication, is shared the same way
@@ -285,16 +285,28 @@ impl RateLimiters {
         }
     }
 
-    /// [`Self::check_key`] against the limits every replica shares in Redis (keys under
-    /// `prefix:ratelimit:`); the in-process limiters answer when Redis fails or is slower than
-    /// [`SHARED_TIMEOUT`].
-    pub async fn check_key_shared(
+    /// The limits of an authenticated request against the ones every replica shares in Redis
+    /// (keys under `prefix:ratelimit:`), in one call: the client address's (when `client` is
+    /// given; [`Self::check_client`]), then the key's and the global one ([`Self::check_key`]).
+    /// Returns the refusing limit's status, or else the per-key status (the response headers).
+    /// The in-process limiters answer when Redis fails or is slower than [`SHARED_TIMEOUT`].
+    pub async fn check_request_shared(
         &self,
         redis: &redis::aio::ConnectionManager,
         prefix: &str,
+        client: Option<IpAddr>,
         key_id: Uuid,
     ) -> Option<RateStatus> {
         let limits: Vec<(String, Quota, Scope)> = [
+            client.and_then(|address| {
+                self.per_client_quota.map(|q| {
+                    (
+                        format!("{prefix}:ratelimit:client:{address}"),
+                        q,
+                        Scope::Client,
+                    )
+                })
+            }),
             self.per_key_quota
                 .map(|q| (format!("{prefix}:ratelimit:key:{key_id}"), q, Scope::Key)),
             self.global_quota
@@ -307,19 +319,24 @@ impl RateLimiters {
             return None;
         }
         let Some(statuses) = check_shared(redis, &limits).await else {
+            if let Some(status) = client.and_then(|address| self.check_client(address))
+                && status.is_limited()
+            {
+                return Some(status);
+            }
             return self.check_key(key_id);
         };
-        let mut statuses = statuses.into_iter();
-        let first = statuses.next()?;
-        if first.is_limited() {
-            return Some(first);
+        if let Some(refused) = statuses.iter().find(|status| status.is_limited()) {
+            return Some(*refused);
         }
-        match statuses.next() {
-            Some(global) if global.is_limited() => Some(global),
-            // The per-key status when there is one, as in process.
-            _ => Some(first),
-        }
+        // The per-key status when there is one, else the global one, as in process.
+        statuses
+            .iter()
+            .find(|status| status.scope == Scope::Key)
+            .or_else(|| statuses.iter().find(|status| status.scope == Scope::Global))
+            .copied()
     }
+
     /// Forgets the state of keys that are back to a full quota (bounds memory).
     pub fn forget_idle(&self) {
         if let Some(limiter) = &self.per_client {

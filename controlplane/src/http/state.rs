@@ -2,11 +2,13 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use redis::aio::ConnectionManager;
 use sqlx::PgPool;
 
+use super::key_cache::KeyCache;
 use super::rate_limit::RateLimiters;
 use crate::config::Config;
 use crate::model::api_key::hash_key;
@@ -43,6 +45,8 @@ pub struct AppState {
     /// The queue's rules and wake-ups (shares `config`, `db` and `redis`).
     pub queue: Queue,
     pub rate_limiters: Arc<RateLimiters>,
+    /// Team keys found valid recently (`api_key_cache_ms`).
+    pub key_cache: Arc<KeyCache>,
     pub admin_key_hash: Option<[u8; 32]>,
     pub worker_key_hash: Option<[u8; 32]>,
     pub lifecycle: Arc<Lifecycle>,
@@ -54,6 +58,9 @@ impl AppState {
         let config = Arc::new(config);
         Self {
             rate_limiters: Arc::new(RateLimiters::new(&config.rate_limit)),
+            key_cache: Arc::new(KeyCache::new(Duration::from_millis(
+                config.api_key_cache_ms,
+            ))),
             admin_key_hash: config.admin_key.as_ref().map(|key| hash_key(key.expose())),
             worker_key_hash: config.worker_key.as_ref().map(|key| hash_key(key.expose())),
             queue: Queue::new(config.clone(), db.clone(), redis.clone()),

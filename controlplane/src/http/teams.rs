@@ -107,7 +107,8 @@ pub async fn create_key(
     ))
 }
 
-/// Revoke an API key (admin only). Takes effect on the next request; revoking twice is fine.
+/// Revoke an API key (admin only). Takes effect on the next request to this server, and within
+/// `api_key_cache_ms` (2 s by default) on every other replica; revoking twice is fine.
 #[utoipa::path(delete, path = "/v1/teams/{team_id}/keys/{key_id}", tag = "admin", security(("api_key" = [])),
     params(("team_id" = Uuid, Path, description = "Team id"), ("key_id" = Uuid, Path, description = "Key id")),
     responses(
@@ -126,5 +127,6 @@ pub async fn revoke_key(
     store::api_keys::revoke(&state.db, key_id, Some(team_id))
         .await?
         .ok_or(ApiError::NotFound("API key"))?;
+    state.key_cache.forget_key(key_id);
     Ok(StatusCode::NO_CONTENT)
 }

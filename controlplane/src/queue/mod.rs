@@ -23,6 +23,8 @@ use crate::model::task::{Task, TaskState};
 pub struct Queue {
     pub config: Arc<Config>,
     pub db: PgPool,
+    /// Where claims run (`store::leases::claim_pool`: planned once per session).
+    pub claims: PgPool,
     pub redis: ConnectionManager,
     /// Where long-polling lease requests wait, per pool: woken one at a time when tasks of their
     /// pool become claimable (by this server at once, by the others through Redis pub/sub).
@@ -37,6 +39,7 @@ impl Queue {
     pub fn new(config: Arc<Config>, db: PgPool, redis: ConnectionManager) -> Self {
         Self {
             config,
+            claims: crate::store::leases::claim_pool(&db),
             db,
             redis,
             wakeups: Arc::default(),
