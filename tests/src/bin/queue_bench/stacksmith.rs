@@ -278,6 +278,42 @@ async fn submit_batch(
     Ok(())
 }
 
+/// The part of a lease the lease loops use (a worker would read the task's command too); the
+/// other fields are skipped while parsing, not built into a tree.
+#[derive(Debug, serde::Deserialize)]
+struct LeaseItem {
+    lease_id: String,
+    fencing_token: i64,
+    task_id: String,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct LeaseReply {
+    leases: Vec<LeaseItem>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct CompleteReport<'a> {
+    lease_id: &'a str,
+    fencing_token: i64,
+    kind: &'static str,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct ReportsRequest<'a> {
+    reports: Vec<CompleteReport<'a>>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ReportResultItem {
+    outcome: String,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ReportsReply {
+    results: Vec<ReportResultItem>,
+}
+
 /// What the lease loops completed: each task id once, and how many came back again.
 #[derive(Default)]
 struct Completions {
@@ -319,7 +355,7 @@ struct LeaseLoop {
 impl LeaseLoop {
     async fn run(self) -> anyhow::Result<()> {
         let this = Arc::new(self);
-        let (to_report, mut reports) = tokio::sync::mpsc::channel::<Vec<Value>>(1);
+        let (to_report, mut reports) = tokio::sync::mpsc::channel::<Vec<LeaseItem>>(1);
         let reporter = {
             let this = this.clone();
             tokio::spawn(async move {
@@ -341,7 +377,7 @@ impl LeaseLoop {
 
     async fn lease_until_done(
         &self,
-        to_report: &tokio::sync::mpsc::Sender<Vec<Value>>,
+        to_report: &tokio::sync::mpsc::Sender<Vec<LeaseItem>>,
     ) -> anyhow::Result<()> {
         let Self {
             client,
@@ -362,8 +398,7 @@ impl LeaseLoop {
                 .await?;
             let status = response.status();
             anyhow::ensure!(status == 200, "POST /v1/leases answered {status}");
-            let body: Value = response.json().await?;
-            let leases = body["leases"].as_array().cloned().unwrap_or_default();
+            let LeaseReply { leases } = response.json().await?;
             if leases.is_empty() {
                 continue;
             }
@@ -375,25 +410,27 @@ impl LeaseLoop {
         Ok(())
     }
 
-    async fn report_batch(&self, leases: &[Value]) -> anyhow::Result<()> {
-        let reports: Vec<Value> = leases
-            .iter()
-            .map(|lease| {
-                json!({"lease_id": lease["lease_id"], "fencing_token": lease["fencing_token"],
-                       "kind": "complete"})
-            })
-            .collect();
+    async fn report_batch(&self, leases: &[LeaseItem]) -> anyhow::Result<()> {
+        let reports = ReportsRequest {
+            reports: leases
+                .iter()
+                .map(|lease| CompleteReport {
+                    lease_id: &lease.lease_id,
+                    fencing_token: lease.fencing_token,
+                    kind: "complete",
+                })
+                .collect(),
+        };
         let response = self
             .client
             .post(format!("{}/v1/leases/reports", self.base))
             .bearer_auth(&self.worker_key)
-            .json(&json!({ "reports": reports }))
+            .json(&reports)
             .send()
             .await?;
         let status = response.status();
         anyhow::ensure!(status == 200, "POST /v1/leases/reports answered {status}");
-        let body: Value = response.json().await?;
-        let results = body["results"].as_array().cloned().unwrap_or_default();
+        let ReportsReply { results } = response.json().await?;
         anyhow::ensure!(
             results.len() == leases.len(),
             "{} results for {} reports",
@@ -402,18 +439,17 @@ impl LeaseLoop {
         );
         for (lease, result) in leases.iter().zip(&results) {
             anyhow::ensure!(
-                result["outcome"] == "ok",
-                "the completion of lease {} was refused: {result}",
-                lease["lease_id"]
+                result.outcome == "ok",
+                "the completion of lease {} was refused: {}",
+                lease.lease_id,
+                result.outcome
             );
-            self.done
-                .add(lease["task_id"].as_str().unwrap_or_default())
-                .await;
+            self.done.add(&lease.task_id).await;
         }
         Ok(())
     }
 
-    async fn report_each(&self, leases: Vec<Value>) -> anyhow::Result<()> {
+    async fn report_each(&self, leases: Vec<LeaseItem>) -> anyhow::Result<()> {
         let mut reports = JoinSet::new();
         for lease in leases {
             let (client, base, key) = (
@@ -422,11 +458,11 @@ impl LeaseLoop {
                 self.worker_key.clone(),
             );
             reports.spawn(async move {
-                let lease_id = lease["lease_id"].as_str().unwrap_or_default();
+                let lease_id = &lease.lease_id;
                 let response = client
                     .post(format!("{base}/v1/leases/{lease_id}/complete"))
                     .bearer_auth(&key)
-                    .json(&json!({"fencing_token": lease["fencing_token"], "result": null}))
+                    .json(&json!({"fencing_token": lease.fencing_token, "result": null}))
                     .send()
                     .await?;
                 let status = response.status();
@@ -434,7 +470,7 @@ impl LeaseLoop {
                     status == 200,
                     "POST /v1/leases/{lease_id}/complete answered {status}"
                 );
-                Ok(lease["task_id"].as_str().unwrap_or_default().to_owned())
+                Ok(lease.task_id)
             });
         }
         while let Some(report) = reports.join_next().await {
