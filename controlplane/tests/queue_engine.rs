@@ -1140,3 +1140,107 @@ async fn a_batched_report_fences_each_item_on_its_own(pool: PgPool) {
     common::expect_problem(response, 403).await;
     server.stop().await;
 }
+
+#[sqlx::test(migrations = "./migrations")]
+async fn an_attempt_row_is_written_once_when_its_lease_ends_also_for_leases_of_the_previous_version(
+    pool: PgPool,
+) {
+    let server = TestServer::unlimited(pool.clone()).await;
+    let (team_id, key) = team_with_key(&server, "attempts", 1, None).await;
+    backlog(&pool, team_id, "a", 3).await;
+    let leases = lease(&server, "a", 3).await;
+    assert_eq!(leases.len(), 3);
+    let attempt_rows = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM task_attempts")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    // A live lease has no row yet; its task lists it as the current attempt.
+    assert_eq!(attempt_rows().await, 0);
+    let task_id = leases[0]["task_id"].as_str().unwrap();
+    let listed: Value = get(&server, &key, &format!("/v1/tasks/{task_id}/attempts"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(listed[0]["lease_id"], leases[0]["lease_id"]);
+    assert_eq!(listed[0]["outcome"], Value::Null);
+    // The previous version wrote the row when it leased: a server of that version took the
+    // second and third leases.
+    for lease in &leases[1..] {
+        sqlx::query(
+            "INSERT INTO task_attempts (lease_id, task_id, attempt, fencing_token, worker)
+             SELECT lease_id, id, attempts, fencing_token, lease_owner FROM tasks
+             WHERE lease_id = $1::uuid",
+        )
+        .bind(lease["lease_id"].as_str().unwrap())
+        .execute(&pool)
+        .await
+        .unwrap();
+    }
+    // Ended by a batched report (the first two) and a single completion (the third).
+    let reports: Vec<Value> = leases[..2]
+        .iter()
+        .map(|lease| {
+            json!({"lease_id": lease["lease_id"], "fencing_token": lease["fencing_token"],
+                   "kind": "complete"})
+        })
+        .collect();
+    let response = post(
+        &server,
+        WORKER_KEY,
+        "/v1/leases/reports",
+        json!({ "reports": reports }),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let answer: Value = response.json().await.unwrap();
+    assert!(
+        answer["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|result| result["outcome"] == "ok"),
+        "{answer}"
+    );
+    complete(&server, &leases[2]).await;
+    // One row per lease, each succeeded, with its worker and the lease's time.
+    let rows: Vec<(String, Option<String>, bool)> = sqlx::query_as(
+        "SELECT a.lease_id::text, a.outcome, a.finished_at >= a.leased_at
+         FROM task_attempts a ORDER BY a.lease_id",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(
+        rows.iter()
+            .all(|(_, outcome, ordered)| outcome.as_deref() == Some("succeeded") && *ordered),
+        "{rows:?}"
+    );
+    for lease in &leases {
+        let task_id = lease["task_id"].as_str().unwrap();
+        let listed: Value = get(&server, &key, &format!("/v1/tasks/{task_id}/attempts"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+        assert_eq!(listed[0]["outcome"], "succeeded");
+    }
+    // A report about an ended lease is stale (409), not unknown.
+    let response = post(
+        &server,
+        WORKER_KEY,
+        &format!(
+            "/v1/leases/{}/complete",
+            leases[0]["lease_id"].as_str().unwrap()
+        ),
+        json!({"fencing_token": leases[0]["fencing_token"], "result": null}),
+    )
+    .await;
+    common::expect_problem(response, 409).await;
+    server.stop().await;
+}

@@ -153,10 +153,6 @@ pub const CLAIM_STATEMENT: &str = concat!(
              CROSS JOIN LATERAL unnest(n.ids, $6::uuid[]) AS l(id, lease_id)
              WHERE t.id = l.id
              RETURNING t.lease_id AS claimed_lease_id, t.*
-         ),
-         attempts AS (
-             INSERT INTO task_attempts (lease_id, task_id, attempt, fencing_token, worker)
-             SELECT claimed_lease_id, id, attempts, fencing_token, $4 FROM leased
          )
          SELECT claimed_lease_id, ",
     task_columns!(),
@@ -209,8 +205,10 @@ struct ClaimedRow {
 ///    another would follow the row's update chain from a stale snapshot and can deadlock with
 ///    waiters.) Teams without a quota wait for no other claim: their leases are added to one
 ///    stripe of their fair-share counter, chosen at random.
-/// 6. The granted tasks become leased (a new lease id and fencing token each) and get their
-///    attempt rows.
+/// 6. The granted tasks become leased (a new lease id and fencing token each). A live lease is
+///    on its task (`lease_id`, `lease_owner`, `leased_at`); its attempt row is written when it
+///    ends ([`record_attempt`], or with the completions of a batch), one write instead of an
+///    insert here and an update there.
 pub async fn claim(
     db: &PgPool,
     pool: &str,
@@ -254,6 +252,28 @@ impl From<sqlx::Error> for LeaseError {
     fn from(error: sqlx::Error) -> Self {
         Self::Database(error)
     }
+}
+
+/// Writes the attempt row of the live lease `lease_id` of the locked task `task_id`, from the
+/// task as it is before the lease ends (who held it, since when, the attempt and token), for
+/// the statement that ends it to fill in. A lease taken by a server of the previous version
+/// already has its row (written when it was claimed): it is kept.
+async fn record_attempt(
+    connection: &mut PgConnection,
+    task_id: Uuid,
+    lease_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO task_attempts (lease_id, task_id, attempt, fencing_token, worker, leased_at)
+         SELECT lease_id, id, attempts, fencing_token, lease_owner, leased_at
+         FROM tasks WHERE id = $1 AND lease_id = $2
+         ON CONFLICT (lease_id) DO NOTHING",
+    )
+    .bind(task_id)
+    .bind(lease_id)
+    .execute(connection)
+    .await?;
+    Ok(())
 }
 
 /// Locks the task of a live lease whose fencing token matches.
@@ -360,6 +380,7 @@ pub async fn complete(
 ) -> Result<(TaskRow, f64), LeaseError> {
     let mut transaction = db.begin().await?;
     let row = lock_lease(&mut transaction, lease_id, fencing_token).await?;
+    record_attempt(&mut transaction, row.id, lease_id).await?;
     let task = sqlx::query_as::<_, TaskRow>(concat!(
         "UPDATE tasks
          SET state = 'succeeded', result = $2, output = $3, exit_code = $4, last_error = NULL,
@@ -526,20 +547,38 @@ async fn apply_reports(
         #[derive(FromRow)]
         struct Completed {
             completed_lease_id: Uuid,
+            seconds: f64,
             #[sqlx(flatten)]
             task: TaskRow,
         }
-        let mut tasks: HashMap<Uuid, TaskRow> = sqlx::query_as::<_, Completed>(
-            "UPDATE tasks t
-             SET state = 'succeeded', result = c.result, output = c.output,
-                 exit_code = c.exit_code, last_error = NULL, finished_at = now(),
-                 updated_at = now(), lease_id = NULL, lease_owner = NULL, lease_expires_at = NULL
-             FROM unnest($1::uuid[], $2::bigint[], $3::jsonb[], $4::text[], $5::int[])
-                  AS c(lease_id, token, result, output, exit_code)
-             WHERE t.lease_id = c.lease_id AND t.state = 'leased' AND t.fencing_token = c.token
-               AND t.lease_expires_at > now()
-             RETURNING c.lease_id AS completed_lease_id, t.*",
-        )
+        // The fenced update, then the attempts' rows from the tasks as they were leased (the
+        // worker stays on a succeeded task as its last lease's), in one statement.
+        let completed = sqlx::query_as::<_, Completed>(concat!(
+            "WITH done AS (
+                 UPDATE tasks t
+                 SET state = 'succeeded', result = c.result, output = c.output,
+                     exit_code = c.exit_code, last_error = NULL, finished_at = now(),
+                     updated_at = now(), lease_id = NULL, lease_expires_at = NULL
+                 FROM unnest($1::uuid[], $2::bigint[], $3::jsonb[], $4::text[], $5::int[])
+                      AS c(lease_id, token, result, output, exit_code)
+                 WHERE t.lease_id = c.lease_id AND t.state = 'leased'
+                   AND t.fencing_token = c.token AND t.lease_expires_at > now()
+                 RETURNING c.lease_id AS completed_lease_id, t.*
+             ),
+             attempts AS (
+                 INSERT INTO task_attempts AS a (lease_id, task_id, attempt, fencing_token,
+                                                 worker, leased_at, finished_at, outcome)
+                 SELECT completed_lease_id, id, attempts, fencing_token, lease_owner, leased_at,
+                        now(), 'succeeded'
+                 FROM done ORDER BY completed_lease_id
+                 -- A lease taken by a server of the previous version has its row already.
+                 ON CONFLICT (lease_id) DO UPDATE
+                 SET finished_at = EXCLUDED.finished_at, outcome = EXCLUDED.outcome
+             )
+             SELECT completed_lease_id, extract(epoch FROM now() - leased_at)::float8 AS seconds, ",
+            task_columns!(),
+            " FROM done"
+        ))
         .bind(
             sorted
                 .iter()
@@ -571,25 +610,13 @@ async fn apply_reports(
                 .collect::<Vec<_>>(),
         )
         .fetch_all(&mut *transaction)
-        .await?
-        .into_iter()
-        .map(|row| (row.completed_lease_id, row.task))
-        .collect();
-        let completed_leases: Vec<Uuid> = tasks.keys().copied().collect();
-        let seconds: HashMap<Uuid, f64> = if completed_leases.is_empty() {
-            HashMap::new()
-        } else {
-            sqlx::query_as::<_, (Uuid, f64)>(
-                "UPDATE task_attempts SET finished_at = now(), outcome = 'succeeded'
-                 WHERE lease_id = ANY($1)
-                 RETURNING lease_id, extract(epoch FROM finished_at - leased_at)::float8",
-            )
-            .bind(&completed_leases)
-            .fetch_all(&mut *transaction)
-            .await?
-            .into_iter()
-            .collect()
-        };
+        .await?;
+        let mut seconds: HashMap<Uuid, f64> = HashMap::with_capacity(completed.len());
+        let mut tasks: HashMap<Uuid, TaskRow> = HashMap::with_capacity(completed.len());
+        for row in completed {
+            seconds.insert(row.completed_lease_id, row.seconds);
+            tasks.insert(row.completed_lease_id, row.task);
+        }
         for &index in &completions {
             let lease_id = reports[index].lease_id;
             let Some(task) = tasks.remove(&lease_id) else {
@@ -720,6 +747,7 @@ async fn fail_locked(
     outcome: &str,
     report: &Report,
 ) -> Result<(TaskRow, f64), sqlx::Error> {
+    record_attempt(connection, task_id, lease_id).await?;
     let task = sqlx::query_as::<_, TaskRow>(concat!(
         "UPDATE tasks
          SET state = CASE WHEN attempts - lease_losses >= max_attempts THEN 'dead' ELSE 'queued' END,
@@ -795,6 +823,7 @@ async fn release_locked(
     task_id: Uuid,
     lease_id: Uuid,
 ) -> Result<TaskRow, sqlx::Error> {
+    record_attempt(connection, task_id, lease_id).await?;
     let task = sqlx::query_as::<_, TaskRow>(concat!(
         "UPDATE tasks
          SET state = 'queued', attempts = greatest(attempts - 1, 0), run_at = now(),
@@ -821,6 +850,7 @@ async fn lose_locked(
     task_id: Uuid,
     lease_id: Uuid,
 ) -> Result<TaskRow, sqlx::Error> {
+    record_attempt(connection, task_id, lease_id).await?;
     let task = sqlx::query_as::<_, TaskRow>(concat!(
         "UPDATE tasks
          SET state = 'queued', lease_losses = lease_losses + 1,
@@ -950,9 +980,12 @@ pub async fn cancel(db: &PgPool, team_id: Uuid, id: Uuid) -> Result<CancelOutcom
     .fetch_optional(&mut *transaction)
     .await?;
     let cancelled = match &previous {
-        Some((state, _))
+        Some((state, lease_id))
             if matches!(state.as_str(), "pending" | "queued" | "leased" | "running") =>
         {
+            if let Some(lease_id) = lease_id {
+                record_attempt(&mut transaction, id, *lease_id).await?;
+            }
             Some(
                 sqlx::query_as::<_, TaskRow>(concat!(
                     "UPDATE tasks
@@ -1100,12 +1133,19 @@ pub async fn attempts(
     team_id: Uuid,
     task_id: Uuid,
 ) -> Result<Vec<AttemptRow>, sqlx::Error> {
+    // The ended attempts, and the live one from the task (its row is written when it ends).
     sqlx::query_as::<_, AttemptRow>(
         "SELECT a.lease_id, a.attempt, a.fencing_token, a.worker, a.leased_at, a.finished_at,
                 a.outcome, a.error, a.next_run_at
          FROM task_attempts a JOIN tasks t ON t.id = a.task_id
          WHERE a.task_id = $1 AND t.team_id = $2
-         ORDER BY a.leased_at, a.attempt",
+         UNION ALL
+         SELECT t.lease_id, t.attempts, t.fencing_token, t.lease_owner, t.leased_at, NULL, NULL,
+                NULL, NULL
+         FROM tasks t
+         WHERE t.id = $1 AND t.team_id = $2 AND t.lease_id IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM task_attempts a WHERE a.lease_id = t.lease_id)
+         ORDER BY leased_at, attempt",
     )
     .bind(task_id)
     .bind(team_id)
