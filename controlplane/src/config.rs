@@ -19,7 +19,7 @@
 //! | `CONTROLPLANE_CONCURRENCY_LIMIT`    | `limits.concurrency_limit`     | `512`                   |
 //! | `CONTROLPLANE_SHUTDOWN_GRACE_MS`    | `shutdown_grace_ms`            | `20000`                 |
 //! | `CONTROLPLANE_API_KEY_CACHE_MS`     | `api_key_cache_ms`             | `2000` (`0`: off)       |
-//! | `CONTROLPLANE_DB_MAX_CONNECTIONS`   | `database_max_connections`     | `20`                    |
+//! | `CONTROLPLANE_DB_MAX_CONNECTIONS`   | `database_max_connections`     | `20` (claims: a quarter more) |
 //! | `CONTROLPLANE_WORKER_KEY`           | `worker_key`                   | (none: only the admin key leases) |
 //! | `CONTROLPLANE_MAX_LEASE_WAIT_MS`    | `scheduler.max_lease_wait_ms`  | `20000`                 |
 //! | `CONTROLPLANE_LEASE_POLL_MS`        | `scheduler.poll_interval_ms`   | `1000`                  |

@@ -126,7 +126,13 @@ async fn claim_cost(db: &PgPool, pool: &str) -> (i64, usize) {
     .await
     .unwrap();
     transaction.rollback().await.unwrap();
-    let top = &plan.0[0]["Plan"];
+    buffers_and_rows(&plan.0)
+}
+
+/// The shared buffers an `EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)` plan read or hit, and the
+/// rows it returned.
+fn buffers_and_rows(plan: &Value) -> (i64, usize) {
+    let top = &plan[0]["Plan"];
     let blocks = ["Shared Hit Blocks", "Shared Read Blocks"]
         .iter()
         .map(|field| top[field].as_i64().unwrap())
@@ -170,12 +176,7 @@ async fn generic_claim_cost(db: &PgPool, pool: &str) -> (i64, usize) {
     transaction.rollback().await.unwrap();
     drop(connection);
     claims.close().await;
-    let top = &plan.0[0]["Plan"];
-    let blocks = ["Shared Hit Blocks", "Shared Read Blocks"]
-        .iter()
-        .map(|field| top[field].as_i64().unwrap())
-        .sum();
-    (blocks, top["Actual Rows"].as_u64().unwrap() as usize)
+    buffers_and_rows(&plan.0)
 }
 
 #[sqlx::test(migrations = "./migrations")]

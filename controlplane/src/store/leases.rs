@@ -166,7 +166,8 @@ pub const CLAIM_STATEMENT: &str = concat!(
 /// ms against 0.4 ms for a 3-task claim, `EXPLAIN (ANALYZE, SUMMARY)`); its generic plan reads
 /// the same indexes (each lateral probe is bounded and ordered as `tasks_claimable`) and runs in
 /// 0.2 ms. Plans are made again when ANALYZE updates the tables' statistics. A quarter of `db`'s
-/// connections (at least 2); only claims use them, so no other statement is planned generically.
+/// connections (at least 2), on top of them; only claims use them, so no other statement is
+/// planned generically.
 pub fn claim_pool(db: &PgPool) -> PgPool {
     let options = (*db.connect_options())
         .clone()
