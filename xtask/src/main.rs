@@ -129,6 +129,16 @@ fn test(runner_args: &[String]) -> Result<ExitCode, String> {
     let mut run = cargo();
     if nextest {
         run.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+        let chosen = runner_args
+            .iter()
+            .any(|arg| arg.starts_with("--test-threads") || arg.starts_with("-j"));
+        if !chosen {
+            // Most of the slow tests wait (on emulated cloud lifecycles, rollouts, kills and
+            // restarts) rather than compute: twice as many at once as there are cores took the
+            // warm run on 2 cores from 285 s to 178 s.
+            let cores = std::thread::available_parallelism().map_or(2, usize::from);
+            run.arg(format!("--test-threads={}", cores * 2));
+        }
     } else {
         run.args(["test", "--workspace", "--no-fail-fast"]);
     }
