@@ -36,16 +36,12 @@ async fn get(server: &TestServer, key: &str, path: &str) -> Value {
 }
 
 async fn lease(server: &TestServer, pool: &str, max_tasks: u32, lease_seconds: u32) -> Vec<Value> {
-    let response = post(
-        server,
-        WORKER_KEY,
-        "/v1/leases",
+    common::request_leases(
+        &server.client,
+        &server.url("/v1/leases"),
         json!({"pool": pool, "max_tasks": max_tasks, "lease_seconds": lease_seconds, "worker": "test"}),
     )
-    .await;
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    body["leases"].as_array().unwrap().clone()
+    .await
 }
 
 async fn complete(server: &TestServer, lease: &Value, result: Value) -> reqwest::Response {
@@ -495,20 +491,13 @@ fn spawn_long_poll(
     let url = server.url("/v1/leases");
     tokio::spawn(async move {
         let started = Instant::now();
-        let body: Value = client
-            .post(url)
-            .bearer_auth(WORKER_KEY)
-            .json(&json!({"pool": pool, "max_tasks": max_tasks, "wait_seconds": 8}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        (
-            started.elapsed(),
-            body["leases"].as_array().unwrap().clone(),
+        let leases = common::request_leases(
+            &client,
+            &url,
+            json!({"pool": pool, "max_tasks": max_tasks, "wait_seconds": 8}),
         )
+        .await;
+        (started.elapsed(), leases)
     })
 }
 
@@ -645,17 +634,7 @@ async fn concurrency_quotas_hold_under_concurrent_claims(pool: PgPool) {
         let url = server.url("/v1/leases");
         let pool_name = if index % 2 == 0 { "q1" } else { "q2" };
         handles.push(tokio::spawn(async move {
-            let body: Value = client
-                .post(url)
-                .bearer_auth(WORKER_KEY)
-                .json(&json!({"pool": pool_name, "max_tasks": 10}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            body["leases"].as_array().unwrap().clone()
+            common::request_leases(&client, &url, json!({"pool": pool_name, "max_tasks": 10})).await
         }));
     }
     let mut leases = Vec::new();

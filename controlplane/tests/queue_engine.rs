@@ -22,16 +22,12 @@ async fn post(server: &TestServer, key: &str, path: &str, body: Value) -> reqwes
 }
 
 async fn lease(server: &TestServer, pool: &str, max_tasks: u32) -> Vec<Value> {
-    let response = post(
-        server,
-        WORKER_KEY,
-        "/v1/leases",
+    common::request_leases(
+        &server.client,
+        &server.url("/v1/leases"),
         json!({"pool": pool, "max_tasks": max_tasks, "lease_seconds": 60}),
     )
-    .await;
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    body["leases"].as_array().unwrap().clone()
+    .await
 }
 
 async fn complete(server: &TestServer, lease: &Value) {
@@ -309,18 +305,12 @@ async fn quotas_hold_under_concurrent_batched_claims_and_counters_follow_every_l
                 ("p2", 1)
             };
             handles.push(tokio::spawn(async move {
-                let body: Value = client
-                    .post(url)
-                    .bearer_auth(WORKER_KEY)
-                    .json(&json!({"pool": pool_name, "max_tasks": 10,
-                                  "lease_seconds": lease_seconds}))
-                    .send()
-                    .await
-                    .unwrap()
-                    .json()
-                    .await
-                    .unwrap();
-                body["leases"].as_array().unwrap().clone()
+                common::request_leases(
+                    &client,
+                    &url,
+                    json!({"pool": pool_name, "max_tasks": 10, "lease_seconds": lease_seconds}),
+                )
+                .await
             }));
         }
         for handle in handles {

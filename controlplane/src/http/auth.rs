@@ -47,6 +47,15 @@ impl Principal {
     }
 }
 
+impl From<KnownKey> for Principal {
+    fn from(key: KnownKey) -> Self {
+        Self::Team {
+            team_id: key.team_id,
+            key_id: key.key_id,
+        }
+    }
+}
+
 /// Extractor: the calling team (403 for the admin, whose key owns no tasks).
 #[derive(Debug, Clone, Copy)]
 pub struct TeamCaller {
@@ -121,10 +130,7 @@ fn known_principal(state: &AppState, digest: &[u8; 32]) -> Option<Principal> {
     {
         return Some(Principal::Worker);
     }
-    state.key_cache.get(digest).map(|known| Principal::Team {
-        team_id: known.team_id,
-        key_id: known.key_id,
-    })
+    state.key_cache.get(digest).map(Principal::from)
 }
 
 /// Looks a team key up in the database (and remembers it when valid).
@@ -137,18 +143,13 @@ async fn authenticate(
         return Err(ApiError::Unauthorized("invalid API key"));
     }
     match store::api_keys::find_active_by_hash(&state.db, &digest).await? {
-        Some(key) => {
-            state.key_cache.insert(
-                digest,
-                KnownKey {
-                    team_id: key.team_id,
-                    key_id: key.id,
-                },
-            );
-            Ok(Principal::Team {
-                team_id: key.team_id,
-                key_id: key.id,
-            })
+        Some(row) => {
+            let key = KnownKey {
+                team_id: row.team_id,
+                key_id: row.id,
+            };
+            state.key_cache.insert(digest, key);
+            Ok(key.into())
         }
         None => Err(ApiError::Unauthorized("invalid or revoked API key")),
     }
@@ -186,14 +187,14 @@ pub async fn authenticate_and_limit(
     let token = bearer_token(&request);
     let digest = token.map(hash_key);
     let known = digest.and_then(|digest| known_principal(&state, &digest));
-    let (principal, status) = match (known, token, digest) {
-        (Some(principal), _, _) => {
+    let (principal, status) = match known {
+        Some(principal) => {
             let status = limiters
                 .check_request_shared(&state.redis, prefix, client, principal.rate_key())
                 .await;
             (principal, status)
         }
-        (None, token, digest) => {
+        None => {
             if let Some(address) = client
                 && let Some(status) = limiters
                     .check_client_shared(&state.redis, prefix, address)

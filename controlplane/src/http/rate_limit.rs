@@ -4,11 +4,11 @@
 //! The per-key and global limits are what the stack states for the whole API, however many
 //! replicas serve it: they are kept in Redis, which every replica shares
 //! ([`RateLimiters::check_request_shared`]: one Lua script per request checks the client's
-//! limit, the key's, then the global one, on Redis's clock, under the server's key prefix). When Redis does not answer
-//! in time, each replica falls back to its own in-process limiters (governor), so a Redis outage
-//! degrades the limits instead of refusing or admitting everything. The per-client limit, a
-//! flood guard before authentication, is shared the same way
-//! ([`RateLimiters::check_client_shared`]), so one address gets its stated rate from the whole
+//! limit, the key's, then the global one, on Redis's clock, under the server's key prefix).
+//! When Redis does not answer in time, each replica falls back to its own in-process limiters
+//! (governor), so a Redis outage degrades the limits instead of refusing or admitting
+//! everything. The per-client limit, a flood guard before authentication, is shared the same
+//! way ([`RateLimiters::check_client_shared`]), so one address gets its stated rate from the whole
 //! API, not once per replica. Its key is the client's address: the connection's peer, or, when
 //! the peer is a trusted proxy (`rate_limit.trusted_proxies`: the load balancer's subnets), the
 //! address that proxy reports in `X-Forwarded-For` ([`client_address`]), so clients behind an

@@ -11,7 +11,6 @@ use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use std::collections::{HashMap, HashSet};
 
-use sqlx::postgres::PgPoolOptions;
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -172,10 +171,7 @@ pub fn claim_pool(db: &PgPool) -> PgPool {
     let options = (*db.connect_options())
         .clone()
         .options([("plan_cache_mode", "force_generic_plan")]);
-    PgPoolOptions::new()
-        .max_connections((db.options().get_max_connections() / 4).max(2))
-        .acquire_timeout(std::time::Duration::from_secs(5))
-        .connect_lazy_with(options)
+    super::pool_options((db.options().get_max_connections() / 4).max(2)).connect_lazy_with(options)
 }
 
 /// A claimed task as the claim statement returns it.
@@ -612,15 +608,12 @@ async fn apply_reports(
         )
         .fetch_all(&mut *transaction)
         .await?;
-        let mut seconds: HashMap<Uuid, f64> = HashMap::with_capacity(completed.len());
-        let mut tasks: HashMap<Uuid, TaskRow> = HashMap::with_capacity(completed.len());
-        for row in completed {
-            seconds.insert(row.completed_lease_id, row.seconds);
-            tasks.insert(row.completed_lease_id, row.task);
-        }
+        let mut completed: HashMap<Uuid, (TaskRow, f64)> = completed
+            .into_iter()
+            .map(|row| (row.completed_lease_id, (row.task, row.seconds)))
+            .collect();
         for &index in &completions {
-            let lease_id = reports[index].lease_id;
-            let Some(task) = tasks.remove(&lease_id) else {
+            let Some((task, seconds)) = completed.remove(&reports[index].lease_id) else {
                 continue;
             };
             ended.push((task.team_id, task.pool.clone()));
@@ -629,7 +622,7 @@ async fn apply_reports(
             }
             results[index] = Some(ReportResult::Ended {
                 task: Box::new(task),
-                seconds: seconds.get(&lease_id).copied().unwrap_or(0.0),
+                seconds,
             });
         }
     }

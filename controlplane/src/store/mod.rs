@@ -28,11 +28,15 @@ pub async fn connect(database_url: &str, max_connections: u32) -> Result<PgPool,
     let options = database_url
         .parse::<PgConnectOptions>()?
         .options([("jit", "off")]);
+    pool_options(max_connections).connect_with(options).await
+}
+
+/// The settings of every pool of the server (`connect`, `leases::claim_pool`): at most
+/// `max_connections`, and a request waits at most 5 s for one.
+pub(crate) fn pool_options(max_connections: u32) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_with(options)
-        .await
 }
 
 /// Applies the pending migrations.

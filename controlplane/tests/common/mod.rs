@@ -138,6 +138,25 @@ impl TestServer {
     }
 }
 
+/// `POST /v1/leases` at `url` with the worker key and `body`: the leases granted (a 200 is
+/// expected). Takes the client and URL rather than the server, so it can run in a spawned task.
+pub async fn request_leases(
+    client: &reqwest::Client,
+    url: &str,
+    body: serde_json::Value,
+) -> Vec<serde_json::Value> {
+    let response = client
+        .post(url)
+        .bearer_auth(WORKER_KEY)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 200, "POST /v1/leases");
+    let body: serde_json::Value = response.json().await.expect("JSON body");
+    body["leases"].as_array().expect("leases").clone()
+}
+
 pub fn task(pool: &str) -> serde_json::Value {
     serde_json::json!({"pool": pool, "command": ["echo", "hello"]})
 }
