@@ -386,29 +386,50 @@ async fn serve_runs_the_autoscaler_when_given_a_namespace(db: PgPool) {
         .spawn()
         .expect("start controlplane serve");
 
+    // The log, read as it is written: the decision is logged just after the scale is
+    // patched, so the test waits for both before it stops the server.
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = {
+        let logs = logs.clone();
+        let stderr = serve.stderr.take().expect("piped stderr");
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut logs = logs.lock().unwrap();
+                logs.push_str(&line);
+                logs.push('\n');
+            }
+        })
+    };
+    let decision_line = || {
+        logs.lock()
+            .unwrap()
+            .lines()
+            .find(|line| line.contains("scaled worker pool"))
+            .map(str::to_owned)
+    };
     // 5 tasks at 2 per replica ask for 3 replicas, the maximum.
     queue_tasks(&db, team, pool, 5).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut scaled = false;
     while Instant::now() < deadline {
-        if replicas(&deployments, pool).await == 3 {
-            scaled = true;
+        scaled = scaled || replicas(&deployments, pool).await == 3;
+        if scaled && decision_line().is_some() {
             break;
         }
         tokio::time::sleep(POLL).await;
     }
     serve.start_kill().expect("stop controlplane serve");
-    let output = serve.wait_with_output().await.expect("controlplane output");
-    let logs = String::from_utf8_lossy(&output.stderr);
+    serve.wait().await.expect("controlplane stopped");
+    reader.await.expect("log reader");
+    let logs = logs.lock().unwrap().clone();
     assert!(
         scaled,
         "the pool never reached 3 replicas; serve logged:\n{logs}"
     );
-    let decision = logs
-        .lines()
-        .find(|line| line.contains("scaled worker pool"))
-        .unwrap_or_else(|| panic!("no scaling decision logged:\n{logs}"));
-    let decision: serde_json::Value = serde_json::from_str(decision).expect("a JSON log line");
+    let decision = decision_line().unwrap_or_else(|| panic!("no scaling decision logged:\n{logs}"));
+    let decision: serde_json::Value = serde_json::from_str(&decision).expect("a JSON log line");
     let fields = &decision["fields"];
     assert_eq!(fields["pool"], pool, "{decision}");
     assert_eq!(fields["direction"], "up", "{decision}");
