@@ -517,8 +517,8 @@ async fn a_batch_is_atomic_and_stays_in_its_team(pool: PgPool) {
 
     let batch = json!({"tasks": [
         {"pool": "p", "command": ["echo", "1"]},
-        {"pool": "p", "command": ["echo", "2"], "priority": 5},
-        {"pool": "q", "command": ["echo", "3"], "retry": {"max_attempts": 2}},
+        {"pool": "p", "command": ["echo", "2"], "priority": 5, "env": {"A": "b"}},
+        {"pool": "q", "command": ["echo", "3"], "retry": {"max_attempts": 2}, "timeout_seconds": 7},
     ]});
     let response = post(&server, &alice_key, "/v1/tasks/batch", batch).await;
     assert_eq!(response.status(), 201);
@@ -526,9 +526,12 @@ async fn a_batch_is_atomic_and_stays_in_its_team(pool: PgPool) {
     assert_eq!(replayed(&answer), [false, false, false]);
     assert_eq!(answer["items"][1]["task"]["priority"], 5);
     assert_eq!(answer["items"][2]["task"]["pool"], "q");
-    for id in ids(&answer) {
+    for (index, id) in ids(&answer).into_iter().enumerate() {
         let mine = get(&server, &alice_key, &format!("/v1/tasks/{id}")).await;
         assert_eq!(mine.status(), 200);
+        // The answer is made from the submission and the stored time: it is the stored task.
+        let stored: Value = mine.json().await.unwrap();
+        assert_eq!(answer["items"][index]["task"], stored);
         let theirs = get(&server, &bob_key, &format!("/v1/tasks/{id}")).await;
         assert_eq!(
             theirs.status(),
@@ -1102,9 +1105,11 @@ async fn a_batched_report_fences_each_item_on_its_own(pool: PgPool) {
     );
     assert_eq!(state(&leases[4]["task_id"]).await.0, "leased");
     assert_eq!(state(&leases[5]["task_id"]).await.0, "leased");
-    // The lease that was reported twice completed once.
+    // The lease that was reported twice completed once: its task keeps it, and no attempt
+    // row was written for it.
     let (succeeded,): (i64,) = sqlx::query_as(
-        "SELECT count(*) FROM task_attempts WHERE lease_id = $1::uuid AND outcome = 'succeeded'",
+        "SELECT (SELECT count(*) FROM tasks WHERE lease_id = $1::uuid AND state = 'succeeded')
+                + (SELECT count(*) FROM task_attempts WHERE lease_id = $1::uuid)",
     )
     .bind(leases[0]["lease_id"].as_str().unwrap())
     .fetch_one(&pool)
@@ -1133,34 +1138,39 @@ async fn a_batched_report_fences_each_item_on_its_own(pool: PgPool) {
 }
 
 #[sqlx::test(migrations = "./migrations")]
-async fn an_attempt_row_is_written_once_when_its_lease_ends_also_for_leases_of_the_previous_version(
+async fn a_success_stays_on_its_task_and_other_ends_write_one_attempt_row_also_for_the_previous_version(
     pool: PgPool,
 ) {
     let server = TestServer::unlimited(pool.clone()).await;
     let (team_id, key) = team_with_key(&server, "attempts", 1, None).await;
-    backlog(&pool, team_id, "a", 3).await;
-    let leases = lease(&server, "a", 3).await;
-    assert_eq!(leases.len(), 3);
+    backlog(&pool, team_id, "a", 4).await;
+    let leases = lease(&server, "a", 4).await;
+    assert_eq!(leases.len(), 4);
     let attempt_rows = || async {
-        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM task_attempts")
-            .fetch_one(&pool)
-            .await
-            .unwrap()
+        sqlx::query_as::<_, (String, Option<String>)>(
+            "SELECT lease_id::text, outcome FROM task_attempts ORDER BY lease_id",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
     };
-    // A live lease has no row yet; its task lists it as the current attempt.
-    assert_eq!(attempt_rows().await, 0);
-    let task_id = leases[0]["task_id"].as_str().unwrap();
-    let listed: Value = get(&server, &key, &format!("/v1/tasks/{task_id}/attempts"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(listed.as_array().unwrap().len(), 1);
-    assert_eq!(listed[0]["lease_id"], leases[0]["lease_id"]);
-    assert_eq!(listed[0]["outcome"], Value::Null);
+    let listed = |lease: &Value| {
+        let path = format!("/v1/tasks/{}/attempts", lease["task_id"].as_str().unwrap());
+        let (server, key) = (&server, &key);
+        async move {
+            let listed: Value = get(server, key, &path).await.json().await.unwrap();
+            listed.as_array().unwrap().clone()
+        }
+    };
+    // A live lease has no row; its task lists it as the current attempt.
+    assert!(attempt_rows().await.is_empty());
+    let live = listed(&leases[0]).await;
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0]["lease_id"], leases[0]["lease_id"]);
+    assert_eq!(live[0]["outcome"], Value::Null);
     // The previous version wrote the row when it leased: a server of that version took the
     // second and third leases.
-    for lease in &leases[1..] {
+    for lease in &leases[1..3] {
         sqlx::query(
             "INSERT INTO task_attempts (lease_id, task_id, attempt, fencing_token, worker)
              SELECT lease_id, id, attempts, fencing_token, lease_owner FROM tasks
@@ -1171,19 +1181,17 @@ async fn an_attempt_row_is_written_once_when_its_lease_ends_also_for_leases_of_t
         .await
         .unwrap();
     }
-    // Ended by a batched report (the first two) and a single completion (the third).
-    let reports: Vec<Value> = leases[..2]
-        .iter()
-        .map(|lease| {
-            json!({"lease_id": lease["lease_id"], "fencing_token": lease["fencing_token"],
-                   "kind": "complete"})
-        })
-        .collect();
+    // Ended by a batched report (two completions and a failure) and a single completion.
+    let report = |lease: &Value, kind: &str| {
+        json!({"lease_id": lease["lease_id"], "fencing_token": lease["fencing_token"],
+               "kind": kind, "error": (kind == "fail").then_some("exit 1")})
+    };
     let response = post(
         &server,
         WORKER_KEY,
         "/v1/leases/reports",
-        json!({ "reports": reports }),
+        json!({"reports": [report(&leases[0], "complete"), report(&leases[1], "complete"),
+                           report(&leases[3], "fail")]}),
     )
     .await;
     assert_eq!(response.status(), 200);
@@ -1197,31 +1205,31 @@ async fn an_attempt_row_is_written_once_when_its_lease_ends_also_for_leases_of_t
         "{answer}"
     );
     complete(&server, &leases[2]).await;
-    // One row per lease, each succeeded, with its worker and the lease's time.
-    let rows: Vec<(String, Option<String>, bool)> = sqlx::query_as(
-        "SELECT a.lease_id::text, a.outcome, a.finished_at >= a.leased_at
-         FROM task_attempts a ORDER BY a.lease_id",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    assert_eq!(rows.len(), 3, "{rows:?}");
-    assert!(
-        rows.iter()
-            .all(|(_, outcome, ordered)| outcome.as_deref() == Some("succeeded") && *ordered),
-        "{rows:?}"
-    );
-    for lease in &leases {
-        let task_id = lease["task_id"].as_str().unwrap();
-        let listed: Value = get(&server, &key, &format!("/v1/tasks/{task_id}/attempts"))
-            .await
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
-        assert_eq!(listed[0]["outcome"], "succeeded");
+    // No row was written for a success; the failure wrote one. The previous version's rows
+    // stay as they were.
+    let id = |lease: &Value| lease["lease_id"].as_str().unwrap().to_owned();
+    let mut expected = vec![
+        (id(&leases[1]), None),
+        (id(&leases[2]), None),
+        (id(&leases[3]), Some("failed".to_owned())),
+    ];
+    expected.sort();
+    assert_eq!(attempt_rows().await, expected);
+    // Listed: one attempt each, ended as it ended, after it began.
+    for (lease, outcome) in leases
+        .iter()
+        .zip(["succeeded", "succeeded", "succeeded", "failed"])
+    {
+        let attempts = listed(lease).await;
+        assert_eq!(attempts.len(), 1, "{attempts:?}");
+        assert_eq!(attempts[0]["lease_id"], lease["lease_id"]);
+        assert_eq!(attempts[0]["outcome"], outcome, "{attempts:?}");
+        assert!(
+            attempts[0]["finished_at"].as_str() >= attempts[0]["leased_at"].as_str(),
+            "{attempts:?}"
+        );
     }
-    // A report about an ended lease is stale (409), not unknown.
+    // A report about an ended lease is stale (409, or `gone` in a batch), not unknown.
     let response = post(
         &server,
         WORKER_KEY,
@@ -1232,6 +1240,25 @@ async fn an_attempt_row_is_written_once_when_its_lease_ends_also_for_leases_of_t
         json!({"fencing_token": leases[0]["fencing_token"], "result": null}),
     )
     .await;
-    common::expect_problem(response, 409).await;
+    let problem = common::expect_problem(response, 409).await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("succeeded"),
+        "{problem}"
+    );
+    let response = post(
+        &server,
+        WORKER_KEY,
+        "/v1/leases/reports",
+        json!({"reports": [report(&leases[0], "complete"), report(&leases[2], "complete")]}),
+    )
+    .await;
+    let answer: Value = response.json().await.unwrap();
+    for result in answer["results"].as_array().unwrap() {
+        assert_eq!(result["outcome"], "gone", "{answer}");
+        assert!(
+            result["detail"].as_str().unwrap().contains("succeeded"),
+            "{answer}"
+        );
+    }
     server.stop().await;
 }

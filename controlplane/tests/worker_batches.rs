@@ -39,13 +39,21 @@ fn config() -> controlplane::config::Config {
     config
 }
 
-/// Every task's (state, attempt outcomes), read from the database.
+/// Every task's (state, attempt outcomes), read from the database: the rows of ended attempts
+/// and the success its task keeps (no row is written for it).
 async fn outcomes(db: &PgPool) -> HashMap<String, (String, Vec<String>)> {
     let rows: Vec<(String, String, Vec<String>)> = sqlx::query_as(
         "SELECT t.id::text, t.state,
                 coalesce(array_agg(a.outcome ORDER BY a.leased_at)
-                         FILTER (WHERE a.lease_id IS NOT NULL), '{}')
-         FROM tasks t LEFT JOIN task_attempts a ON a.task_id = t.id
+                         FILTER (WHERE a.leased_at IS NOT NULL), '{}')
+         FROM tasks t
+         LEFT JOIN LATERAL (
+             SELECT outcome, leased_at FROM task_attempts WHERE task_id = t.id
+             UNION ALL
+             SELECT 'succeeded', t.leased_at
+             WHERE t.state = 'succeeded'
+               AND NOT EXISTS (SELECT 1 FROM task_attempts WHERE lease_id = t.lease_id)
+         ) a ON true
          GROUP BY t.id, t.state",
     )
     .fetch_all(db)

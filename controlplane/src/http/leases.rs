@@ -14,7 +14,7 @@ use super::auth::WorkerCaller;
 use super::problem::{ApiError, ApiJson, ApiPath};
 use super::state::AppState;
 use crate::model::lease::{
-    CompleteRequest, FailRequest, HeartbeatRequest, HeartbeatResponse, Lease, LeaseReportsRequest,
+    CompleteRequest, FailRequest, HeartbeatRequest, HeartbeatResponse, LeaseReportsRequest,
     LeaseReportsResponse, LeaseRequest, LeaseResponse, MAX_REPORTS, ReleaseRequest, check_error,
     check_lease_seconds, check_output, check_result,
 };
@@ -120,9 +120,7 @@ pub async fn create_leases(
         let now = tokio::time::Instant::now();
         if !claimed.is_empty() || now >= deadline {
             crate::metrics::record_leases(&request.pool, claimed.len(), started.elapsed());
-            return Ok(axum::Json(LeaseResponse {
-                leases: claimed.into_iter().map(Lease::from).collect(),
-            }));
+            return Ok(axum::Json(LeaseResponse { leases: claimed }));
         }
         let sleep_until = deadline.min(now + poll);
         tokio::select! {
@@ -238,7 +236,7 @@ pub async fn complete(
             .await
             .map_err(lease_error)?;
     let task = Task::try_from(row)?;
-    crate::queue::record_report(&task, seconds);
+    crate::queue::record_report(&task.pool, task.state, seconds);
     if task.workflow_id.is_some() {
         // Dependents whose last dependency this was are queued now.
         state.queue.announce_queued().await;
@@ -280,7 +278,7 @@ pub async fn fail(
         .await
         .map_err(lease_error)?;
     let task = Task::try_from(row)?;
-    crate::queue::record_report(&task, seconds);
+    crate::queue::record_report(&task.pool, task.state, seconds);
     if task.state == TaskState::Queued && task.run_at <= Utc::now() {
         // A retry without backoff is claimable at once.
         state.queue.announce_queued().await;

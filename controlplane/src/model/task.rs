@@ -353,6 +353,44 @@ pub struct NewTask {
     pub max_lease_losses: i32,
 }
 
+impl NewTask {
+    /// The task as it is stored, queued, with the id `id` at `at`: what was submitted and the
+    /// defaults of a new row (no attempt yet, token 0, nothing reported, runnable at once).
+    pub fn queued(&self, id: Uuid, at: DateTime<Utc>) -> Task {
+        Task {
+            id,
+            pool: self.pool.clone(),
+            command: self.command.clone(),
+            env: self.env.clone(),
+            timeout_seconds: self.timeout_seconds,
+            priority: self.priority,
+            retry: TaskRetry {
+                max_attempts: self.max_attempts,
+                backoff_seconds: self.retry_backoff_seconds,
+                max_backoff_seconds: self.retry_max_backoff_seconds,
+                jitter_percent: self.retry_jitter_percent,
+                max_lease_losses: self.max_lease_losses,
+            },
+            state: TaskState::Queued,
+            attempts: 0,
+            lease_losses: 0,
+            run_at: at,
+            created_at: at,
+            updated_at: at,
+            finished_at: None,
+            fencing_token: 0,
+            lease_expires_at: None,
+            result: None,
+            output: None,
+            exit_code: None,
+            last_error: None,
+            workflow_id: None,
+            workflow_task: None,
+            dependency_results: serde_json::Value::Object(serde_json::Map::new()),
+        }
+    }
+}
+
 /// True for the states a task never leaves.
 pub fn is_final(state: TaskState) -> bool {
     matches!(

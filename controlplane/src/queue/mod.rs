@@ -15,7 +15,7 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::model::task::{Task, TaskState};
+use crate::model::task::TaskState;
 
 /// What the queue's rules work with: the database, Redis, and this server's wake-ups. Cheap to
 /// clone (handles).
@@ -63,11 +63,11 @@ impl Queue {
 }
 
 /// An attempt reported: its duration (lease to report), and a retry or a dead letter.
-pub fn record_report(task: &Task, attempt_seconds: f64) {
-    crate::metrics::record_attempt_duration(&task.pool, attempt_seconds);
-    match task.state {
-        TaskState::Queued => crate::metrics::record_retry(&task.pool),
-        TaskState::Dead => crate::metrics::record_dead_letter(&task.pool),
+pub fn record_report(pool: &str, state: TaskState, attempt_seconds: f64) {
+    crate::metrics::record_attempt_duration(pool, attempt_seconds);
+    match state {
+        TaskState::Queued => crate::metrics::record_retry(pool),
+        TaskState::Dead => crate::metrics::record_dead_letter(pool),
         _ => {}
     }
 }

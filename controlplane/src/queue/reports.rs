@@ -5,7 +5,7 @@
 use super::Queue;
 use crate::model::UnknownState;
 use crate::model::lease::{LeaseReportItem, LeaseReportResult, ReportKind, ReportOutcome};
-use crate::model::task::{Task, TaskState};
+use crate::model::task::TaskState;
 use crate::store::leases::{LeaseError, LeaseReport, Report, ReportAction, ReportResult};
 
 #[derive(Debug, thiserror::Error)]
@@ -57,20 +57,20 @@ impl Queue {
                     task_state: None,
                 },
                 ReportResult::Ended { task, seconds } => {
-                    let task = Task::try_from(*task)?;
+                    let state = TaskState::parse(&task.state)?;
                     if !matches!(report.action, ReportAction::Release) {
-                        super::record_report(&task, seconds);
+                        super::record_report(&task.pool, state, seconds);
                     }
                     // A retry without backoff, a task given back, or workflow dependents
                     // queued by a completion: claimable now.
-                    wake |= (task.state == TaskState::Queued && task.run_at <= chrono::Utc::now())
-                        || (task.state == TaskState::Succeeded && task.workflow_id.is_some());
+                    wake |= (state == TaskState::Queued && task.run_at <= chrono::Utc::now())
+                        || (state == TaskState::Succeeded && task.workflow_id.is_some());
                     LeaseReportResult {
                         lease_id,
                         outcome: ReportOutcome::Ok,
                         detail: None,
                         lease_expires_at: None,
-                        task_state: Some(task.state),
+                        task_state: Some(state),
                     }
                 }
                 ReportResult::Refused(LeaseError::NotFound) => LeaseReportResult {

@@ -112,12 +112,13 @@ impl Queue {
                 .iter()
                 .map(|(team, submission)| (*team, &submission.task))
                 .collect();
-            let rows = store::tasks::insert_many(&self.db, &tasks).await?;
-            return rows
-                .into_iter()
-                .map(|row| Ok(Outcome::Created(Box::new(Task::try_from(row)?))))
-                .collect::<Result<Vec<_>, SubmitError>>()
-                .map(Some);
+            let created = store::tasks::insert_many(&self.db, &tasks).await?;
+            return Ok(Some(
+                created
+                    .into_iter()
+                    .map(|task| Outcome::Created(Box::new(task)))
+                    .collect(),
+            ));
         }
         let mut transaction = self.db.begin().await?;
         let stored = stored_responses(&mut transaction, submissions).await?;
@@ -169,13 +170,13 @@ impl Queue {
         } else {
             store::tasks::insert_many(&mut *transaction, &to_create).await?
         };
-        let mut created = rows.into_iter().map(Task::try_from);
+        let mut created = rows.into_iter();
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(submissions.len());
         let mut bodies: Vec<(usize, serde_json::Value)> = Vec::new();
         for (index, plan) in plans.into_iter().enumerate() {
             outcomes.push(match plan {
                 Plan::Create => {
-                    let task = created.next().ok_or(sqlx::Error::RowNotFound)??;
+                    let task = created.next().ok_or(sqlx::Error::RowNotFound)?;
                     if submissions[index].1.idempotency_key.is_some() {
                         bodies.push((index, serde_json::to_value(&task)?));
                     }

@@ -9,7 +9,7 @@
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sqlx::{FromRow, PgConnection, PgPool};
 use uuid::Uuid;
@@ -21,29 +21,38 @@ use crate::model::lease::Lease;
 /// neither finishes nor reports is noticed by the reaper even while it heartbeats.
 pub const TIMEOUT_GRACE_SECONDS: i32 = 30;
 
-/// A task leased to a worker.
-#[derive(Debug, Clone)]
-pub struct Claimed {
-    pub lease_id: Uuid,
-    pub task: TaskRow,
+/// A lease as the claim statement returns it: what the worker is told, nothing more.
+#[derive(Debug, FromRow)]
+struct LeasedRow {
+    lease_id: Uuid,
+    fencing_token: i64,
+    lease_expires_at: DateTime<Utc>,
+    task_id: Uuid,
+    team_id: Uuid,
+    pool: String,
+    command: Vec<String>,
+    env: Json<BTreeMap<String, String>>,
+    timeout_seconds: i32,
+    attempts: i32,
+    max_attempts: i32,
+    dependency_results: Json<serde_json::Value>,
 }
 
-impl From<Claimed> for Lease {
-    fn from(claimed: Claimed) -> Self {
-        let task = claimed.task;
+impl From<LeasedRow> for Lease {
+    fn from(row: LeasedRow) -> Self {
         Self {
-            lease_id: claimed.lease_id,
-            fencing_token: task.fencing_token,
-            lease_expires_at: task.lease_expires_at.unwrap_or_else(Utc::now),
-            task_id: task.id,
-            team_id: task.team_id,
-            pool: task.pool,
-            command: task.command,
-            env: task.env.0,
-            timeout_seconds: task.timeout_seconds,
-            attempt: task.attempts,
-            max_attempts: task.max_attempts,
-            dependency_results: task.dependency_results.0,
+            lease_id: row.lease_id,
+            fencing_token: row.fencing_token,
+            lease_expires_at: row.lease_expires_at,
+            task_id: row.task_id,
+            team_id: row.team_id,
+            pool: row.pool,
+            command: row.command,
+            env: row.env.0,
+            timeout_seconds: row.timeout_seconds,
+            attempt: row.attempts,
+            max_attempts: row.max_attempts,
+            dependency_results: row.dependency_results.0,
         }
     }
 }
@@ -52,8 +61,7 @@ impl From<Claimed> for Lease {
 /// `$5` the timeout grace in seconds, `$6` one new lease id per task (at least `$2`), `$7` the
 /// stripe of the fair-share counters to add to. Public so that a test can show its cost does
 /// not depend on the backlog (`EXPLAIN (ANALYZE, BUFFERS)`).
-pub const CLAIM_STATEMENT: &str = concat!(
-    "WITH candidates AS (
+pub const CLAIM_STATEMENT: &str = "WITH candidates AS (
              SELECT t.id AS team_id, t.share, t.max_concurrent_tasks,
                     coalesce(s.active, 0) AS pool_active, s.last_leased_at,
                     least($2, coalesce(t.max_concurrent_tasks - coalesce(tu.active, 0), $2))
@@ -151,12 +159,11 @@ pub const CLAIM_STATEMENT: &str = concat!(
              -- Padded with NULL ids past the granted tasks ($6 has at least $2 lease ids).
              CROSS JOIN LATERAL unnest(n.ids, $6::uuid[]) AS l(id, lease_id)
              WHERE t.id = l.id
-             RETURNING t.lease_id AS claimed_lease_id, t.*
+             RETURNING t.lease_id, t.fencing_token, t.lease_expires_at, t.id AS task_id,
+                       t.team_id, t.pool, t.command, t.env, t.timeout_seconds, t.attempts,
+                       t.max_attempts, t.dependency_results
          )
-         SELECT claimed_lease_id, ",
-    task_columns!(),
-    " FROM leased"
-);
+         SELECT * FROM leased";
 
 /// The pool claims run on: beside `db`, to the same database, with sessions that plan
 /// [`CLAIM_STATEMENT`] once (`plan_cache_mode = force_generic_plan`) instead of at every call.
@@ -172,14 +179,6 @@ pub fn claim_pool(db: &PgPool) -> PgPool {
         .clone()
         .options([("plan_cache_mode", "force_generic_plan")]);
     super::pool_options((db.options().get_max_connections() / 4).max(2)).connect_lazy_with(options)
-}
-
-/// A claimed task as the claim statement returns it.
-#[derive(Debug, FromRow)]
-struct ClaimedRow {
-    claimed_lease_id: Uuid,
-    #[sqlx(flatten)]
-    task: TaskRow,
 }
 
 /// Leases up to `max` ready tasks of `pool` in one statement, fairly across teams and within
@@ -212,10 +211,10 @@ pub async fn claim(
     max: usize,
     lease_seconds: i32,
     worker: &str,
-) -> Result<Vec<Claimed>, sqlx::Error> {
+) -> Result<Vec<Lease>, sqlx::Error> {
     let max = i64::try_from(max.clamp(1, 1000)).unwrap_or(1);
     let lease_ids: Vec<Uuid> = (0..max).map(|_| Uuid::now_v7()).collect();
-    let rows = sqlx::query_as::<_, ClaimedRow>(CLAIM_STATEMENT)
+    let rows = sqlx::query_as::<_, LeasedRow>(CLAIM_STATEMENT)
         .bind(pool)
         .bind(max)
         .bind(f64::from(lease_seconds))
@@ -225,13 +224,7 @@ pub async fn claim(
         .bind(super::usage::random_stripe())
         .fetch_all(db)
         .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| Claimed {
-            lease_id: row.claimed_lease_id,
-            task: row.task,
-        })
-        .collect())
+    Ok(rows.into_iter().map(Lease::from).collect())
 }
 
 /// Why an operation on a lease was refused.
@@ -288,11 +281,16 @@ async fn lock_lease(
     .fetch_optional(&mut *connection)
     .await?;
     let Some(row) = row else {
-        let known: Option<(Option<String>,)> =
-            sqlx::query_as("SELECT outcome FROM task_attempts WHERE lease_id = $1")
-                .bind(lease_id)
-                .fetch_optional(&mut *connection)
-                .await?;
+        // A succeeded lease stays on its task; the others ended in an attempt row.
+        let known: Option<(Option<String>,)> = sqlx::query_as(
+            "SELECT 'succeeded'::text FROM tasks WHERE lease_id = $1 AND state = 'succeeded'
+             UNION ALL
+             SELECT outcome FROM task_attempts WHERE lease_id = $1
+             LIMIT 1",
+        )
+        .bind(lease_id)
+        .fetch_optional(&mut *connection)
+        .await?;
         return Err(ended_lease(known.map(|(outcome,)| outcome)));
     };
     check_live(&row, fencing_token)?;
@@ -369,6 +367,8 @@ pub struct Report {
 }
 
 /// Marks the task of a live lease succeeded and releases the workflow tasks waiting for it.
+/// The successful attempt stays on the task (its lease id, worker and times): no attempt row
+/// is written for it.
 pub async fn complete(
     db: &PgPool,
     lease_id: Uuid,
@@ -377,26 +377,24 @@ pub async fn complete(
 ) -> Result<(TaskRow, f64), LeaseError> {
     let mut transaction = db.begin().await?;
     let row = lock_lease(&mut transaction, lease_id, fencing_token).await?;
-    record_attempt(&mut transaction, row.id, lease_id).await?;
-    let task = sqlx::query_as::<_, TaskRow>(concat!(
+    #[derive(FromRow)]
+    struct Completed {
+        seconds: f64,
+        #[sqlx(flatten)]
+        task: TaskRow,
+    }
+    let Completed { task, seconds } = sqlx::query_as::<_, Completed>(concat!(
         "UPDATE tasks
          SET state = 'succeeded', result = $2, output = $3, exit_code = $4, last_error = NULL,
-             finished_at = now(), updated_at = now(),
-             lease_id = NULL, lease_owner = NULL, lease_expires_at = NULL
-         WHERE id = $1 RETURNING ",
+             finished_at = now(), updated_at = now(), lease_expires_at = NULL
+         WHERE id = $1
+         RETURNING extract(epoch FROM now() - leased_at)::float8 AS seconds, ",
         task_columns!()
     ))
     .bind(row.id)
     .bind(report.result.as_ref().map(Json))
     .bind(&report.output)
     .bind(report.exit_code)
-    .fetch_one(&mut *transaction)
-    .await?;
-    let seconds: f64 = sqlx::query_scalar(
-        "UPDATE task_attempts SET finished_at = now(), outcome = 'succeeded' WHERE lease_id = $1
-         RETURNING extract(epoch FROM finished_at - leased_at)::float8",
-    )
-    .bind(lease_id)
     .fetch_one(&mut *transaction)
     .await?;
     super::usage::lease_ended(&mut transaction, &[(task.team_id, task.pool.clone())]).await?;
@@ -424,6 +422,31 @@ pub struct LeaseReport {
     pub action: ReportAction,
 }
 
+/// What a report that ended a lease tells of the task: where it is now (for the answer, the
+/// lease counters, the metrics and the wake-ups), not the whole row.
+#[derive(Debug, Clone, FromRow)]
+pub struct EndedTask {
+    pub id: Uuid,
+    pub team_id: Uuid,
+    pub pool: String,
+    pub state: String,
+    pub run_at: DateTime<Utc>,
+    pub workflow_id: Option<Uuid>,
+}
+
+impl From<&TaskRow> for EndedTask {
+    fn from(task: &TaskRow) -> Self {
+        Self {
+            id: task.id,
+            team_id: task.team_id,
+            pool: task.pool.clone(),
+            state: task.state.clone(),
+            run_at: task.run_at,
+            workflow_id: task.workflow_id,
+        }
+    }
+}
+
 /// What became of one report.
 #[derive(Debug)]
 pub enum ReportResult {
@@ -431,7 +454,7 @@ pub enum ReportResult {
     Extended(DateTime<Utc>),
     /// The lease ended: the task as it is now, and the attempt's duration.
     Ended {
-        task: Box<TaskRow>,
+        task: EndedTask,
         seconds: f64,
     },
     Refused(LeaseError),
@@ -546,36 +569,24 @@ async fn apply_reports(
             completed_lease_id: Uuid,
             seconds: f64,
             #[sqlx(flatten)]
-            task: TaskRow,
+            task: EndedTask,
         }
-        // The fenced update, then the attempts' rows from the tasks as they were leased (the
-        // worker stays on a succeeded task as its last lease's), in one statement.
-        let completed = sqlx::query_as::<_, Completed>(concat!(
-            "WITH done AS (
-                 UPDATE tasks t
-                 SET state = 'succeeded', result = c.result, output = c.output,
-                     exit_code = c.exit_code, last_error = NULL, finished_at = now(),
-                     updated_at = now(), lease_id = NULL, lease_expires_at = NULL
-                 FROM unnest($1::uuid[], $2::bigint[], $3::jsonb[], $4::text[], $5::int[])
-                      AS c(lease_id, token, result, output, exit_code)
-                 WHERE t.lease_id = c.lease_id AND t.state = 'leased'
-                   AND t.fencing_token = c.token AND t.lease_expires_at > now()
-                 RETURNING c.lease_id AS completed_lease_id, t.*
-             ),
-             attempts AS (
-                 INSERT INTO task_attempts AS a (lease_id, task_id, attempt, fencing_token,
-                                                 worker, leased_at, finished_at, outcome)
-                 SELECT completed_lease_id, id, attempts, fencing_token, lease_owner, leased_at,
-                        now(), 'succeeded'
-                 FROM done ORDER BY completed_lease_id
-                 -- A lease taken by a server of the previous version has its row already.
-                 ON CONFLICT (lease_id) DO UPDATE
-                 SET finished_at = EXCLUDED.finished_at, outcome = EXCLUDED.outcome
-             )
-             SELECT completed_lease_id, extract(epoch FROM now() - leased_at)::float8 AS seconds, ",
-            task_columns!(),
-            " FROM done"
-        ))
+        // The fenced update; the successful attempt stays on the task (lease id, worker,
+        // times), so nothing else is written. Only what the answer and the counters need comes
+        // back.
+        let completed = sqlx::query_as::<_, Completed>(
+            "UPDATE tasks t
+             SET state = 'succeeded', result = c.result, output = c.output,
+                 exit_code = c.exit_code, last_error = NULL, finished_at = now(),
+                 updated_at = now(), lease_expires_at = NULL
+             FROM unnest($1::uuid[], $2::bigint[], $3::jsonb[], $4::text[], $5::int[])
+                  AS c(lease_id, token, result, output, exit_code)
+             WHERE t.lease_id = c.lease_id AND t.state = 'leased'
+               AND t.fencing_token = c.token AND t.lease_expires_at > now()
+             RETURNING c.lease_id AS completed_lease_id,
+                       extract(epoch FROM now() - t.leased_at)::float8 AS seconds,
+                       t.id, t.team_id, t.pool, t.state, t.run_at, t.workflow_id",
+        )
         .bind(
             sorted
                 .iter()
@@ -608,7 +619,7 @@ async fn apply_reports(
         )
         .fetch_all(&mut *transaction)
         .await?;
-        let mut completed: HashMap<Uuid, (TaskRow, f64)> = completed
+        let mut completed: HashMap<Uuid, (EndedTask, f64)> = completed
             .into_iter()
             .map(|row| (row.completed_lease_id, (row.task, row.seconds)))
             .collect();
@@ -620,10 +631,7 @@ async fn apply_reports(
             if task.workflow_id.is_some() {
                 release_dependents(&mut transaction, task.id).await?;
             }
-            results[index] = Some(ReportResult::Ended {
-                task: Box::new(task),
-                seconds,
-            });
+            results[index] = Some(ReportResult::Ended { task, seconds });
         }
     }
     for &index in &one_by_one {
@@ -647,7 +655,7 @@ async fn apply_reports(
         };
         ended.push((row.team_id, row.pool.clone()));
         results[index] = Some(ReportResult::Ended {
-            task: Box::new(task),
+            task: EndedTask::from(&task),
             seconds,
         });
     }
@@ -710,24 +718,32 @@ async fn refusal_reasons(
     connection: &mut PgConnection,
     lease_ids: &[Uuid],
 ) -> Result<RefusalReasons, sqlx::Error> {
-    let live = sqlx::query_as::<_, (Uuid, i64, Option<DateTime<Utc>>)>(
-        "SELECT lease_id, fencing_token, lease_expires_at FROM tasks
-         WHERE lease_id = ANY($1) AND state = 'leased'",
+    // A task holds its live lease and, once succeeded, the lease it succeeded with.
+    let mut live = HashMap::new();
+    let mut ended: HashMap<Uuid, Option<String>> = HashMap::new();
+    let on_tasks = sqlx::query_as::<_, (Uuid, String, i64, Option<DateTime<Utc>>)>(
+        "SELECT lease_id, state, fencing_token, lease_expires_at FROM tasks
+         WHERE lease_id = ANY($1) AND state IN ('leased', 'succeeded')",
     )
     .bind(lease_ids)
     .fetch_all(&mut *connection)
-    .await?
-    .into_iter()
-    .map(|(lease_id, token, deadline)| (lease_id, (token, deadline)))
-    .collect();
-    let ended = sqlx::query_as::<_, (Uuid, Option<String>)>(
+    .await?;
+    for (lease_id, state, token, deadline) in on_tasks {
+        if state == "leased" {
+            live.insert(lease_id, (token, deadline));
+        } else {
+            ended.insert(lease_id, Some(state));
+        }
+    }
+    let attempts = sqlx::query_as::<_, (Uuid, Option<String>)>(
         "SELECT lease_id, outcome FROM task_attempts WHERE lease_id = ANY($1)",
     )
     .bind(lease_ids)
     .fetch_all(&mut *connection)
-    .await?
-    .into_iter()
-    .collect();
+    .await?;
+    for (lease_id, outcome) in attempts {
+        ended.entry(lease_id).or_insert(outcome);
+    }
     Ok(RefusalReasons { live, ended })
 }
 
@@ -1127,15 +1143,24 @@ pub async fn attempts(
     team_id: Uuid,
     task_id: Uuid,
 ) -> Result<Vec<AttemptRow>, sqlx::Error> {
-    // The ended attempts, and the live one from the task (its row is written when it ends).
+    // The ended attempts, and from the task its live lease or the lease it succeeded with (no
+    // row is written for a success). A lease a server of the previous version claimed has a row
+    // from its start: its success is read from the task too.
     sqlx::query_as::<_, AttemptRow>(
-        "SELECT a.lease_id, a.attempt, a.fencing_token, a.worker, a.leased_at, a.finished_at,
-                a.outcome, a.error, a.next_run_at
-         FROM task_attempts a JOIN tasks t ON t.id = a.task_id
+        "SELECT a.lease_id, a.attempt, a.fencing_token, a.worker, a.leased_at,
+                CASE WHEN a.outcome IS NULL AND succeeded THEN t.finished_at
+                     ELSE a.finished_at END,
+                CASE WHEN a.outcome IS NULL AND succeeded THEN 'succeeded'
+                     ELSE a.outcome END,
+                a.error, a.next_run_at
+         FROM task_attempts a
+         JOIN tasks t ON t.id = a.task_id
+         CROSS JOIN LATERAL (SELECT t.state = 'succeeded' AND t.lease_id = a.lease_id) s(succeeded)
          WHERE a.task_id = $1 AND t.team_id = $2
          UNION ALL
-         SELECT t.lease_id, t.attempts, t.fencing_token, t.lease_owner, t.leased_at, NULL, NULL,
-                NULL, NULL
+         SELECT t.lease_id, t.attempts, t.fencing_token, t.lease_owner, t.leased_at,
+                CASE WHEN t.state = 'succeeded' THEN t.finished_at END,
+                CASE WHEN t.state = 'succeeded' THEN 'succeeded' END, NULL, NULL
          FROM tasks t
          WHERE t.id = $1 AND t.team_id = $2 AND t.lease_id IS NOT NULL
            AND NOT EXISTS (SELECT 1 FROM task_attempts a WHERE a.lease_id = t.lease_id)

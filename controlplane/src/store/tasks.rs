@@ -131,16 +131,18 @@ pub async fn insert_in_workflow(
     .await
 }
 
-/// Inserts queued tasks, of one team or several, in one statement. Returns the rows in the
-/// order of `tasks`.
+/// Inserts queued tasks, of one team or several, in one statement. Returns the tasks in the
+/// order of `tasks`, made from what was submitted and the time the database stored them at
+/// (only the ids and that time come back: the rest of a new row is its defaults,
+/// [`NewTask::queued`]).
 pub async fn insert_many(
     executor: impl PgExecutor<'_>,
     tasks: &[(Uuid, &NewTask)],
-) -> Result<Vec<TaskRow>, sqlx::Error> {
+) -> Result<Vec<Task>, sqlx::Error> {
     let ids: Vec<Uuid> = tasks.iter().map(|_| Uuid::now_v7()).collect();
     let column =
         |f: &dyn Fn(&NewTask) -> i32| -> Vec<i32> { tasks.iter().map(|(_, t)| f(t)).collect() };
-    let rows = sqlx::query_as::<_, TaskRow>(concat!(
+    let rows = sqlx::query_as::<_, (Uuid, DateTime<Utc>)>(
         "INSERT INTO tasks (id, team_id, pool, command, env, timeout_seconds, priority,
                             max_attempts, retry_backoff_seconds, retry_max_backoff_seconds,
                             retry_jitter_percent, max_lease_losses, state)
@@ -152,9 +154,8 @@ pub async fn insert_many(
               AS i(id, team_id, pool, command, env, timeout_seconds, priority, max_attempts,
                    retry_backoff_seconds, retry_max_backoff_seconds, retry_jitter_percent,
                    max_lease_losses)
-         RETURNING ",
-        task_columns!()
-    ))
+         RETURNING id, created_at",
+    )
     .bind(&ids)
     .bind(tasks.iter().map(|(team, _)| *team).collect::<Vec<Uuid>>())
     .bind(
@@ -179,9 +180,12 @@ pub async fn insert_many(
     .bind(column(&|t| t.max_lease_losses))
     .fetch_all(executor)
     .await?;
-    let mut by_id: std::collections::HashMap<Uuid, TaskRow> =
-        rows.into_iter().map(|row| (row.id, row)).collect();
-    Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
+    let stored: std::collections::HashMap<Uuid, DateTime<Utc>> = rows.into_iter().collect();
+    Ok(ids
+        .iter()
+        .zip(tasks)
+        .filter_map(|(id, (_, task))| Some(task.queued(*id, *stored.get(id)?)))
+        .collect())
 }
 
 pub async fn find(

@@ -503,11 +503,20 @@ struct TaskCounts {
 async fn task_counts(database_url: &str) -> anyhow::Result<TaskCounts> {
     let mut db = PgConnection::connect(database_url).await?;
     let row: (i64, i64, i64, i64, i64) = sqlx::query_as(
-        "SELECT (SELECT count(*) FROM tasks),
+        // Every attempt: the rows of ended attempts, and a success kept on its task (no row
+        // is written for it; servers before that wrote one).
+        "WITH attempts AS (
+             SELECT task_id, outcome FROM task_attempts
+             UNION ALL
+             SELECT t.id, 'succeeded' FROM tasks t
+             WHERE t.state = 'succeeded' AND t.lease_id IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM task_attempts a WHERE a.lease_id = t.lease_id)
+         )
+         SELECT (SELECT count(*) FROM tasks),
                 (SELECT count(*) FROM tasks WHERE state = 'succeeded'),
-                (SELECT count(*) FROM task_attempts),
-                (SELECT count(*) FROM task_attempts WHERE outcome = 'succeeded'),
-                (SELECT count(DISTINCT task_id) FROM task_attempts)",
+                (SELECT count(*) FROM attempts),
+                (SELECT count(*) FROM attempts WHERE outcome = 'succeeded'),
+                (SELECT count(DISTINCT task_id) FROM attempts)",
     )
     .fetch_one(&mut db)
     .await?;
