@@ -1262,3 +1262,28 @@ async fn a_success_stays_on_its_task_and_other_ends_write_one_attempt_row_also_f
     }
     server.stop().await;
 }
+
+#[sqlx::test(migrations = "./migrations")]
+async fn a_team_deleted_by_hand_takes_its_tasks_with_it(pool: PgPool) {
+    // Tasks keep their team without a foreign key (20261213000000): a trigger on teams
+    // deletes a team's tasks, as the key's ON DELETE CASCADE did.
+    let server = TestServer::unlimited(pool.clone()).await;
+    let (gone, _) = team_with_key(&server, "gone", 1, None).await;
+    let (kept, _) = team_with_key(&server, "kept", 1, None).await;
+    backlog(&pool, gone, "a", 3).await;
+    backlog(&pool, kept, "a", 2).await;
+    let leases = lease(&server, "a", 5).await;
+    assert_eq!(leases.len(), 5);
+    sqlx::query("DELETE FROM teams WHERE id = $1")
+        .bind(gone)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let left: Vec<Uuid> = sqlx::query_scalar("SELECT DISTINCT team_id FROM tasks")
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, [kept]);
+    assert_eq!(task_count(&pool).await, 2);
+    server.stop().await;
+}
