@@ -229,8 +229,35 @@ fn http_client() -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-fn task_body(index: u64) -> Value {
-    json!({"pool": POOL, "command": ["true"], "env": {"BENCH_JOB": index.to_string()}})
+/// One task as the producers submit it: `{"pool": .., "command": ["true"], "env": {"BENCH_JOB":
+/// "<index>"}}`, serialized from a struct (a `serde_json::Value` per task cost the driver, which
+/// shares the machine with the system it measures, more than the task's JSON).
+#[derive(serde::Serialize)]
+struct TaskBody {
+    pool: &'static str,
+    command: [&'static str; 1],
+    env: BenchEnv,
+}
+
+#[derive(serde::Serialize)]
+struct BenchEnv {
+    #[serde(rename = "BENCH_JOB")]
+    bench_job: String,
+}
+
+fn task_body(index: u64) -> TaskBody {
+    TaskBody {
+        pool: POOL,
+        command: ["true"],
+        env: BenchEnv {
+            bench_job: index.to_string(),
+        },
+    }
+}
+
+#[derive(serde::Serialize)]
+struct BatchBody {
+    tasks: Vec<TaskBody>,
 }
 
 /// Submits one task.
@@ -262,11 +289,13 @@ async fn submit_batch(
     key: &str,
     range: std::ops::Range<u64>,
 ) -> anyhow::Result<()> {
-    let tasks: Vec<Value> = range.map(task_body).collect();
+    let body = BatchBody {
+        tasks: range.map(task_body).collect(),
+    };
     let response = client
         .post(format!("{base}/v1/tasks/batch"))
         .bearer_auth(key)
-        .json(&json!({ "tasks": tasks }))
+        .json(&body)
         .send()
         .await?;
     let status = response.status();
