@@ -107,7 +107,8 @@ pub struct TaskBatchResponse {
 #[derive(Debug, Clone)]
 pub struct Submission {
     pub idempotency_key: Option<String>,
-    pub fingerprint: [u8; 32],
+    /// What the key is bound to ([`fingerprint`]): computed only when there is a key.
+    pub fingerprint: Option<[u8; 32]>,
     pub task: NewTask,
 }
 
@@ -126,7 +127,7 @@ impl Submission {
         }
         Ok(Self {
             task: request.validate()?,
-            fingerprint: fingerprint(request),
+            fingerprint: idempotency_key.as_ref().map(|_| fingerprint(request)),
             idempotency_key,
         })
     }
@@ -173,7 +174,8 @@ pub fn parse_batch(body: &serde_json::Value) -> Result<Vec<Submission>, BatchErr
     let mut submissions = Vec::with_capacity(items.len());
     let mut errors = Vec::new();
     for (index, item) in items.iter().enumerate() {
-        let parsed = serde_json::from_value::<BatchTaskItem>(item.clone())
+        // Read from the tree in place, not from a copy of the item.
+        let parsed = BatchTaskItem::deserialize(item)
             .map_err(|error| error.to_string())
             .and_then(|item| {
                 let (key, request) = item.into_parts();

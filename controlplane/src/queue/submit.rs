@@ -131,7 +131,10 @@ impl Queue {
                     return Plan::Create;
                 };
                 if let Some(response) = stored.get(&(*team, key)) {
-                    return if response.request_hash == submission.fingerprint {
+                    return if submission
+                        .fingerprint
+                        .is_some_and(|fingerprint| response.request_hash == fingerprint)
+                    {
                         Plan::Replay(response.clone())
                     } else {
                         Plan::KeyReused
@@ -204,7 +207,7 @@ impl Queue {
                     NewRecord {
                         team_id,
                         key: submission.idempotency_key.as_deref().unwrap_or_default(),
-                        request_hash: &submission.fingerprint,
+                        request_hash: submission.fingerprint.as_ref().map_or(&[], |f| f),
                         status: 201,
                         body,
                     }
