@@ -18,6 +18,11 @@
 //! - graphile-worker and pgqueuer through our drivers (`tests/bench/queue/`), with their own
 //!   performance-test settings, one submit per call (`single`) or batched (`batch`).
 //!
+//! The slow modes run once each; the `batch` runs (about a second each) run in `--rounds`
+//! rounds (default 3), every system once per round in an order that turns, and the ratios use
+//! each system's median: the machine's speed drifts between runs, and the last system run
+//! would otherwise carry the drift.
+//!
 //! A run's clock starts when the producers start (workers are already waiting) and stops when
 //! the last job's completion is committed. Every run ends with a check that each job completed
 //! exactly once. Then: lease latency of an idle long-polling worker, `POST /v1/tasks` at a fixed
@@ -94,6 +99,11 @@ pub struct Args {
     /// Modes to run (single, batch, worker); default: all.
     #[arg(long, value_delimiter = ',')]
     pub modes: Vec<String>,
+    /// Rounds of the `batch` runs: every system once per round, in an order that turns each
+    /// round (each system takes every place), the ratios from each system's median. A batch
+    /// run lasts about a second; the machine's speed drifts from run to run.
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
     /// Also measure throughput with a large backlog queued against a small one.
     #[arg(long)]
     pub backlog: bool,
@@ -179,47 +189,74 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
         args.producers,
         scratch::redact(&args.database_url)
     );
+    // One run each of the slow modes: one submit per job, and a process per task.
     if args.wants_system("stacksmith") {
-        for mode in [stacksmith::Mode::Single, stacksmith::Mode::Batch] {
-            if args.wants_mode(mode.name()) {
-                let outcome = stacksmith::throughput(args, mode, 0).await;
-                report.record_optional(&format!("stacksmith {}", mode.name()), outcome);
-            }
+        if args.wants_mode("single") {
+            let outcome = stacksmith::throughput(args, stacksmith::Mode::Single, 0).await;
+            report.record_optional("stacksmith single", outcome);
         }
         if args.wants_mode("worker") {
             report.record("stacksmith worker", stacksmith::worker_mode(args).await);
         }
     }
-    if args.wants_system("graphile-worker") {
-        match peers::Peer::graphile(args) {
-            Some(peer) => {
-                for mode in ["single", "batch"] {
-                    if args.wants_mode(mode) {
-                        report.record(
-                            &format!("graphile-worker {mode}"),
-                            peers::throughput(args, &peer, mode).await,
-                        );
-                    }
-                }
-            }
-            None => println!("queue-bench: graphile-worker skipped (no --graphile-dir)"),
+    let graphile = args
+        .wants_system("graphile-worker")
+        .then(|| peers::Peer::graphile(args))
+        .and_then(|peer| {
+            peer.or_else(|| {
+                println!("queue-bench: graphile-worker skipped (no --graphile-dir)");
+                None
+            })
+        });
+    let pgqueuer = args
+        .wants_system("pgqueuer")
+        .then(|| peers::Peer::pgqueuer(args))
+        .and_then(|peer| {
+            peer.or_else(|| {
+                println!(
+                    "queue-bench: pgqueuer skipped (no --pgqueuer-python and --pgqueuer-driver)"
+                );
+                None
+            })
+        });
+    for (name, peer) in [("graphile-worker", &graphile), ("pgqueuer", &pgqueuer)] {
+        if let Some(peer) = peer
+            && args.wants_mode("single")
+        {
+            report.record(
+                &format!("{name} single"),
+                peers::throughput(args, peer, "single").await,
+            );
         }
     }
-    if args.wants_system("pgqueuer") {
-        match peers::Peer::pgqueuer(args) {
-            Some(peer) => {
-                for mode in ["single", "batch"] {
-                    if args.wants_mode(mode) {
-                        report.record(
-                            &format!("pgqueuer {mode}"),
-                            peers::throughput(args, &peer, mode).await,
-                        );
-                    }
-                }
+    // The batch runs, interleaved in rounds.
+    if args.wants_mode("batch") {
+        let mut systems: Vec<(&str, Option<&peers::Peer>)> = Vec::new();
+        if args.wants_system("stacksmith") {
+            systems.push(("stacksmith", None));
+        }
+        for (name, peer) in [("graphile-worker", &graphile), ("pgqueuer", &pgqueuer)] {
+            if let Some(peer) = peer {
+                systems.push((name, Some(peer)));
             }
-            None => println!(
-                "queue-bench: pgqueuer skipped (no --pgqueuer-python and --pgqueuer-driver)"
-            ),
+        }
+        let rounds = args.rounds.max(1);
+        for round in 0..rounds {
+            for place in 0..systems.len() {
+                let (name, peer) = systems[(round as usize + place) % systems.len()];
+                let label = format!("{name} batch (round {} of {rounds})", round + 1);
+                let outcome = match peer {
+                    None => stacksmith::throughput(args, stacksmith::Mode::Batch, 0).await,
+                    Some(peer) => peers::throughput(args, peer, "batch").await.map(Some),
+                };
+                let outcome = outcome.map(|outcome| {
+                    outcome.map(|mut outcome| {
+                        outcome.round = Some(round + 1);
+                        outcome
+                    })
+                });
+                report.record_optional(&label, outcome);
+            }
         }
     }
     if args.wants_system("stacksmith") {

@@ -282,5 +282,6 @@ async fn run(
             ("settings", peer.settings.clone()),
         ],
         exactly_once_problem: problem,
+        round: None,
     })
 }

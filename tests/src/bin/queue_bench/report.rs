@@ -17,6 +17,8 @@ pub struct Outcome {
     pub extra: Vec<(&'static str, String)>,
     /// Why the exactly-once check failed, when it did.
     pub exactly_once_problem: Option<String>,
+    /// Which round of the interleaved batch runs (`--rounds`), for those.
+    pub round: Option<u32>,
 }
 
 impl Outcome {
@@ -39,6 +41,9 @@ impl Outcome {
         );
         if let Some(backlog) = self.backlog {
             line.push_str(&format!(" backlog={backlog}"));
+        }
+        if let Some(round) = self.round {
+            line.push_str(&format!(" round={round}"));
         }
         line.push_str(if self.exactly_once_problem.is_none() {
             " exactly_once=yes"
@@ -145,11 +150,16 @@ impl Report {
         }
     }
 
+    /// A system's throughput in a mode: the median of its runs (the batch runs are repeated in
+    /// rounds, `--rounds`).
     fn throughput(&self, system: &str, mode: &str, backlog: Option<u64>) -> Option<f64> {
-        self.outcomes
-            .iter()
-            .find(|o| o.system == system && o.mode == mode && o.backlog == backlog)
-            .map(Outcome::tasks_per_s)
+        median(
+            self.outcomes
+                .iter()
+                .filter(|o| o.system == system && o.mode == mode && o.backlog == backlog)
+                .map(Outcome::tasks_per_s)
+                .collect(),
+        )
     }
 
     /// The summary: every `RESULT` line again, the ratios, and the targets.
@@ -163,13 +173,28 @@ impl Report {
         for outcome in &self.outcomes {
             println!("{}", outcome.result_line());
         }
+        for system in ["stacksmith", "graphile-worker", "pgqueuer"] {
+            let rounds = self
+                .outcomes
+                .iter()
+                .filter(|o| o.system == system && o.round.is_some())
+                .count();
+            if let Some(value) = self
+                .throughput(system, "batch", None)
+                .filter(|_| rounds > 1)
+            {
+                println!(
+                    "MEDIAN system={system} mode=batch rounds={rounds} tasks_per_s={value:.1}"
+                );
+            }
+        }
         if let Some(latency) = &self.lease_latency {
             println!("{}", latency.line());
         }
         if let Some(load) = &self.submit_load {
             println!("{}", load.line());
         }
-        println!("== ratios (tasks/s over tasks/s, same invocation)");
+        println!("== ratios (tasks/s over tasks/s, same invocation; medians of the rounds)");
         let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
             (Some(a), Some(b)) if b > 0.0 => Some(a / b),
             _ => None,
@@ -251,6 +276,17 @@ impl Report {
     }
 }
 
+/// The median of `values` (the mean of the middle two for an even count); `None` when empty.
+fn median(mut values: Vec<f64>) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    match values.len() {
+        0 => None,
+        n if n % 2 == 1 => Some(values[middle]),
+        _ => Some((values[middle - 1] + values[middle]) / 2.0),
+    }
+}
+
 /// `/proc/loadavg`'s first three fields (the machine is shared: figures are only comparable
 /// within one invocation).
 pub fn load_average() -> String {
@@ -262,4 +298,17 @@ pub fn load_average() -> String {
                 .join(" ")
         })
         .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median;
+
+    #[test]
+    fn the_median_of_the_rounds() {
+        assert_eq!(median(vec![]), None);
+        assert_eq!(median(vec![3.0]), Some(3.0));
+        assert_eq!(median(vec![5.0, 1.0, 3.0]), Some(3.0));
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
 }

@@ -794,6 +794,7 @@ async fn throughput_run(
             ),
         ],
         exactly_once_problem: problem,
+        round: None,
     })
 }
 
@@ -905,6 +906,7 @@ async fn worker_run(
             ("server_cpu_ms_per_task", per_task(after.1 - before.1)),
         ],
         exactly_once_problem: exactly_once(&counts, tasks, tasks),
+        round: None,
     })
 }
 
