@@ -1,7 +1,8 @@
 //! `provisioner down` deletes the cluster's Services of type LoadBalancer (through
 //! `cluster.kubeconfig`) and waits for them before anything else is deleted, so the load
 //! balancers AWS made for them cannot block the VPC: the real binary, the fake cloud provider and
-//! the Kubernetes emulator of `cargo xtask test`.
+//! a Kubernetes emulator of the test's own (`down` deletes every LoadBalancer Service of the
+//! cluster it is given, so another test's `down` on a shared emulator would take this one's).
 
 use std::path::PathBuf;
 use std::process::Output;
@@ -10,13 +11,13 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use stacksmith_testkit::{
-    describe, fake_cloud_provisioner, kubeconfig, unique_name, workspace_root,
-};
+use stacksmith_testkit::kubelet::emulator::{PrivateEmulator, emulator_python};
+use stacksmith_testkit::{describe, fake_cloud_provisioner, unique_name, workspace_root};
 
 struct Sandbox {
     dir: PathBuf,
     suffix: String,
+    emulator: PrivateEmulator,
 }
 
 impl Sandbox {
@@ -27,6 +28,8 @@ impl Sandbox {
         let suffix = name[name.len() - 8..].to_owned();
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(dir.join("stacks")).unwrap();
+        let emulator =
+            PrivateEmulator::start_emulated(&emulator_python(), &dir.join("emulator")).unwrap();
         let demo = std::fs::read_to_string(
             workspace_root().join("tests/fixtures/engine/stacks/demo.yaml"),
         )
@@ -55,10 +58,14 @@ impl Sandbox {
                rate_limit: {{ per_key_rps: 50, burst: 100, global_rps: 500 }}\n  \
                worker_pools:\n    \
                  default: {{ tier: standard-{s}, concurrency: 2, replicas: {{ min: 1, max: 3 }}, tasks_per_replica: 10 }}\n",
-            kubeconfig = kubeconfig().display(),
+            kubeconfig = emulator.kubeconfig.display(),
         );
         std::fs::write(dir.join("stacks/cluster.yaml"), stack).unwrap();
-        Self { dir, suffix }
+        Self {
+            dir,
+            suffix,
+            emulator,
+        }
     }
 
     fn namespace(&self) -> String {
@@ -83,9 +90,9 @@ impl Drop for Sandbox {
     }
 }
 
-async fn client() -> kube::Client {
+async fn client(kubeconfig: &std::path::Path) -> kube::Client {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let file = Kubeconfig::read_from(kubeconfig()).unwrap();
+    let file = Kubeconfig::read_from(kubeconfig).unwrap();
     let config = kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
         .await
         .unwrap();
@@ -124,7 +131,10 @@ async fn down_deletes_load_balancer_services_before_the_cluster() {
     ]);
     assert!(up.status.success(), "{}", describe(&up));
 
-    let services: Api<Service> = Api::namespaced(client().await, &sandbox.namespace());
+    let services: Api<Service> = Api::namespaced(
+        client(&sandbox.emulator.kubeconfig).await,
+        &sandbox.namespace(),
+    );
     for (name, kind) in [("web", "LoadBalancer"), ("internal", "ClusterIP")] {
         services
             .create(&PostParams::default(), &service(name, kind))

@@ -1,6 +1,6 @@
 //! A Kubernetes API emulator of a test's own (`tests/emulators/kube_emulator.py`), started with
 //! `--kubelet external` so that Deployment readiness is the [`Kubelet`](super::Kubelet)'s to
-//! report, with a kubeconfig for it. Stopped when dropped.
+//! report (or with its own kubelet), with a kubeconfig for it. Stopped when dropped.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -32,20 +32,23 @@ impl PrivateEmulator {
     /// Starts it with `python` (see [`emulator_python`]) and writes its log and kubeconfig into
     /// `dir`. Bounded by 30 s.
     pub fn start(python: &Path, dir: &Path) -> Result<Self, String> {
+        Self::start_with(python, dir, "external")
+    }
+
+    /// [`PrivateEmulator::start`] with the emulator's own kubelet (`--kubelet emulated`: admitted
+    /// replicas are ready at once), for a test that needs a cluster no other test reaches.
+    pub fn start_emulated(python: &Path, dir: &Path) -> Result<Self, String> {
+        Self::start_with(python, dir, "emulated")
+    }
+
+    fn start_with(python: &Path, dir: &Path, kubelet: &str) -> Result<Self, String> {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
         let script = crate::workspace_root().join("tests/emulators/kube_emulator.py");
         let log_path = dir.join("kube-emulator.log");
         let log = std::fs::File::create(&log_path).map_err(|e| e.to_string())?;
         let child = Command::new(python)
             .arg(&script)
-            .args([
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--kubelet",
-                "external",
-            ])
+            .args(["--host", "127.0.0.1", "--port", "0", "--kubelet", kubelet])
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
