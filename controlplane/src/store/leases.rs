@@ -281,17 +281,9 @@ async fn lock_lease(
     .fetch_optional(&mut *connection)
     .await?;
     let Some(row) = row else {
-        // A succeeded lease stays on its task; the others ended in an attempt row.
-        let known: Option<(Option<String>,)> = sqlx::query_as(
-            "SELECT 'succeeded'::text FROM tasks WHERE lease_id = $1 AND state = 'succeeded'
-             UNION ALL
-             SELECT outcome FROM task_attempts WHERE lease_id = $1
-             LIMIT 1",
-        )
-        .bind(lease_id)
-        .fetch_optional(&mut *connection)
-        .await?;
-        return Err(ended_lease(known.map(|(outcome,)| outcome)));
+        // How it ended: the same reading as for the refusals of a batch.
+        let reasons = refusal_reasons(&mut *connection, &[lease_id]).await?;
+        return Err(ended_lease(reasons.ended.get(&lease_id).cloned()));
     };
     check_live(&row, fencing_token)?;
     Ok(row)

@@ -178,6 +178,22 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// A peer the run wants and can start; says why when it is wanted and cannot be.
+fn wanted_peer(
+    wanted: bool,
+    peer: impl FnOnce() -> Option<peers::Peer>,
+    skipped: &str,
+) -> Option<peers::Peer> {
+    if !wanted {
+        return None;
+    }
+    let peer = peer();
+    if peer.is_none() {
+        println!("queue-bench: {skipped}");
+    }
+    peer
+}
+
 async fn run(args: &Args) -> anyhow::Result<Report> {
     let mut report = Report {
         load_at_start: report::load_average(),
@@ -199,26 +215,16 @@ async fn run(args: &Args) -> anyhow::Result<Report> {
             report.record("stacksmith worker", stacksmith::worker_mode(args).await);
         }
     }
-    let graphile = args
-        .wants_system("graphile-worker")
-        .then(|| peers::Peer::graphile(args))
-        .and_then(|peer| {
-            peer.or_else(|| {
-                println!("queue-bench: graphile-worker skipped (no --graphile-dir)");
-                None
-            })
-        });
-    let pgqueuer = args
-        .wants_system("pgqueuer")
-        .then(|| peers::Peer::pgqueuer(args))
-        .and_then(|peer| {
-            peer.or_else(|| {
-                println!(
-                    "queue-bench: pgqueuer skipped (no --pgqueuer-python and --pgqueuer-driver)"
-                );
-                None
-            })
-        });
+    let graphile = wanted_peer(
+        args.wants_system("graphile-worker"),
+        || peers::Peer::graphile(args),
+        "graphile-worker skipped (no --graphile-dir)",
+    );
+    let pgqueuer = wanted_peer(
+        args.wants_system("pgqueuer"),
+        || peers::Peer::pgqueuer(args),
+        "pgqueuer skipped (no --pgqueuer-python and --pgqueuer-driver)",
+    );
     for (name, peer) in [("graphile-worker", &graphile), ("pgqueuer", &pgqueuer)] {
         if let Some(peer) = peer
             && args.wants_mode("single")
