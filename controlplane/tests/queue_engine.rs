@@ -231,6 +231,151 @@ async fn a_claim_costs_the_same_with_a_backlog_forty_times_larger(pool: PgPool) 
     server.stop().await;
 }
 
+/// The relations an `EXPLAIN (FORMAT JSON)` plan reads, each with how (node type and index).
+fn scans(node: &Value, found: &mut Vec<(String, String, String)>) {
+    if let Some(relation) = node["Relation Name"].as_str() {
+        found.push((
+            relation.to_owned(),
+            node["Node Type"].as_str().unwrap_or_default().to_owned(),
+            node["Index Name"].as_str().unwrap_or_default().to_owned(),
+        ));
+    }
+    for child in node["Plans"].as_array().into_iter().flatten() {
+        scans(child, found);
+    }
+}
+
+/// How `plan` reads `tasks`: (node type, index) of each of its scans of the table (the update
+/// itself left out).
+fn task_scans(plan: &Value) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    scans(&plan[0]["Plan"], &mut found);
+    found
+        .into_iter()
+        .filter(|(relation, node, _)| relation == "tasks" && node != "ModifyTable")
+        .map(|(_, node, index)| (node, index))
+        .collect()
+}
+
+/// No statistics are ever gathered here (as on a new database, or one whose autovacuum is off or
+/// behind): a claim session makes its generic plan while `tasks` is small and keeps it as the
+/// table grows forty times; the plan must still read the granted tasks through an index, never
+/// scan the table (which it did, and a claim of 500 among 60,000 tasks took 33 ms).
+#[sqlx::test(migrations = "./migrations")]
+async fn a_claim_planned_while_tasks_was_small_reads_it_through_indexes_after_it_grew(
+    pool: PgPool,
+) {
+    let server = TestServer::unlimited(pool.clone()).await;
+    let team = team(&server, "a", 1, None).await;
+    backlog(&pool, team, "p", 300).await;
+    let claims = controlplane::store::leases::claim_pool(&pool);
+    let mut connection = claims.acquire().await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "PREPARE generic_claim (text, bigint, float8, text, integer, uuid[], smallint) AS {}",
+        controlplane::store::leases::CLAIM_STATEMENT
+    )))
+    .execute(&mut *connection)
+    .await
+    .unwrap();
+    // EXECUTE takes no bind parameters: the values are written out (all of them ours).
+    let claim = |tasks: usize| {
+        let lease_ids = (0..tasks)
+            .map(|_| format!("'{}'", Uuid::now_v7()))
+            .collect::<Vec<_>>()
+            .join(",");
+        format!(
+            "EXECUTE generic_claim ('p', {tasks}, 60, 'cost', {}, ARRAY[{lease_ids}]::uuid[], 0)",
+            controlplane::store::leases::TIMEOUT_GRACE_SECONDS
+        )
+    };
+    // The first execution makes the session's plan, with 300 tasks in the table.
+    let mut transaction = sqlx::Connection::begin(&mut *connection).await.unwrap();
+    let leased = sqlx::raw_sql(sqlx::AssertSqlSafe(claim(10)))
+        .fetch_all(&mut *transaction)
+        .await
+        .unwrap();
+    assert_eq!(leased.len(), 10);
+    transaction.rollback().await.unwrap();
+
+    backlog(&pool, team, "p", 12_000).await;
+    let mut transaction = sqlx::Connection::begin(&mut *connection).await.unwrap();
+    let (plan,): (sqlx::types::Json<Value>,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {}",
+        claim(500)
+    )))
+    .fetch_one(&mut *transaction)
+    .await
+    .unwrap();
+    transaction.rollback().await.unwrap();
+    drop(connection);
+    claims.close().await;
+    let (buffers, leased) = buffers_and_rows(&plan.0);
+    assert_eq!(leased, 500);
+    let reads = task_scans(&plan.0);
+    println!("claim of 500 among 12,300 tasks: {buffers} buffers; tasks read by {reads:?}");
+    assert!(
+        reads.iter().all(|(node, index)| node.contains("Index")
+            && ["tasks_claimable", "tasks_pkey"].contains(&index.as_str())),
+        "the claim reads tasks other than through its indexes: {reads:?}"
+    );
+    server.stop().await;
+}
+
+/// A batch of 500 completions among 1,000 live leases and 15,000 ended ones (whose entries stay
+/// in `tasks_lease_expiry` until a vacuum), without statistics: one probe of `tasks_lease` per
+/// report, not a hash of every leased task.
+#[sqlx::test(migrations = "./migrations")]
+async fn a_batch_of_completions_probes_each_lease_without_statistics(pool: PgPool) {
+    let server = TestServer::unlimited(pool.clone()).await;
+    let team = team(&server, "a", 1, None).await;
+    backlog(&pool, team, "p", 20_000).await;
+    sqlx::query(
+        "UPDATE tasks SET state = 'leased', lease_id = gen_random_uuid(), fencing_token = 1,
+                          leased_at = now(), lease_expires_at = now() + interval '60 seconds'
+         WHERE id IN (SELECT id FROM tasks ORDER BY id LIMIT 16000)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "UPDATE tasks SET state = 'succeeded', lease_expires_at = NULL
+         WHERE id IN (SELECT id FROM tasks ORDER BY id LIMIT 15000)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let leases: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT lease_id FROM tasks WHERE state = 'leased' ORDER BY lease_id LIMIT 500",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let mut transaction = pool.begin().await.unwrap();
+    let (plan,): (sqlx::types::Json<Value>,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {}",
+        controlplane::store::leases::COMPLETION_STATEMENT
+    )))
+    .bind(&leases)
+    .bind(vec![1_i64; leases.len()])
+    .bind(vec![None::<sqlx::types::Json<Value>>; leases.len()])
+    .bind(vec![None::<String>; leases.len()])
+    .bind(vec![Some(0_i32); leases.len()])
+    .fetch_one(&mut *transaction)
+    .await
+    .unwrap();
+    transaction.rollback().await.unwrap();
+    let (buffers, completed) = buffers_and_rows(&plan.0);
+    assert_eq!(completed, 500);
+    let reads = task_scans(&plan.0);
+    println!("500 completions: {buffers} buffers; tasks read by {reads:?}");
+    assert_eq!(
+        reads,
+        vec![("Index Scan".to_owned(), "tasks_lease".to_owned())],
+        "the completions read tasks other than by probing tasks_lease"
+    );
+    server.stop().await;
+}
+
 #[sqlx::test(migrations = "./migrations")]
 async fn fair_share_holds_under_batched_claims(pool: PgPool) {
     let server = TestServer::unlimited(pool.clone()).await;
