@@ -136,6 +136,30 @@ fn buffers_and_rows(plan: &Value) -> (i64, usize) {
     (blocks, top["Actual Rows"].as_u64().unwrap() as usize)
 }
 
+/// Prepares the claim statement as `generic_claim` on `connection` (a session of `claim_pool`).
+async fn prepare_generic_claim(connection: &mut sqlx::PgConnection) {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "PREPARE generic_claim (text, bigint, float8, text, integer, uuid[], smallint) AS {}",
+        controlplane::store::leases::CLAIM_STATEMENT
+    )))
+    .execute(connection)
+    .await
+    .unwrap();
+}
+
+/// `EXECUTE generic_claim` for up to `tasks` tasks of `pool`. EXECUTE takes no bind parameters:
+/// the values are written out (all of them ours).
+fn execute_generic_claim(pool: &str, tasks: usize) -> String {
+    let lease_ids = (0..tasks)
+        .map(|_| format!("'{}'", Uuid::now_v7()))
+        .collect::<Vec<_>>()
+        .join(",");
+    format!(
+        "EXECUTE generic_claim ('{pool}', {tasks}, 60, 'cost', {}, ARRAY[{lease_ids}]::uuid[], 0)",
+        controlplane::store::leases::TIMEOUT_GRACE_SECONDS
+    )
+}
+
 /// As [`claim_cost`], but planned as the server's claim sessions plan it (`claim_pool`: one
 /// generic plan, whatever the parameters).
 async fn generic_claim_cost(db: &PgPool, pool: &str) -> (i64, usize) {
@@ -146,25 +170,11 @@ async fn generic_claim_cost(db: &PgPool, pool: &str) -> (i64, usize) {
         .await
         .unwrap();
     assert_eq!(mode, "force_generic_plan");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "PREPARE generic_claim (text, bigint, float8, text, integer, uuid[], smallint) AS {}",
-        controlplane::store::leases::CLAIM_STATEMENT
-    )))
-    .execute(&mut *connection)
-    .await
-    .unwrap();
+    prepare_generic_claim(&mut connection).await;
     let mut transaction = sqlx::Connection::begin(&mut *connection).await.unwrap();
-    let lease_ids: Vec<Uuid> = (0..10).map(|_| Uuid::now_v7()).collect();
-    // EXECUTE takes no bind parameters: the values are written out (all of them ours).
-    let lease_ids = lease_ids
-        .iter()
-        .map(|id| format!("'{id}'"))
-        .collect::<Vec<_>>()
-        .join(",");
     let (plan,): (sqlx::types::Json<Value>,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)
-         EXECUTE generic_claim ('{pool}', 10, 60, 'cost', {}, ARRAY[{lease_ids}]::uuid[], 0)",
-        controlplane::store::leases::TIMEOUT_GRACE_SECONDS
+        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {}",
+        execute_generic_claim(pool, 10)
     )))
     .fetch_one(&mut *transaction)
     .await
@@ -270,27 +280,10 @@ async fn a_claim_planned_while_tasks_was_small_reads_it_through_indexes_after_it
     backlog(&pool, team, "p", 300).await;
     let claims = controlplane::store::leases::claim_pool(&pool);
     let mut connection = claims.acquire().await.unwrap();
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "PREPARE generic_claim (text, bigint, float8, text, integer, uuid[], smallint) AS {}",
-        controlplane::store::leases::CLAIM_STATEMENT
-    )))
-    .execute(&mut *connection)
-    .await
-    .unwrap();
-    // EXECUTE takes no bind parameters: the values are written out (all of them ours).
-    let claim = |tasks: usize| {
-        let lease_ids = (0..tasks)
-            .map(|_| format!("'{}'", Uuid::now_v7()))
-            .collect::<Vec<_>>()
-            .join(",");
-        format!(
-            "EXECUTE generic_claim ('p', {tasks}, 60, 'cost', {}, ARRAY[{lease_ids}]::uuid[], 0)",
-            controlplane::store::leases::TIMEOUT_GRACE_SECONDS
-        )
-    };
+    prepare_generic_claim(&mut connection).await;
     // The first execution makes the session's plan, with 300 tasks in the table.
     let mut transaction = sqlx::Connection::begin(&mut *connection).await.unwrap();
-    let leased = sqlx::raw_sql(sqlx::AssertSqlSafe(claim(10)))
+    let leased = sqlx::raw_sql(sqlx::AssertSqlSafe(execute_generic_claim("p", 10)))
         .fetch_all(&mut *transaction)
         .await
         .unwrap();
@@ -301,7 +294,7 @@ async fn a_claim_planned_while_tasks_was_small_reads_it_through_indexes_after_it
     let mut transaction = sqlx::Connection::begin(&mut *connection).await.unwrap();
     let (plan,): (sqlx::types::Json<Value>,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {}",
-        claim(500)
+        execute_generic_claim("p", 500)
     )))
     .fetch_one(&mut *transaction)
     .await
