@@ -513,6 +513,11 @@ pub async fn report_many(
     }
 }
 
+/// One parameter array of a batched update: `value` of each report, in the order of `indexes`.
+fn column<T>(indexes: &[usize], value: impl Fn(usize) -> T) -> Vec<T> {
+    indexes.iter().map(|&index| value(index)).collect()
+}
+
 async fn apply_reports(
     db: &PgPool,
     reports: &[LeaseReport],
@@ -560,17 +565,12 @@ async fn apply_reports(
                AND t.lease_expires_at > now()
              RETURNING t.lease_id, t.lease_expires_at",
         )
-        .bind(sorted.iter().map(|&i| reports[i].lease_id).collect::<Vec<_>>())
-        .bind(sorted.iter().map(|&i| reports[i].fencing_token).collect::<Vec<_>>())
-        .bind(
-            sorted
-                .iter()
-                .map(|&i| match reports[i].action {
-                    ReportAction::Heartbeat { lease_seconds } => f64::from(lease_seconds),
-                    _ => 0.0,
-                })
-                .collect::<Vec<_>>(),
-        )
+        .bind(column(&sorted, |i| reports[i].lease_id))
+        .bind(column(&sorted, |i| reports[i].fencing_token))
+        .bind(column(&sorted, |i| match reports[i].action {
+            ReportAction::Heartbeat { lease_seconds } => f64::from(lease_seconds),
+            _ => 0.0,
+        }))
         .bind(TIMEOUT_GRACE_SECONDS)
         .fetch_all(&mut *transaction)
         .await?
@@ -600,36 +600,15 @@ async fn apply_reports(
         // times), so nothing else is written. Only what the answer and the counters need comes
         // back.
         let completed = sqlx::query_as::<_, Completed>(COMPLETION_STATEMENT)
-            .bind(
-                sorted
-                    .iter()
-                    .map(|&i| reports[i].lease_id)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                sorted
-                    .iter()
-                    .map(|&i| reports[i].fencing_token)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                sorted
-                    .iter()
-                    .map(|&i| outcome(i).and_then(|r| r.result.as_ref().map(Json)))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                sorted
-                    .iter()
-                    .map(|&i| outcome(i).and_then(|r| r.output.as_deref()))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                sorted
-                    .iter()
-                    .map(|&i| outcome(i).and_then(|r| r.exit_code))
-                    .collect::<Vec<_>>(),
-            )
+            .bind(column(&sorted, |i| reports[i].lease_id))
+            .bind(column(&sorted, |i| reports[i].fencing_token))
+            .bind(column(&sorted, |i| {
+                outcome(i).and_then(|r| r.result.as_ref().map(Json))
+            }))
+            .bind(column(&sorted, |i| {
+                outcome(i).and_then(|r| r.output.as_deref())
+            }))
+            .bind(column(&sorted, |i| outcome(i).and_then(|r| r.exit_code)))
             .fetch_all(&mut *transaction)
             .await?;
         let mut completed: HashMap<Uuid, (EndedTask, f64)> = completed
